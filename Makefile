@@ -1,0 +1,46 @@
+# llamart developer commands.  `make demo` and `make test` work on a fresh Debian 12 machine.
+PYTHON ?= python3
+export GGML_NO_BACKTRACE := 1
+export NODE_PATH := /usr/share/nodejs
+APT_PACKAGES := emscripten node-acorn chromium cmake g++
+
+.PHONY: deps native wasm demo test test-native test-node test-chromium matrix lint bench
+
+deps:                 ## system, Python and npm packages (apt needs root)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	npm ci --no-audit --no-fund --loglevel=error
+
+native:               ## build llama.cpp + our C API and install llamart (editable)
+	$(PYTHON) -m pip install -q --disable-pip-version-check --no-build-isolation -e .
+
+wasm:                 ## the WebAssembly module (build-wasm/)
+	$(PYTHON) -m wasm.build
+
+demo: deps native     ## make a demo model + adapter, generate with and without the adapter
+	$(PYTHON) -m llamart demo
+
+lint:
+	$(PYTHON) -m ruff check .
+
+test-native:
+	$(PYTHON) -m pytest -q
+
+test-node: wasm
+	$(PYTHON) -m tests.pyodide --runtime node -q
+
+test-chromium: wasm
+	$(PYTHON) -m tests.pyodide --runtime chromium -q
+
+matrix:               ## regenerate docs/platforms.md from the three runs' results
+	$(PYTHON) -m tests.matrix
+
+test: deps native wasm lint   ## everything CI runs: three platforms, then the matrix check
+	$(PYTHON) -m pytest -q --junitxml=tests/.artifacts/results-native.xml
+	$(PYTHON) -m tests.pyodide --runtime node -q
+	$(PYTHON) -m tests.pyodide --runtime chromium -q
+	$(PYTHON) -m tests.matrix --check
+
+bench: deps native wasm
+	$(PYTHON) -m bench

@@ -1,0 +1,142 @@
+/*
+ * llamart C API: a small, flat layer over llama.h, compiled natively (cffi) and to
+ * WebAssembly (emscripten).  Both Python backends see llama.cpp only through these calls.
+ *
+ * Rules this layer enforces so that no call sequence can abort the process:
+ *   - prompts are split into n_batch-sized decodes; tokens are checked against the vocab;
+ *     a decode that would pass n_ctx is refused (LM_ERR_CONTEXT) before llama.cpp sees it;
+ *   - adapters belong to their lm_model: freeing one unsets it from the context first,
+ *     and lm_model_free unsets and frees every adapter before the context and the model;
+ *   - llama_set_adapters_lora is only ever called with a consistent (pointer, count) pair.
+ *
+ * Errors: calls return NULL or a negative LM_ERR_* code; lm_last_error() then holds the
+ * reason (llama.cpp's own log lines at WARN/ERROR level collected during that call).
+ * Logging: llama.cpp's log is buffered here; lm_log_take() drains it (both platforms poll,
+ * so no callback has to cross from C into Python).
+ *
+ * Everything between the CDEF markers is plain C that cffi parses directly: keep it free of
+ * preprocessor lines and macros other than LM_API (stripped by the Python loader).
+ */
+#ifndef LLAMART_H
+#define LLAMART_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__EMSCRIPTEN__)
+#  include <emscripten/emscripten.h>
+#  define LM_API EMSCRIPTEN_KEEPALIVE
+#elif defined(_WIN32)
+#  define LM_API __declspec(dllexport)
+#else
+#  define LM_API __attribute__((visibility("default")))
+#endif
+
+/* LLAMART_CDEF_BEGIN */
+typedef struct lm_model lm_model;
+typedef struct lm_adapter lm_adapter;
+
+enum {
+    LM_OK            =  0,
+    LM_ERR_ARG       = -1,  /* bad argument (NULL, out of range, token outside the vocab) */
+    LM_ERR_CONTEXT   = -2,  /* would not fit in the context window */
+    LM_ERR_DECODE    = -3,  /* llama_decode failed */
+    LM_ERR_ALLOC     = -4,  /* out of memory */
+    LM_ERR_BUFFER    = -5,  /* output buffer too small: call again with -(return) bytes/items */
+    LM_ERR_TEMPLATE  = -6,  /* the model has no usable chat template */
+    LM_ERR_STATE     = -7   /* call made in the wrong state (e.g. sampling before any eval) */
+};
+
+/* ---- version, logging, errors ---- */
+LM_API const char * lm_version(void);            /* "llamart-c <ver>; llama.cpp <commit>" */
+LM_API const char * lm_system_info(void);        /* llama_print_system_info(): SIMD features */
+LM_API void         lm_log_set_level(int32_t level);  /* 0 debug,1 info,2 warn,3 error; lower dropped */
+LM_API const char * lm_log_take(void);           /* pending lines "L\ttext\n" (L = 0..3); valid until next call */
+LM_API const char * lm_last_error(void);         /* reason for the last failing call ("" if none) */
+
+/* ---- model + context lifecycle ---- */
+/* n_ctx 0 = model's training context; n_threads <= 0 = 1. use_mmap 0 in WebAssembly. */
+LM_API lm_model * lm_model_load(const char * path, int32_t n_ctx, int32_t n_batch,
+                                int32_t n_threads, int32_t use_mmap, int32_t vocab_only);
+LM_API void       lm_model_free(lm_model * m);   /* unsets+frees adapters, then ctx, then model; NULL ok */
+LM_API int32_t    lm_set_threads(lm_model * m, int32_t n_threads);
+
+/* ---- model facts ---- */
+LM_API int32_t  lm_n_vocab(const lm_model * m);
+LM_API int32_t  lm_n_ctx(const lm_model * m);        /* context actually allocated (0 when vocab_only) */
+LM_API int32_t  lm_n_ctx_train(const lm_model * m);
+LM_API int32_t  lm_n_batch(const lm_model * m);
+LM_API int32_t  lm_n_embd(const lm_model * m);
+LM_API int32_t  lm_n_layer(const lm_model * m);
+LM_API double   lm_n_params(const lm_model * m);     /* double: exact below 2^53, and JS-friendly */
+LM_API double   lm_model_size(const lm_model * m);   /* bytes of tensor data */
+LM_API int32_t  lm_model_desc(const lm_model * m, char * buf, int32_t size);
+LM_API int32_t  lm_meta_count(const lm_model * m);
+LM_API int32_t  lm_meta_key(const lm_model * m, int32_t i, char * buf, int32_t size);
+LM_API int32_t  lm_meta_val(const lm_model * m, int32_t i, char * buf, int32_t size);
+LM_API int32_t  lm_token_bos(const lm_model * m);
+LM_API int32_t  lm_token_eos(const lm_model * m);
+LM_API int32_t  lm_token_is_eog(const lm_model * m, int32_t token);
+
+/* ---- text <-> tokens (string lengths in bytes; no NUL terminator needed) ---- */
+/* Returns the number of tokens, or LM_ERR_BUFFER-style -(needed) when n_max is too small. */
+LM_API int32_t lm_tokenize(const lm_model * m, const char * text, int32_t text_len,
+                           int32_t * tokens, int32_t n_max, int32_t add_special, int32_t parse_special);
+/* Bytes of one token's piece (may be a partial UTF-8 sequence); -(needed) when size is too small. */
+LM_API int32_t lm_token_to_piece(const lm_model * m, int32_t token, char * buf, int32_t size, int32_t special);
+LM_API int32_t lm_detokenize(const lm_model * m, const int32_t * tokens, int32_t n_tokens,
+                             char * buf, int32_t size, int32_t remove_special, int32_t unparse_special);
+/* Apply the model's built-in chat template (no Jinja).  Returns bytes written, -(needed), or
+   LM_ERR_TEMPLATE.  tmpl NULL = the model's own template. */
+LM_API int32_t lm_chat_apply(const lm_model * m, const char * tmpl, const char ** roles,
+                             const char ** contents, int32_t n_msg, int32_t add_assistant,
+                             char * buf, int32_t size);
+
+/* ---- evaluation ---- */
+LM_API void    lm_reset(lm_model * m);               /* clear the KV cache: position 0 */
+LM_API int32_t lm_n_past(const lm_model * m);
+/* Evaluate tokens at the current position, split into n_batch decodes.  Checks every token
+   against the vocab and n_past + n_tokens <= n_ctx first.  Logits of the last token kept. */
+LM_API int32_t lm_eval(lm_model * m, const int32_t * tokens, int32_t n_tokens);
+LM_API const float * lm_logits(lm_model * m);        /* n_vocab floats after the last eval, or NULL */
+
+/* ---- sampling (in C: no logits copy per token) ---- */
+/* temperature <= 0 is greedy.  top_k <= 0, top_p >= 1, min_p <= 0, repeat_penalty == 1 disable
+   those stages.  seed < 0 picks a random seed. Resets the sampler state. */
+LM_API int32_t lm_sampler_init(lm_model * m, float temperature, int32_t top_k, float top_p,
+                               float min_p, float repeat_penalty, int32_t penalty_last_n,
+                               int64_t seed);
+/* Feed prompt tokens to the sampler's history (repeat penalty) without evaluating them. */
+LM_API void    lm_sampler_accept(lm_model * m, const int32_t * tokens, int32_t n_tokens);
+/* Sample the next token from the current logits; if eval_after is non-zero and the token is
+   not end-of-generation, evaluate it too (one call per generated token).  Returns the token,
+   or a negative LM_ERR_*.  *status gets LM_OK, or LM_ERR_CONTEXT when the token was sampled but
+   the context is full (it was not evaluated). */
+LM_API int32_t lm_next_token(lm_model * m, int32_t eval_after, int32_t * status);
+
+/* ---- LoRA adapters ---- */
+/* Load an adapter for this model (NULL + lm_last_error on failure).  Not applied yet. */
+LM_API lm_adapter * lm_adapter_load(lm_model * m, const char * path);
+/* Unset it from the context if active, then free it.  NULL ok. */
+LM_API void    lm_adapter_free(lm_model * m, lm_adapter * a);
+/* Replace the whole active set with these adapters and scales (n 0 = none).  Every adapter must
+   belong to m.  Clears the KV cache (nothing computed under the old set is reused). */
+LM_API int32_t lm_adapters_apply(lm_model * m, lm_adapter ** adapters, const float * scales, int32_t n);
+LM_API int32_t lm_adapter_meta_count(const lm_adapter * a);
+LM_API int32_t lm_adapter_meta_key(const lm_adapter * a, int32_t i, char * buf, int32_t size);
+LM_API int32_t lm_adapter_meta_val(const lm_adapter * a, int32_t i, char * buf, int32_t size);
+LM_API int32_t lm_adapter_alora_n_invocation_tokens(const lm_adapter * a);
+
+/* ---- memory helpers for the WebAssembly side (plain malloc/free) ---- */
+LM_API void * lm_malloc(int32_t size);
+LM_API void   lm_free(void * p);
+/* LLAMART_CDEF_END */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LLAMART_H */

@@ -1,0 +1,112 @@
+"""The Backend protocol: the few calls the Engine needs from a llama.cpp build.
+
+A backend owns at most one loaded model. It does no argument validation and keeps no LoRA
+bookkeeping (the Engine does both); it reports failures as :class:`BackendError` carrying
+llama.cpp's own reason, and the Engine picks the public exception type.
+"""
+
+from __future__ import annotations
+
+import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..params import GenerationParams, ModelParams
+
+
+class ErrorKind:
+    """Why a backend call failed (mirrors the LM_ERR_* codes of backends/llamart.h)."""
+
+    ARG = "arg"
+    CONTEXT = "context"
+    DECODE = "decode"
+    ALLOC = "alloc"
+    TEMPLATE = "template"
+    STATE = "state"
+    LOAD = "load"  # model or adapter refused by llama.cpp
+    UNSUPPORTED = "unsupported"
+
+
+class BackendError(Exception):
+    """A backend call failed; ``reason`` is llama.cpp's message (from its log)."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do. Code branches on these flags, never on the platform name."""
+
+    backend: str
+    lora: bool
+    lora_reason: str | None = None
+    logits: bool = True
+    streaming: bool = True
+    mmap: bool = True
+    threads: bool = True
+    system_info: str = ""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Facts about a loaded model, read once at load time."""
+
+    path: str
+    n_vocab: int
+    n_ctx: int
+    n_ctx_train: int
+    n_batch: int
+    n_embd: int
+    n_layer: int
+    n_params: int
+    size: int
+    description: str
+    bos: int
+    eos: int
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One llama.cpp build (native cffi, WebAssembly, or a test double)."""
+
+    name: str
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    # lifecycle
+    def load_model(self, path: str, params: ModelParams, n_threads: int) -> ModelInfo: ...
+    def unload_model(self) -> None: ...
+    def dispose(self) -> None: ...
+
+    # text
+    def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]: ...
+    def token_to_piece(self, token: int) -> bytes: ...
+    def detokenize(self, tokens: Sequence[int]) -> bytes: ...
+    def is_eog(self, token: int) -> bool: ...
+    def apply_chat_template(
+        self, messages: Sequence[tuple[str, str]], add_assistant: bool
+    ) -> str: ...
+
+    # evaluation (the KV cache starts at position 0 after reset)
+    def reset(self) -> None: ...
+    def eval(self, tokens: Sequence[int]) -> None: ...
+    def logits(self) -> array.array: ...  # typecode "f", n_vocab floats, a copy
+
+    # sampling: init once per generation, then one next_token per generated token
+    def sampler_init(self, params: GenerationParams, seed: int) -> None: ...
+    def sampler_accept(self, tokens: Sequence[int]) -> None: ...
+    def next_token(self, eval_after: bool) -> tuple[int, bool]:
+        """Sample a token; evaluate it if asked. Returns (token, context_full)."""
+        ...
+
+    # LoRA (only called when capabilities.lora is True)
+    def load_adapter(self, path: str) -> Any: ...
+    def free_adapter(self, handle: Any) -> None: ...
+    def apply_adapters(self, adapters: Sequence[tuple[Any, float]]) -> None: ...
+    def adapter_metadata(self, handle: Any) -> dict[str, str]: ...

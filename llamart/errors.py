@@ -1,0 +1,86 @@
+"""llamart's exception hierarchy, its warning, and the one place backend errors get a public type.
+
+Every error llamart raises on purpose is a :class:`LlamartError` (or a built-in ``TypeError``,
+``ValueError`` or ``FileNotFoundError`` for bad arguments). Errors about a file carry its
+``path`` and the ``reason`` (llama.cpp's own message where it gave one) and read
+``"<path>: <reason>"``.
+"""
+
+from __future__ import annotations
+
+from .backends.base import BackendError, ErrorKind
+
+__all__ = [
+    "AdapterError",
+    "ContextOverflowError",
+    "EngineStateError",
+    "LlamartError",
+    "LoraUnsupportedWarning",
+    "ModelLoadError",
+    "UnsupportedCapabilityError",
+    "from_backend_error",
+]
+
+
+class LlamartError(Exception):
+    """Base class of every llamart error; ``path`` and ``reason`` are set when known."""
+
+    def __init__(self, message: str, *, path: str | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.path = path
+        self.reason = reason if reason is not None else message
+
+
+class ModelLoadError(LlamartError):
+    """A model file is invalid, or llama.cpp refused to load it."""
+
+
+class AdapterError(LlamartError):
+    """A LoRA adapter is invalid, does not fit the loaded model, or could not be applied."""
+
+
+class EngineStateError(LlamartError):
+    """The call is not allowed now: no model, engine disposed, or a generation is streaming."""
+
+
+class ContextOverflowError(LlamartError):
+    """The prompt does not fit the context window (raised before any work is done)."""
+
+
+class UnsupportedCapabilityError(LlamartError):
+    """The backend lacks a capability (e.g. LoRA on WebAssembly) and the engine is strict."""
+
+
+class LoraUnsupportedWarning(UserWarning):
+    """A LoRA call was a no-op because this backend does not apply adapters."""
+
+
+def _message(path: str | None, reason: str) -> str:
+    return f"{path}: {reason}" if path else reason
+
+
+def from_backend_error(err: BackendError, *, op: str, path: str | None = None) -> LlamartError:
+    """The public exception for a backend failure during operation ``op``.
+
+    ``op`` is ``"model"`` (loading a model), ``"adapter"`` (loading or applying adapters) or
+    anything else (evaluation, text). The kind decides first: context -> ContextOverflowError,
+    state -> EngineStateError, unsupported -> UnsupportedCapabilityError; otherwise adapter
+    operations give AdapterError, model loads (or kind "load") ModelLoadError, the rest
+    LlamartError. The caller raises the result ``from err``.
+    """
+    reason = err.reason or str(err) or f"backend call failed ({err.kind})"
+    msg = _message(path, reason)
+    cls: type[LlamartError]
+    if err.kind == ErrorKind.CONTEXT:
+        cls = ContextOverflowError
+    elif err.kind == ErrorKind.STATE:
+        cls = EngineStateError
+    elif err.kind == ErrorKind.UNSUPPORTED:
+        cls = UnsupportedCapabilityError
+    elif op == "adapter":
+        cls = AdapterError
+    elif op == "model" or err.kind == ErrorKind.LOAD:
+        cls = ModelLoadError
+    else:
+        cls = LlamartError
+    return cls(msg, path=path, reason=reason)

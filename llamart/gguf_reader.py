@@ -1,0 +1,627 @@
+"""Read and check GGUF headers in pure Python (stdlib only: runs in Pyodide too).
+
+Only the header, the key/value metadata and the tensor infos are read, with buffered reads;
+tensor data is never touched.  Every count and length is checked against the bytes left in
+the file *before* anything is allocated, so a file whose header lies fails fast.  The checks
+follow llama.cpp's own GGUF loader (ggml/src/gguf.cpp) and LoRA loader (src/llama-adapter.cpp)
+at the pinned commit, with messages that name the offending key or tensor.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import struct
+import sys
+from dataclasses import dataclass, field
+
+__all__ = [
+    "GGML_TYPES",
+    "GGUFError",
+    "GGUFHeader",
+    "TensorInfo",
+    "adapter_summary",
+    "model_summary",
+    "read_header",
+    "validate_adapter",
+    "validate_model",
+]
+
+GGUF_MAGIC = b"GGUF"
+GGUF_DEFAULT_ALIGNMENT = 32
+GGML_MAX_DIMS = 4
+GGML_MAX_NAME = 64  # tensor names must be shorter than this
+GGUF_MAX_STRING_LENGTH = 1 << 30
+GGUF_MAX_ARRAY_ELEMENTS = 1 << 30
+INT64_MAX = (1 << 63) - 1
+
+# ggml type id -> (name, block size, bytes per block), from ggml.c type_traits at the pinned
+# commit.  Removed/deprecated ids (block size 0 there) are absent: a tensor using one is refused.
+GGML_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("F32", 1, 4),
+    1: ("F16", 1, 2),
+    2: ("Q4_0", 32, 18),
+    3: ("Q4_1", 32, 20),
+    6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24),
+    8: ("Q8_0", 32, 34),
+    9: ("Q8_1", 32, 36),
+    10: ("Q2_K", 256, 84),
+    11: ("Q3_K", 256, 110),
+    12: ("Q4_K", 256, 144),
+    13: ("Q5_K", 256, 176),
+    14: ("Q6_K", 256, 210),
+    15: ("Q8_K", 256, 292),
+    16: ("IQ2_XXS", 256, 66),
+    17: ("IQ2_XS", 256, 74),
+    18: ("IQ3_XXS", 256, 98),
+    19: ("IQ1_S", 256, 50),
+    20: ("IQ4_NL", 32, 18),
+    21: ("IQ3_S", 256, 110),
+    22: ("IQ2_S", 256, 82),
+    23: ("IQ4_XS", 256, 136),
+    24: ("I8", 1, 1),
+    25: ("I16", 1, 2),
+    26: ("I32", 1, 4),
+    27: ("I64", 1, 8),
+    28: ("F64", 1, 8),
+    29: ("IQ1_M", 256, 56),
+    30: ("BF16", 1, 2),
+    34: ("TQ1_0", 256, 54),
+    35: ("TQ2_0", 256, 66),
+    39: ("MXFP4", 32, 17),
+    40: ("NVFP4", 64, 36),
+    41: ("Q1_0", 128, 18),
+    42: ("Q2_0", 64, 18),
+}
+GGML_TYPE_COUNT = 43
+
+# GGUF metadata value types
+UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = (
+    range(13)
+)
+VALUE_TYPE_NAMES = {
+    UINT8: "u8", INT8: "i8", UINT16: "u16", INT16: "i16", UINT32: "u32", INT32: "i32",
+    FLOAT32: "f32", BOOL: "bool", STRING: "str", ARRAY: "arr", UINT64: "u64", INT64: "i64",
+    FLOAT64: "f64",
+}
+# scalar type -> (struct format, size, array typecode)
+_SCALARS: dict[int, tuple[str, int, str]] = {
+    UINT8: ("<B", 1, "B"),
+    INT8: ("<b", 1, "b"),
+    UINT16: ("<H", 2, "H"),
+    INT16: ("<h", 2, "h"),
+    UINT32: ("<I", 4, "I"),
+    INT32: ("<i", 4, "i"),
+    FLOAT32: ("<f", 4, "f"),
+    BOOL: ("<b", 1, "b"),
+    UINT64: ("<Q", 8, "Q"),
+    INT64: ("<q", 8, "q"),
+    FLOAT64: ("<d", 8, "d"),
+}
+_CHUNK = 1 << 20
+_MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, smallest value
+_MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_I64 = struct.Struct("<q")
+
+
+class GGUFError(ValueError):
+    """A GGUF file is malformed or does not fit its use; ``reason`` says why."""
+
+    def __init__(self, reason: str, path: str | os.PathLike[str] | None = None) -> None:
+        self.reason = reason
+        self.path = None if path is None else os.fspath(path)
+        super().__init__(f"{self.path}: {reason}" if self.path is not None else reason)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor's header entry.  ``shape`` is in ggml ``ne`` order (innermost first) and
+    ``offset`` is the absolute position of its data in the file."""
+
+    name: str
+    shape: tuple[int, ...]
+    ggml_type: int
+    offset: int
+    nbytes: int
+
+    @property
+    def ne(self) -> tuple[int, int, int, int]:
+        """The shape padded with 1s to four dimensions, as ggml stores it."""
+        s = self.shape + (1,) * (GGML_MAX_DIMS - len(self.shape))
+        return (s[0], s[1], s[2], s[3])
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def type_name(self) -> str:
+        return GGML_TYPES[self.ggml_type][0]
+
+
+@dataclass
+class GGUFHeader:
+    """Everything in a GGUF file but the tensor data."""
+
+    path: str
+    version: int
+    kv: dict[str, object]
+    tensors: list[TensorInfo]
+    kv_types: dict[str, tuple[int, int | None]] = field(default_factory=dict)  # (type, item type)
+    alignment: int = GGUF_DEFAULT_ALIGNMENT
+    data_offset: int = 0
+    file_size: int = 0
+
+    def tensor_map(self) -> dict[str, TensorInfo]:
+        return {t.name: t for t in self.tensors}
+
+    @property
+    def architecture(self) -> str | None:
+        arch = self.kv.get("general.architecture")
+        return arch if isinstance(arch, str) else None
+
+
+class _Reader:
+    """Buffered little-endian reads that never pass the end of the file."""
+
+    def __init__(self, f, size: int, path: str) -> None:  # noqa: ANN001
+        self.f = f
+        self.size = size
+        self.path = path
+        self.buf = b""
+        self.pos = 0  # position inside buf
+        self.base = 0  # file offset of buf[0]
+
+    def tell(self) -> int:
+        return self.base + self.pos
+
+    def remaining(self) -> int:
+        return self.size - self.base - self.pos
+
+    def fail(self, reason: str) -> GGUFError:
+        return GGUFError(reason, self.path)
+
+    def need(self, n: int, what: str) -> None:
+        """Make n bytes available in buf at pos, or fail naming what was being read."""
+        if self.pos + n <= len(self.buf):
+            return
+        if n > self.remaining():
+            raise self.fail(
+                f"{what} at offset {self.tell()} needs {n} bytes but only {self.remaining()} "
+                f"remain (file size {self.size}): truncated or corrupt"
+            )
+        rest = self.buf[self.pos:]
+        self.base += self.pos
+        self.pos = 0
+        more = self.f.read(max(n - len(rest), _CHUNK))
+        self.buf = rest + more
+        if len(self.buf) < n:
+            raise self.fail(f"{what} at offset {self.tell()}: short read (file changed?)")
+
+    def take(self, n: int, what: str) -> bytes:
+        self.need(n, what)
+        out = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def u32(self, what: str) -> int:
+        self.need(4, what)
+        (v,) = _U32.unpack_from(self.buf, self.pos)
+        self.pos += 4
+        return v
+
+    def u64(self, what: str) -> int:
+        self.need(8, what)
+        (v,) = _U64.unpack_from(self.buf, self.pos)
+        self.pos += 8
+        return v
+
+    def i64(self, what: str) -> int:
+        self.need(8, what)
+        (v,) = _I64.unpack_from(self.buf, self.pos)
+        self.pos += 8
+        return v
+
+    def string(self, what: str) -> str:
+        n = self.u64(f"length of {what}")
+        if n > GGUF_MAX_STRING_LENGTH:
+            raise self.fail(f"{what} has length {n}, above the limit {GGUF_MAX_STRING_LENGTH}")
+        if n > self.remaining():
+            raise self.fail(
+                f"{what} has length {n} but only {self.remaining()} bytes remain in the file"
+            )
+        return self.take(n, what).decode("utf-8", errors="replace")
+
+    def strings(self, n: int, what: str) -> list[str]:
+        """n length-prefixed strings (the hot path for tokenizer vocabularies)."""
+        out: list[str] = []
+        unpack = _U64.unpack_from
+        for i in range(n):
+            if self.pos + 8 > len(self.buf):
+                self.need(8, f"length of {what}[{i}]")
+            (k,) = unpack(self.buf, self.pos)
+            self.pos += 8
+            if self.pos + k > len(self.buf):
+                if k > GGUF_MAX_STRING_LENGTH or k > self.remaining():
+                    raise self.fail(f"{what}[{i}] has length {k} but only {self.remaining()} "
+                                    f"bytes remain in the file")
+                self.need(k, f"{what}[{i}]")
+            out.append(self.buf[self.pos:self.pos + k].decode("utf-8", errors="replace"))
+            self.pos += k
+        return out
+
+    def scalar(self, vtype: int, what: str) -> object:
+        fmt, size, _ = _SCALARS[vtype]
+        self.need(size, what)
+        (v,) = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += size
+        return bool(v) if vtype == BOOL else v
+
+    def array(self, vtype: int, n: int, what: str) -> list[object]:
+        if vtype == STRING:
+            if n * 8 > self.remaining():
+                raise self.fail(
+                    f"{what}: array of {n} strings needs at least {n * 8} bytes but only "
+                    f"{self.remaining()} remain in the file"
+                )
+            return self.strings(n, what)
+        _, size, code = _SCALARS[vtype]
+        if n * size > self.remaining():
+            raise self.fail(
+                f"{what}: array of {n} {VALUE_TYPE_NAMES[vtype]} needs {n * size} bytes but only "
+                f"{self.remaining()} remain in the file"
+            )
+        arr = array.array(code)
+        if arr.itemsize != size:  # e.g. a platform where "I" is not 4 bytes
+            return list(struct.unpack(f"<{n}{code}", self.take(n * size, what)))
+        arr.frombytes(self.take(n * size, what))
+        if sys.byteorder == "big":
+            arr.byteswap()
+        if vtype == BOOL:
+            return [bool(v) for v in arr]
+        return arr.tolist()
+
+
+def _read_value(r: _Reader, key: str) -> tuple[object, int, int | None]:
+    vtype = r.u32(f"type of key '{key}'")
+    if vtype == ARRAY:
+        itype = r.u32(f"item type of key '{key}'")
+        if itype not in _SCALARS and itype != STRING:
+            raise r.fail(f"key '{key}' is an array of invalid GGUF type {itype}")
+        n = r.u64(f"length of array '{key}'")
+        if n > GGUF_MAX_ARRAY_ELEMENTS:
+            raise r.fail(f"key '{key}' has {n} array elements, above the limit "
+                         f"{GGUF_MAX_ARRAY_ELEMENTS}")
+        return r.array(itype, n, f"key '{key}'"), ARRAY, itype
+    if vtype == STRING:
+        return r.string(f"value of key '{key}'"), STRING, None
+    if vtype not in _SCALARS:
+        raise r.fail(f"key '{key}' has invalid GGUF type {vtype}")
+    return r.scalar(vtype, f"value of key '{key}'"), vtype, None
+
+
+def _read_tensor_info(r: _Reader, i: int) -> tuple[str, tuple[int, ...], int, int, int]:
+    name = r.string(f"name of tensor {i}")
+    if len(name.encode("utf-8", errors="replace")) >= GGML_MAX_NAME:
+        raise r.fail(f"tensor {i} name '{name[:80]}' is too long "
+                     f"({len(name)} >= {GGML_MAX_NAME})")
+    n_dims = r.u32(f"n_dims of tensor '{name}'")
+    if n_dims > GGML_MAX_DIMS:
+        raise r.fail(f"tensor '{name}' has {n_dims} dimensions (at most {GGML_MAX_DIMS})")
+    shape = tuple(r.i64(f"dimension {j} of tensor '{name}'") for j in range(n_dims))
+    for j, d in enumerate(shape):
+        if d < 0:
+            raise r.fail(f"tensor '{name}' dimension {j} is negative ({d})")
+    n_el = 1
+    for d in shape:
+        n_el *= d
+    if n_el > INT64_MAX:
+        raise r.fail(f"tensor '{name}' shape {list(shape)} overflows int64 elements")
+    ggml_type = r.u32(f"type of tensor '{name}'")
+    if ggml_type not in GGML_TYPES:
+        what = "removed" if ggml_type < GGML_TYPE_COUNT else "unknown"
+        raise r.fail(f"tensor '{name}' has {what} ggml type {ggml_type}")
+    tname, blck, tsize = GGML_TYPES[ggml_type]
+    ne0 = shape[0] if shape else 1
+    if ne0 % blck:
+        raise r.fail(f"tensor '{name}' of type {tname} has {ne0} elements per row, "
+                     f"not a multiple of the block size {blck}")
+    nbytes = n_el // blck * tsize
+    offset = r.u64(f"data offset of tensor '{name}'")
+    return name, shape, ggml_type, offset, nbytes
+
+
+def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
+    """Read and check a GGUF file's header, metadata and tensor infos (never tensor data).
+
+    Raises FileNotFoundError for a missing file and GGUFError naming the file and the reason
+    for anything malformed.
+    """
+    spath = os.fspath(path)
+    if not os.path.exists(spath):
+        raise FileNotFoundError(f"no such file: {spath}")
+    if os.path.isdir(spath):
+        raise GGUFError("is a directory, not a GGUF file", spath)
+    size = os.path.getsize(spath)
+    if size == 0:
+        raise GGUFError("file is empty (0 bytes), not a GGUF file", spath)
+    with open(spath, "rb") as f:
+        r = _Reader(f, size, spath)
+        return _parse(r, spath, size)
+
+
+def _parse(r: _Reader, spath: str, size: int) -> GGUFHeader:
+    if size < 4:
+        raise r.fail(f"file is only {size} bytes, too short for a GGUF header")
+    magic = r.take(4, "magic")
+    if magic != GGUF_MAGIC:
+        raise r.fail(f"not a GGUF file (magic {magic!r}, expected b'GGUF')")
+    version = r.u32("version")
+    if version & 0xFFFF == 0 and version:
+        raise r.fail(f"GGUF version {version:#x} looks byte-swapped (big-endian file?)")
+    if version == 1:
+        raise r.fail("GGUF version 1 is no longer supported (need 2 or 3)")
+    if version not in (2, 3):
+        raise r.fail(f"unsupported GGUF version {version} (need 2 or 3)")
+    n_tensors = r.i64("tensor count")
+    n_kv = r.i64("metadata count")
+    if n_tensors < 0 or n_tensors * _MIN_TENSOR_INFO_BYTES > r.remaining():
+        raise r.fail(f"header claims {n_tensors} tensors, impossible in a file of {size} bytes")
+    if n_kv < 0 or n_kv * _MIN_KV_BYTES > r.remaining():
+        raise r.fail(f"header claims {n_kv} metadata keys, impossible in a file of {size} bytes")
+
+    kv: dict[str, object] = {}
+    kv_types: dict[str, tuple[int, int | None]] = {}
+    for i in range(n_kv):
+        key = r.string(f"key {i}")
+        if not key:
+            raise r.fail(f"metadata key {i} is empty")
+        if key in kv:
+            raise r.fail(f"duplicate metadata key '{key}'")
+        value, vtype, itype = _read_value(r, key)
+        kv[key] = value
+        kv_types[key] = (vtype, itype)
+
+    alignment = GGUF_DEFAULT_ALIGNMENT
+    if "general.alignment" in kv:
+        if kv_types["general.alignment"][0] != UINT32:
+            raise r.fail("key 'general.alignment' must be of type u32")
+        alignment = int(kv["general.alignment"])  # type: ignore[arg-type]
+        if alignment == 0 or alignment & (alignment - 1):
+            raise r.fail(f"general.alignment {alignment} is not a power of 2")
+
+    raw: list[tuple[str, tuple[int, ...], int, int, int]] = []
+    seen: set[str] = set()
+    for i in range(n_tensors):
+        info = _read_tensor_info(r, i)
+        if info[0] in seen:
+            raise r.fail(f"duplicate tensor name '{info[0]}'")
+        seen.add(info[0])
+        raw.append(info)
+
+    data_offset = r.tell()
+    if n_tensors:
+        data_offset += -data_offset % alignment
+        if data_offset > size:
+            raise r.fail(f"tensor data section would start at {data_offset}, past end of file "
+                         f"(size {size})")
+    tensors = [TensorInfo(n, s, t, data_offset + off, nb) for n, s, t, off, nb in raw]
+    _check_tensor_layout(r, tensors, raw, alignment, data_offset, size)
+    return GGUFHeader(spath, version, kv, tensors, kv_types, alignment, data_offset, size)
+
+
+def _check_tensor_layout(r: _Reader, tensors: list[TensorInfo], raw: list, alignment: int,
+                         data_offset: int, size: int) -> None:
+    for t, (_, _, _, rel, _) in zip(tensors, raw):
+        if rel % alignment:
+            raise r.fail(f"tensor '{t.name}' offset {rel} is not a multiple of the alignment "
+                         f"{alignment}")
+        end = t.offset + t.nbytes
+        if end > size:
+            raise r.fail(f"tensor '{t.name}' data [{t.offset}..{end}) runs past end of file "
+                         f"(size {size})")
+    by_start = sorted(tensors, key=lambda t: (t.offset, t.nbytes))
+    for a, b in zip(by_start, by_start[1:]):
+        if b.offset < a.offset + a.nbytes:
+            raise r.fail(f"tensors '{a.name}' [{a.offset}..{a.offset + a.nbytes}) and "
+                         f"'{b.name}' [{b.offset}..{b.offset + b.nbytes}) overlap")
+    expected = 0  # llama.cpp also requires the data packed in header order, each padded
+    for t, (_, _, _, rel, _) in zip(tensors, raw):
+        if rel != expected:
+            raise r.fail(f"tensor '{t.name}' has data offset {rel}, expected {expected} "
+                         f"(tensor data must be packed in header order)")
+        expected += t.nbytes + (-t.nbytes % alignment)
+
+
+# ---- model and adapter checks ----
+
+def _str_key(h: GGUFHeader, key: str, *, required: bool) -> str | None:
+    if key not in h.kv:
+        if required:
+            raise GGUFError(f"metadata key '{key}' is missing", h.path)
+        return None
+    vtype = h.kv_types.get(key, (STRING, None))[0]
+    if vtype != STRING:
+        raise GGUFError(f"metadata key '{key}' must be a string, not "
+                        f"{VALUE_TYPE_NAMES.get(vtype, vtype)}", h.path)
+    return str(h.kv[key])
+
+
+# keys llama.cpp reads as arrays of one type (it refuses, or asserts, on any other type)
+_ARRAY_KEYS = {
+    "tokenizer.ggml.tokens": (STRING,),
+    "tokenizer.ggml.merges": (STRING,),
+    "tokenizer.ggml.scores": (FLOAT32, INT32),
+    "tokenizer.ggml.token_type": (INT32,),
+}
+
+
+def validate_model(path: str | os.PathLike[str], *, allow_no_tensors: bool = False) -> GGUFHeader:
+    """Check that a file is a loadable GGUF model (not an adapter); return its header."""
+    h = read_header(path)
+    gtype = _str_key(h, "general.type", required=False)
+    if gtype == "adapter":
+        raise GGUFError("is a LoRA adapter, not a model (general.type is 'adapter')", h.path)
+    if gtype not in (None, "model"):
+        raise GGUFError(f"general.type is '{gtype}', expected 'model'", h.path)
+    arch = _str_key(h, "general.architecture", required=True)
+    if not arch:
+        raise GGUFError("general.architecture is empty", h.path)
+    for key, types in _ARRAY_KEYS.items():
+        if key in h.kv:
+            vtype, itype = h.kv_types[key]
+            if vtype != ARRAY or itype not in types:
+                want = " or ".join(VALUE_TYPE_NAMES[t] for t in types)
+                raise GGUFError(f"metadata key '{key}' must be an array of {want}", h.path)
+    tokens = h.kv.get("tokenizer.ggml.tokens")
+    if isinstance(tokens, list):
+        for key in ("tokenizer.ggml.scores", "tokenizer.ggml.token_type"):
+            other = h.kv.get(key)
+            if isinstance(other, list) and len(other) < len(tokens):
+                raise GGUFError(f"'{key}' has {len(other)} entries for {len(tokens)} tokens",
+                                h.path)
+    if not h.tensors and not allow_no_tensors:
+        raise GGUFError("has no tensors (a vocab-only file?)", h.path)
+    return h
+
+
+def _lora_pairs(h: GGUFHeader) -> dict[str, list[TensorInfo | None]]:
+    """Base tensor name -> [lora_a, lora_b] in header order; unexpected names refused."""
+    pairs: dict[str, list[TensorInfo | None]] = {}
+    for t in h.tensors:
+        if t.name.endswith(".lora_a"):
+            pairs.setdefault(t.name[:-7], [None, None])[0] = t
+        elif t.name.endswith(".lora_b"):
+            pairs.setdefault(t.name[:-7], [None, None])[1] = t
+        elif t.name.endswith("_norm.weight"):
+            continue  # llama.cpp ignores these
+        else:
+            raise GGUFError(f"LoRA tensor '{t.name}' has unexpected suffix "
+                            f"(expected .lora_a or .lora_b)", h.path)
+    return pairs
+
+
+def validate_adapter(path: str | os.PathLike[str], base: GGUFHeader | None = None) -> GGUFHeader:
+    """Check that a file is a LoRA adapter llama.cpp accepts (for ``base`` when given)."""
+    h = read_header(path)
+    gtype = _str_key(h, "general.type", required=False)
+    if gtype != "adapter":
+        raise GGUFError(f"is not a LoRA adapter (general.type is "
+                        f"{'missing' if gtype is None else repr(gtype)}, expected 'adapter')",
+                        h.path)
+    arch = _str_key(h, "general.architecture", required=True)
+    if base is not None and arch != base.architecture:
+        raise GGUFError(f"adapter is for architecture '{arch}' but the model is "
+                        f"'{base.architecture}'", h.path)
+    atype = _str_key(h, "adapter.type", required=False)
+    if atype != "lora":
+        raise GGUFError(f"adapter.type is {'missing' if atype is None else repr(atype)}, "
+                        f"expected 'lora'", h.path)
+    if "adapter.lora.alpha" in h.kv and h.kv_types["adapter.lora.alpha"][0] != FLOAT32:
+        raise GGUFError("adapter.lora.alpha must be of type f32", h.path)
+    key = "adapter.alora.invocation_tokens"
+    if key in h.kv and h.kv_types[key] != (ARRAY, UINT32):
+        raise GGUFError(f"'{key}' must be an array of u32", h.path)
+    pairs = _lora_pairs(h)
+    if not pairs:
+        raise GGUFError("adapter has no lora_a/lora_b tensors", h.path)
+    base_tensors = base.tensor_map() if base is not None else {}
+    for name in sorted(pairs):  # llama.cpp walks them in name order
+        a, b = pairs[name]
+        if a is None or b is None:
+            half = "lora_a" if a is None else "lora_b"
+            raise GGUFError(f"LoRA tensor pair for '{name}' is missing its {half} half", h.path)
+        for t in (a, b):
+            if t.ne[2] != 1 or t.ne[3] != 1:
+                raise GGUFError(f"LoRA tensor '{t.name}' must be 2-D, has shape {list(t.shape)}",
+                                h.path)
+        is_embd = name.endswith("token_embd.weight")
+        if base is not None:
+            w = base_tensors.get(name)
+            if w is None:
+                raise GGUFError(f"LoRA tensor '{name}' does not exist in the base model: "
+                                f"adapter made for another base model?", h.path)
+            if is_embd:
+                ok = w.ne[0] == b.ne[1] and w.ne[1] == a.ne[1]
+            else:
+                ok = w.ne[0] == a.ne[0] and w.ne[1] == b.ne[1]
+            if not ok:
+                raise GGUFError(
+                    f"tensor '{name}' has incorrect shape: adapter made for another base model? "
+                    f"(base {list(w.shape)}, lora_a {list(a.shape)}, lora_b {list(b.shape)})",
+                    h.path)
+        if not is_embd and a.ne[1] != b.ne[0]:
+            raise GGUFError(f"LoRA tensor pair '{name}' has inconsistent rank: lora_a "
+                            f"{list(a.shape)} vs lora_b {list(b.shape)} (lora_a not transposed?)",
+                            h.path)
+    return h
+
+
+# ---- summaries ----
+
+def _short_name(base_name: str) -> str:
+    parts = base_name.split(".")
+    if parts and parts[-1] == "weight":
+        parts = parts[:-1]
+    if len(parts) >= 3 and parts[0] == "blk" and parts[1].isdigit():
+        parts = parts[2:]
+    return ".".join(parts)
+
+
+def adapter_summary(header: GGUFHeader) -> dict[str, object]:
+    """alpha, rank (None if it varies), targets (short names like 'attn_q'), task_name,
+    architecture of an adapter header."""
+    alpha = header.kv.get("adapter.lora.alpha", 0.0)
+    task = header.kv.get("adapter.lora.task_name")
+    ranks: set[int] = set()
+    targets: list[str] = []
+    for t in header.tensors:
+        if t.name.endswith(".lora_a"):
+            base = t.name[:-7]
+            short = _short_name(base)
+            if short not in targets:
+                targets.append(short)
+            if not base.endswith("token_embd.weight"):
+                ranks.add(t.ne[1])
+    return {
+        "alpha": float(alpha) if isinstance(alpha, (int, float)) else 0.0,
+        "rank": ranks.pop() if len(ranks) == 1 else None,
+        "targets": targets,
+        "task_name": task if isinstance(task, str) else None,
+        "architecture": header.architecture,
+    }
+
+
+def model_summary(header: GGUFHeader) -> dict[str, object]:
+    """A short description of a model header for humans (``llamart info``)."""
+    arch = header.architecture
+    types: dict[str, int] = {}
+    n_params = 0
+    for t in header.tensors:
+        types[t.type_name] = types.get(t.type_name, 0) + 1
+        n_params += t.n_elements
+
+    def arch_key(name: str) -> object:
+        return header.kv.get(f"{arch}.{name}") if arch else None
+
+    name = header.kv.get("general.name")
+    return {
+        "path": header.path,
+        "architecture": arch,
+        "name": name if isinstance(name, str) else None,
+        "version": header.version,
+        "n_tensors": len(header.tensors),
+        "types": types,
+        "context_length": arch_key("context_length"),
+        "embedding_length": arch_key("embedding_length"),
+        "block_count": arch_key("block_count"),
+        "file_type": header.kv.get("general.file_type"),
+        "n_params": n_params,
+        "file_size": header.file_size,
+    }

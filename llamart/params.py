@@ -1,0 +1,163 @@
+"""Parameter records for loading a model and for generating text, and their validation.
+
+The ``check_*`` helpers raise ``TypeError`` for a wrong type and ``ValueError`` for a bad value,
+always naming the parameter; they return a normalised copy (floats as ``float``, ``stop`` as a
+tuple of strings).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+INT32_MAX = 2**31 - 1
+SEED_MAX = 2**32 - 2  # llama.cpp reads 2**32 - 1 as "pick a random seed"
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """How to load a model and size its context."""
+
+    n_ctx: int = 2048  # 0: the model's training context
+    n_batch: int = 512
+    n_threads: int | None = None  # None: the cores available to this process
+    use_mmap: bool = True  # ignored where the platform cannot map files (WebAssembly)
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings for one generation (temperature 0 = greedy)."""
+
+    max_tokens: int = 64
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    seed: int | None = None
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ---- validation helpers ----
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def check_int(name: str, value: Any, *, lo: int | None = None, hi: int | None = INT32_MAX) -> int:
+    """An ``int`` (``bool`` refused) within [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, not {_type_name(value)}")
+    value = int(value)
+    if lo is not None and value < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{name} must be <= {hi}, got {value}")
+    return value
+
+
+def check_float(name: str, value: Any) -> float:
+    """A finite real number (``bool`` refused) as ``float``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, not {_type_name(value)}")
+    f = float(value)
+    if not math.isfinite(f):
+        raise ValueError(f"{name} must be finite, got {f}")
+    return f
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {_type_name(value)}")
+    return value
+
+
+def check_stop(value: Any) -> tuple[str, ...]:
+    """``stop``: one string or a sequence of non-empty strings."""
+    if isinstance(value, str):
+        value = (value,)
+    elif isinstance(value, (bytes, bytearray)) or not isinstance(value, (Sequence, set,
+                                                                         frozenset)):
+        raise TypeError(f"stop must be a str or a sequence of str, not {_type_name(value)}")
+    out = []
+    for i, s in enumerate(value):
+        if not isinstance(s, str):
+            raise TypeError(f"stop[{i}] must be a str, not {_type_name(s)}")
+        if not s:
+            raise ValueError(f"stop[{i}] is an empty string")
+        out.append(s)
+    return tuple(out)
+
+
+def check_generation_params(p: GenerationParams) -> GenerationParams:
+    """Validate every field of ``p``; return a normalised copy."""
+    if not isinstance(p, GenerationParams):
+        raise TypeError(f"params must be a GenerationParams, not {_type_name(p)}")
+    temperature = check_float("temperature", p.temperature)
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    top_p = check_float("top_p", p.top_p)
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    min_p = check_float("min_p", p.min_p)
+    if not 0 <= min_p <= 1:
+        raise ValueError(f"min_p must be in [0, 1], got {min_p}")
+    repeat_penalty = check_float("repeat_penalty", p.repeat_penalty)
+    if repeat_penalty <= 0:
+        raise ValueError(f"repeat_penalty must be > 0, got {repeat_penalty}")
+    seed = None if p.seed is None else check_int("seed", p.seed, lo=0, hi=SEED_MAX)
+    return GenerationParams(
+        max_tokens=check_int("max_tokens", p.max_tokens, lo=0),
+        temperature=temperature,
+        top_k=check_int("top_k", p.top_k, lo=0),
+        top_p=top_p,
+        min_p=min_p,
+        repeat_penalty=repeat_penalty,
+        repeat_last_n=check_int("repeat_last_n", p.repeat_last_n, lo=0),
+        seed=seed,
+        stop=check_stop(p.stop),
+    )
+
+
+def check_model_params(p: ModelParams) -> ModelParams:
+    """Validate every field of ``p``; return a normalised copy."""
+    if not isinstance(p, ModelParams):
+        raise TypeError(f"params must be a ModelParams, not {_type_name(p)}")
+    return ModelParams(
+        n_ctx=check_int("n_ctx", p.n_ctx, lo=0),
+        n_batch=check_int("n_batch", p.n_batch, lo=1),
+        n_threads=None if p.n_threads is None else check_int("n_threads", p.n_threads, lo=1),
+        use_mmap=check_bool("use_mmap", p.use_mmap),
+    )
+
+
+def merge_params(params: Any, cls: type, given: dict[str, Any]) -> Any:
+    """``params`` if given (keywords must then be left at their defaults), else ``cls(**given)``.
+
+    A keyword that differs from its default next to ``params`` is a TypeError: the two ways of
+    passing settings are not mixed silently.
+    """
+    if params is None:
+        return cls(**given)
+    if not isinstance(params, cls):
+        raise TypeError(f"params must be a {cls.__name__}, not {_type_name(params)}")
+    defaults = cls()
+    clash = [k for k, v in given.items() if not _is_default(v, getattr(defaults, k))]
+    if clash:
+        raise TypeError(f"pass either params or keyword arguments, not both (got {clash[0]}=)")
+    return params
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    if value is default:
+        return True
+    if isinstance(value, (list, tuple)) and isinstance(default, tuple):
+        value = tuple(value)
+    try:
+        return bool(type(value) is type(default) and value == default)
+    except Exception:  # an exotic __eq__: treat as explicitly given
+        return False

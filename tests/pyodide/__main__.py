@@ -1,0 +1,139 @@
+"""Run the pytest suite inside Pyodide, under Node or in headless Chromium.
+
+    python -m tests.pyodide --runtime node|chromium [pytest args ...]
+
+Steps: make the test fixtures natively (``python -m llamart.testing.fixtures``), fetch pytest's
+pure-Python wheels once into ``.cache/`` (``pip download``), then start Pyodide (npm package,
+pinned in package.json: run ``npm ci``), unpack the wheels, load the llamart WebAssembly module
+(``build-wasm/wasm`` or ``$LLAMART_WASM_DIR``) as ``import llamart_wasm``, and run
+``pytest.main(args)`` with the checkout at its host path as the working directory. Output
+streams live; junit xml lands in ``tests/.artifacts/results-<runtime>.xml``; the exit code is
+pytest's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import paths
+from .server import run_chromium
+
+PYTEST_VERSION = "9.0.3"  # the pytest installed into Pyodide (pure-Python wheels)
+
+
+def ensure_pyodide() -> Path:
+    """The npm pyodide folder, installed with ``npm ci`` when missing or of another version."""
+    pkg = paths.PYODIDE_DIR / "package.json"
+    wanted = json.loads((paths.REPO / "package.json").read_text())["devDependencies"]["pyodide"]
+    if not pkg.exists() or json.loads(pkg.read_text())["version"] != wanted:
+        print(f"tests.pyodide: installing pyodide {wanted} with npm ci", flush=True)
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=paths.REPO, check=True)
+    return paths.PYODIDE_DIR
+
+
+def ensure_wheels() -> list[Path]:
+    """pytest and its dependencies as pure-Python wheels, downloaded once into .cache/."""
+    folder = paths.CACHE / f"pyodide-wheels-pytest-{PYTEST_VERSION}"
+    if not list(folder.glob(f"pytest-{PYTEST_VERSION}-*.whl")):
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary", ":all:",
+             "--platform", "any", "--python-version", "3.14", "--implementation", "py",
+             f"pytest=={PYTEST_VERSION}", "-d", str(folder)],
+            check=True,
+        )
+    return sorted(folder.glob("*.whl"))
+
+
+def make_fixtures() -> Path:
+    """Test fixtures made natively (gguf needs numpy, which Pyodide lacks)."""
+    if os.environ.get("LLAMART_FIXTURES"):
+        return Path(os.environ["LLAMART_FIXTURES"]).resolve()
+    out = paths.CACHE / "fixtures"
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "llamart.testing.fixtures", str(out)], cwd=paths.REPO, check=True
+    )
+    print(f"tests.pyodide: fixtures in {out} ({time.monotonic() - started:.1f} s)", flush=True)
+    return out
+
+
+def find_wasm() -> dict[str, str] | None:
+    """The llamart WebAssembly build (glue .js + .wasm), or None with a warning."""
+    folder = paths.wasm_dir()
+    glue, wasm = folder / "llamart_wasm.js", folder / "llamart_wasm.wasm"
+    if glue.exists() and wasm.exists():
+        return {"glue": str(glue), "wasm": str(wasm)}
+    print(
+        f"tests.pyodide: WARNING: no WebAssembly build in {folder} (build it as described in "
+        "wasm/README.md); `import llamart_wasm` will fail inside Pyodide.",
+        file=sys.stderr, flush=True,
+    )
+    return None
+
+
+def run_node(config: dict) -> int:
+    """Run the suite in Pyodide under Node; returns pytest's exit code."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(config, f)
+    try:
+        runner = Path(__file__).with_name("run_node.cjs")
+        return subprocess.run(["node", str(runner), f.name], cwd=paths.REPO).returncode
+    finally:
+        os.unlink(f.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.pyodide", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runtime", choices=("node", "chromium"), required=True)
+    parser.add_argument("--timeout", type=float, default=3600.0,
+                        help="seconds to wait for the browser run (default 3600)")
+    ours, pytest_args = parser.parse_known_args(argv)
+    if not pytest_args:
+        pytest_args = ["tests"]
+    if shutil.which("node") is None and ours.runtime == "node":
+        parser.error("node is not on PATH")
+
+    started = time.monotonic()
+    pyodide_dir = ensure_pyodide()
+    wheels = ensure_wheels()
+    fixtures = make_fixtures()
+    wasm = find_wasm()
+    paths.ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    junit = paths.ARTIFACTS / f"results-{ours.runtime}.xml"
+    junit.unlink(missing_ok=True)
+    config = {
+        "runtime": ours.runtime,
+        "repo": str(paths.REPO),
+        "pyodideDir": str(pyodide_dir),
+        "glueJs": str(paths.REPO / "wasm" / "llamart_pyodide.js"),
+        "wasm": wasm,
+        "wheels": [str(w) for w in wheels],
+        "extraMounts": [] if fixtures.is_relative_to(paths.REPO) else [str(fixtures)],
+        "env": {"LLAMART_FIXTURES": str(fixtures), "LLAMART_RUNTIME": f"pyodide-{ours.runtime}"},
+        "args": pytest_args,
+        "junit": str(junit),
+    }
+    print(f"tests.pyodide: setup {time.monotonic() - started:.1f} s; running pytest "
+          f"{' '.join(pytest_args)} in Pyodide ({ours.runtime})", flush=True)
+    started = time.monotonic()
+    if ours.runtime == "node":
+        code = run_node(config)
+    else:
+        code = run_chromium(config, fixtures, timeout=ours.timeout)
+    print(f"tests.pyodide: {ours.runtime} run took {time.monotonic() - started:.1f} s, exit "
+          f"code {code}; junit xml: {junit if junit.exists() else 'not written'}", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+// Dedicated worker for `python -m tests.pyodide --runtime chromium`: loads Pyodide and the
+// llamart WebAssembly module, unpacks the test tree at its host paths, runs pytest and posts
+// output (synchronously, so it streams in order), the junit xml and the exit code back.
+"use strict";
+
+function post(route, body) {
+  const xhr = new XMLHttpRequest();
+  xhr.open("POST", "/__llamart__/" + route, false); // sync: ordered, live while pytest runs
+  xhr.send(body);
+}
+
+const writer = (route) => ({
+  write(buf) {
+    post(route, buf.slice());
+    return buf.length;
+  },
+});
+
+async function main() {
+  const config = await (await fetch("/__llamart__/config.json")).json();
+  importScripts(config.pyodideUrl + "pyodide.js", "/wasm/llamart_pyodide.js");
+  const pyodide = await loadPyodide({ indexURL: config.pyodideUrl });
+  pyodide.setStdout(writer("out"));
+  pyodide.setStderr(writer("err"));
+  const tree = await (await fetch("/__llamart__/tree.zip")).arrayBuffer();
+  pyodide.unpackArchive(tree, "zip", { extractDir: "/" });
+  if (config.wasm) {
+    await LlamartPyodide.load(pyodide, {
+      glue: config.wasm.glue,
+      wasm: config.wasm.wasm,
+      print: (s) => post("out", s + "\n"),
+      printErr: (s) => post("err", s + "\n"),
+    });
+  }
+  const bootstrap = await (await fetch("/tests/pyodide/bootstrap.py")).text();
+  pyodide.globals.set("CONFIG", JSON.stringify(config));
+  const code = await pyodide.runPythonAsync(bootstrap, { filename: "bootstrap.py" });
+  if (pyodide.FS.analyzePath(config.junit).exists) post("junit", pyodide.FS.readFile(config.junit));
+  return code;
+}
+
+main().then(
+  (code) => {
+    post("done", JSON.stringify({ code }));
+    self.postMessage(code);
+  },
+  (err) => {
+    post("err", `tests.pyodide worker: ${err && err.stack ? err.stack : err}\n`);
+    post("done", JSON.stringify({ code: 3 }));
+  },
+);
