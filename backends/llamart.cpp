@@ -452,7 +452,7 @@ int32_t lm_sampler_init(lm_model * m, float temperature, int32_t top_k, float to
     llama_sampler * chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
     if (repeat_penalty != 1.0f && penalty_last_n != 0) {
         llama_sampler_chain_add(chain, llama_sampler_init_penalties(
-            penalty_last_n < 0 ? m->n_vocab : penalty_last_n, repeat_penalty, 0.0f, 0.0f));
+            m->n_vocab, penalty_last_n < 0 ? m->n_vocab : penalty_last_n, repeat_penalty, 0.0f, 0.0f));
     }
     if (temperature <= 0.0f) {
         llama_sampler_chain_add(chain, llama_sampler_init_greedy());

@@ -170,7 +170,7 @@ class GGUFHeader:
 class _Reader:
     """Buffered little-endian reads that never pass the end of the file."""
 
-    def __init__(self, f, size: int, path: str) -> None:  # noqa: ANN001
+    def __init__(self, f, size: int, path: str) -> None:
         self.f = f
         self.size = size
         self.path = path
@@ -241,19 +241,30 @@ class _Reader:
     def strings(self, n: int, what: str) -> list[str]:
         """n length-prefixed strings (the hot path for tokenizer vocabularies)."""
         out: list[str] = []
+        append = out.append
         unpack = _U64.unpack_from
+        buf, pos, end = self.buf, self.pos, len(self.buf)
         for i in range(n):
-            if self.pos + 8 > len(self.buf):
+            if pos + 8 > end:
+                self.pos = pos
                 self.need(8, f"length of {what}[{i}]")
-            (k,) = unpack(self.buf, self.pos)
-            self.pos += 8
-            if self.pos + k > len(self.buf):
+                buf, pos, end = self.buf, self.pos, len(self.buf)
+            (k,) = unpack(buf, pos)
+            pos += 8
+            if pos + k > end:
+                self.pos = pos
                 if k > GGUF_MAX_STRING_LENGTH or k > self.remaining():
                     raise self.fail(f"{what}[{i}] has length {k} but only {self.remaining()} "
                                     f"bytes remain in the file")
                 self.need(k, f"{what}[{i}]")
-            out.append(self.buf[self.pos:self.pos + k].decode("utf-8", errors="replace"))
-            self.pos += k
+                buf, pos, end = self.buf, self.pos, len(self.buf)
+            raw = buf[pos:pos + k]
+            pos += k
+            try:
+                append(raw.decode())
+            except UnicodeDecodeError:
+                append(raw.decode("utf-8", errors="replace"))
+        self.pos = pos
         return out
 
     def scalar(self, vtype: int, what: str) -> object:
@@ -412,13 +423,15 @@ def _parse(r: _Reader, spath: str, size: int) -> GGUFHeader:
             raise r.fail(f"tensor data section would start at {data_offset}, past end of file "
                          f"(size {size})")
     tensors = [TensorInfo(n, s, t, data_offset + off, nb) for n, s, t, off, nb in raw]
-    _check_tensor_layout(r, tensors, raw, alignment, data_offset, size)
+    _check_tensor_layout(r, tensors, alignment, data_offset)
     return GGUFHeader(spath, version, kv, tensors, kv_types, alignment, data_offset, size)
 
 
-def _check_tensor_layout(r: _Reader, tensors: list[TensorInfo], raw: list, alignment: int,
-                         data_offset: int, size: int) -> None:
-    for t, (_, _, _, rel, _) in zip(tensors, raw):
+def _check_tensor_layout(r: _Reader, tensors: list[TensorInfo], alignment: int,
+                         data_offset: int) -> None:
+    size = r.size
+    for t in tensors:
+        rel = t.offset - data_offset
         if rel % alignment:
             raise r.fail(f"tensor '{t.name}' offset {rel} is not a multiple of the alignment "
                          f"{alignment}")
@@ -427,12 +440,13 @@ def _check_tensor_layout(r: _Reader, tensors: list[TensorInfo], raw: list, align
             raise r.fail(f"tensor '{t.name}' data [{t.offset}..{end}) runs past end of file "
                          f"(size {size})")
     by_start = sorted(tensors, key=lambda t: (t.offset, t.nbytes))
-    for a, b in zip(by_start, by_start[1:]):
+    for a, b in zip(by_start, by_start[1:], strict=False):
         if b.offset < a.offset + a.nbytes:
             raise r.fail(f"tensors '{a.name}' [{a.offset}..{a.offset + a.nbytes}) and "
                          f"'{b.name}' [{b.offset}..{b.offset + b.nbytes}) overlap")
     expected = 0  # llama.cpp also requires the data packed in header order, each padded
-    for t, (_, _, _, rel, _) in zip(tensors, raw):
+    for t in tensors:
+        rel = t.offset - data_offset
         if rel != expected:
             raise r.fail(f"tensor '{t.name}' has data offset {rel}, expected {expected} "
                          f"(tensor data must be packed in header order)")
@@ -488,7 +502,54 @@ def validate_model(path: str | os.PathLike[str], *, allow_no_tensors: bool = Fal
                                 h.path)
     if not h.tensors and not allow_no_tensors:
         raise GGUFError("has no tensors (a vocab-only file?)", h.path)
+    _check_hparams(h, arch)
     return h
+
+
+LLAMA_MAX_LAYERS = 512
+LLAMA_MAX_EXPERTS = 1024
+_ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")
+
+
+def _check_hparams(h: GGUFHeader, arch: str) -> None:
+    """Values that llama.cpp's generic hparams loader asserts on (an abort, not an error)."""
+
+    def num(name: str) -> int | None:
+        v = h.kv.get(f"{arch}.{name}")
+        if isinstance(v, list):
+            v = max((x for x in v if isinstance(x, int)), default=0)
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    def bad(name: str, why: str) -> GGUFError:
+        return GGUFError(f"metadata '{arch}.{name}' {why}", h.path)
+
+    n_layer = num("block_count")
+    if n_layer is not None and not 0 < n_layer <= LLAMA_MAX_LAYERS:
+        raise bad("block_count", f"is {n_layer}, must be in [1, {LLAMA_MAX_LAYERS}]")
+    nextn = num("nextn_predict_layers")
+    if n_layer is not None and nextn is not None and nextn > n_layer:
+        raise bad("nextn_predict_layers", f"is {nextn}, more than block_count {n_layer}")
+    n_expert = num("expert_count") or 0
+    used = num("expert_used_count") or 0
+    groups = num("expert_group_count") or 0
+    group_used = num("expert_group_used_count") or 0
+    if n_expert > LLAMA_MAX_EXPERTS:
+        raise bad("expert_count", f"is {n_expert}, above {LLAMA_MAX_EXPERTS}")
+    if used > n_expert:
+        raise bad("expert_used_count", f"is {used}, more than expert_count {n_expert}")
+    if n_expert > 0:
+        if used == 0:
+            raise bad("expert_used_count", "is 0 in a model with experts")
+        if groups >= n_expert:
+            raise bad("expert_group_count", f"is {groups}, not below expert_count {n_expert}")
+        if groups > 1 and (n_expert % groups or not 0 < group_used < groups):
+            raise bad("expert_group_count", f"{groups} does not fit expert_count {n_expert} "
+                      f"and expert_group_used_count {group_used}")
+    elif groups:
+        raise bad("expert_group_count", f"is {groups} in a model without experts")
+    rope = h.kv.get(f"{arch}.rope.scaling.type")
+    if isinstance(rope, str) and rope not in _ROPE_SCALING_TYPES:
+        raise bad("rope.scaling.type", f"is '{rope}', not one of {', '.join(_ROPE_SCALING_TYPES)}")
 
 
 def _lora_pairs(h: GGUFHeader) -> dict[str, list[TensorInfo | None]]:

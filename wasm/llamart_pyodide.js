@@ -32,8 +32,12 @@
       return require(glue);
     }
     if (typeof importScripts === "function") {
-      importScripts(glue);
-      return self.LlamartWasm;
+      try {
+        importScripts(glue); // classic worker
+        return self.LlamartWasm;
+      } catch (e) {
+        // module worker: importScripts throws; fall through to fetch + evaluate
+      }
     }
     const text = await (await fetch(glue)).text();
     // eslint-disable-next-line no-new-func

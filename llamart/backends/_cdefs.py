@@ -13,9 +13,23 @@ _SOURCE_HEADER = Path(__file__).resolve().parents[2] / "backends" / "llamart.h"
 
 
 def lib_dir() -> Path:
-    """Folder holding libllamart (LLAMART_LIB_DIR overrides the installed llamart/_lib)."""
+    """Folder holding libllamart: LLAMART_LIB_DIR, else llamart/_lib beside this package, else
+    the installed distribution's (so a checkout on sys.path uses the libraries `pip install .` built).
+    """
     override = os.environ.get("LLAMART_LIB_DIR")
-    return Path(override) if override else _PACKAGE_LIB
+    if override:
+        return Path(override)
+    if (_PACKAGE_LIB / "llamart.h").exists():
+        return _PACKAGE_LIB
+    try:
+        from importlib.metadata import PackageNotFoundError, distribution
+
+        located = Path(str(distribution("llamart").locate_file("llamart/_lib")))
+        if (located / "llamart.h").exists():
+            return located
+    except (PackageNotFoundError, ImportError):
+        pass
+    return _PACKAGE_LIB
 
 
 def header_path() -> Path:

@@ -69,6 +69,9 @@ def layout(data: bytes | bytearray) -> Layout:
     if data[:4] != b"GGUF":
         raise ValueError("not a GGUF file")
     n_tensors, n_kv = _u64(data, N_TENSORS_AT), _u64(data, N_KV_AT)
+    size = len(data)
+    if n_tensors > size or n_kv > size:
+        raise ValueError("counts larger than the file")
     pos = 24
     out = Layout()
     for _ in range(n_kv):
@@ -86,6 +89,8 @@ def layout(data: bytes | bytearray) -> Layout:
             k.item_type = _u32(data, pos)
             k.count_at = pos + 4
             count = _u64(data, pos + 4)
+            if count > size:
+                raise ValueError("array count larger than the file")
             pos += 12
             if k.item_type == STRING:
                 k.first_len_at = pos if count else None
@@ -95,6 +100,8 @@ def layout(data: bytes | bytearray) -> Layout:
                 pos += count * _SIZES[k.item_type]
         else:
             pos += _SIZES[vtype]
+        if pos > size:
+            raise ValueError("metadata runs past the end")
         k.end = pos
         out.keys.append(k)
     for _ in range(n_tensors):
@@ -104,6 +111,8 @@ def layout(data: bytes | bytearray) -> Layout:
         pos += 8 + n
         n_dims_at = pos
         n_dims = _u32(data, pos)
+        if n_dims > 4:
+            raise ValueError("too many dimensions")
         pos += 4
         dims_at = [pos + 8 * j for j in range(n_dims)]
         pos += 8 * n_dims

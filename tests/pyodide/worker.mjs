@@ -1,7 +1,8 @@
-// Dedicated worker for `python -m tests.pyodide --runtime chromium`: loads Pyodide and the
+// Dedicated module worker for `python -m tests.pyodide --runtime chromium`: loads Pyodide and the
 // llamart WebAssembly module, unpacks the test tree at its host paths, runs pytest and posts
 // output (synchronously, so it streams in order), the junit xml and the exit code back.
-"use strict";
+import { loadPyodide } from "/node_modules/pyodide/pyodide.mjs";
+
 
 function post(route, body) {
   const xhr = new XMLHttpRequest();
@@ -18,7 +19,8 @@ const writer = (route) => ({
 
 async function main() {
   const config = await (await fetch("/__llamart__/config.json")).json();
-  importScripts(config.pyodideUrl + "pyodide.js", "/wasm/llamart_pyodide.js");
+  // the glue is a classic script: evaluate it globally (module workers have no importScripts)
+  (0, eval)(await (await fetch("/wasm/llamart_pyodide.js")).text());
   const pyodide = await loadPyodide({ indexURL: config.pyodideUrl });
   pyodide.setStdout(writer("out"));
   pyodide.setStderr(writer("err"));

@@ -1,0 +1,38 @@
+"""llamart: llama.cpp GGUF models from Python, natively and in the browser (Pyodide).
+
+>>> from llamart import Engine
+>>> with Engine() as engine:                      # doctest: +SKIP
+...     engine.load_model("model.gguf")
+...     print(engine.complete("Hello", max_tokens=16, temperature=0.0))
+"""
+
+from .backends.base import Capabilities, ModelInfo
+from .engine import Engine
+from .errors import (
+    AdapterError,
+    ContextOverflowError,
+    EngineStateError,
+    LlamartError,
+    LoraUnsupportedWarning,
+    ModelLoadError,
+    UnsupportedCapabilityError,
+)
+from .params import GenerationParams, ModelParams
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdapterError",
+    "Capabilities",
+    "ContextOverflowError",
+    "Engine",
+    "EngineStateError",
+    "GenerationParams",
+    "LlamartError",
+    "LoraUnsupportedWarning",
+    "ModelInfo",
+    "ModelLoadError",
+    "ModelParams",
+    "UnsupportedCapabilityError",
+    "__version__",
+]

@@ -1,0 +1,358 @@
+"""The ``llamart`` command: generate, info, lora inspect, demo (and web-demo).
+
+Errors print ``llamart: error: ...`` to stderr and exit 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .errors import LlamartError
+
+DEMO_PROMPT = "The history of the"
+
+
+class CLIError(Exception):
+    """A user-facing failure: printed as ``llamart: error: <message>``, exit status 1."""
+
+
+def _lora_arg(text: str) -> tuple[str, float]:
+    """``PATH[:SCALE]`` -> (path, scale); a suffix that is not a number stays in the path."""
+    path, sep, scale = text.rpartition(":")
+    if sep and path:
+        try:
+            return path, float(scale)
+        except ValueError:
+            pass
+    return text, 1.0
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # not reached
+
+
+def _short(value: object, width: int = 70) -> str:
+    text = str(value).replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _rows(rows: Sequence[tuple[str, object]]) -> str:
+    w = max(len(k) for k, _ in rows) + 2
+    return "\n".join(f"{k + ':':<{w}}{v}" for k, v in rows)
+
+
+def _engine(backend: str | None) -> Any:
+    from .engine import Engine
+
+    return Engine(backend)
+
+
+# ---- generate ----
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .params import GenerationParams
+
+    gp = GenerationParams(max_tokens=args.max_tokens, temperature=args.temperature,
+                          top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                          repeat_penalty=args.repeat_penalty, seed=args.seed,
+                          stop=tuple(args.stop or ()))
+    with _engine(args.backend) as engine:
+        engine.load_model(args.model, n_ctx=args.n_ctx, n_threads=args.threads)
+        for path, scale in args.lora or ():
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                engine.set_lora(path, scale)
+            for w in caught:
+                print(f"llamart: warning: {w.message}", file=sys.stderr)
+        out = sys.stdout
+        if args.chat:
+            out.write(engine.chat([{"role": "user", "content": args.prompt}], params=gp))
+        else:
+            for chunk in engine.generate(args.prompt, params=gp):
+                out.write(chunk)
+                out.flush()
+        out.write("\n")
+        out.flush()
+        if args.verbose:
+            usage = engine.last_usage or {}
+            print(f"[finish: {engine.last_finish_reason}; prompt tokens "
+                  f"{usage.get('prompt_tokens')}, generated {usage.get('completion_tokens')}, "
+                  f"seed {usage.get('seed')}]", file=sys.stderr)
+    return 0
+
+
+# ---- info ----
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from . import gguf_reader
+
+    try:
+        header = gguf_reader.validate_model(args.model)
+    except gguf_reader.GGUFError as e:
+        raise CLIError(str(e)) from e
+    summary = gguf_reader.model_summary(header)
+    info = None
+    metadata: dict[str, str] = {}
+    if not args.no_load:
+        with _engine(args.backend) as engine:
+            info = engine.load_model(args.model, n_ctx=256, n_batch=256)
+            metadata = engine.metadata
+            caps = engine.capabilities
+    if args.json:
+        out = dict(summary)
+        if info is not None:
+            out.update(n_params=info.n_params, tensor_bytes=info.size, n_vocab=info.n_vocab,
+                       n_ctx_train=info.n_ctx_train, n_embd=info.n_embd, n_layer=info.n_layer,
+                       description=info.description, backend=caps.backend, metadata=metadata)
+        print(json.dumps(out, indent=2, sort_keys=True))
+        return 0
+    types = ", ".join(f"{k} x{v}" for k, v in sorted(summary["types"].items()))  # type: ignore
+    rows: list[tuple[str, object]] = [
+        ("file", f"{header.path} ({_human_bytes(header.file_size)}, GGUF v{header.version})"),
+        ("architecture", summary["architecture"]),
+        ("name", summary["name"] or "-"),
+    ]
+    if info is not None:
+        rows += [
+            ("description", info.description),
+            ("parameters", f"{info.n_params:,}"),
+            ("tensor data", _human_bytes(info.size)),
+            ("vocabulary", f"{info.n_vocab:,} tokens"),
+            ("context", f"{info.n_ctx_train:,} tokens (training)"),
+            ("embedding", info.n_embd),
+            ("layers", info.n_layer),
+        ]
+    else:
+        rows += [
+            ("parameters", f"{summary['n_params']:,}"),
+            ("context", summary["context_length"]),
+            ("embedding", summary["embedding_length"]),
+            ("layers", summary["block_count"]),
+        ]
+    rows.append(("tensors", f"{summary['n_tensors']} ({types})"))
+    print(_rows(rows))
+    if not metadata:
+        metadata = {k: (f"[{len(v)} items]" if isinstance(v, list) else str(v))
+                    for k, v in header.kv.items()}
+    print("metadata:")
+    for k in sorted(metadata):
+        print(f"  {k} = {_short(metadata[k])}")
+    return 0
+
+
+# ---- lora inspect ----
+
+def cmd_lora_inspect(args: argparse.Namespace) -> int:
+    from . import gguf_reader
+
+    try:
+        header = gguf_reader.read_header(args.adapter)
+    except gguf_reader.GGUFError as e:
+        raise CLIError(str(e)) from e
+    summary = gguf_reader.adapter_summary(header)
+    problem = None
+    base_header = None
+    try:
+        gguf_reader.validate_adapter(args.adapter)
+    except gguf_reader.GGUFError as e:
+        problem = e.reason
+    if args.base is not None and problem is None:
+        try:
+            base_header = gguf_reader.validate_model(args.base)
+        except gguf_reader.GGUFError as e:
+            raise CLIError(f"base model {e}") from e
+        try:
+            gguf_reader.validate_adapter(args.adapter, base_header)
+        except gguf_reader.GGUFError as e:
+            problem = e.reason
+    valid = problem is None or base_header is not None
+    fits: bool | None = None if args.base is None or not valid else problem is None
+    gtype, atype = header.kv.get("general.type"), header.kv.get("adapter.type")
+    if args.json:
+        out = dict(summary, path=header.path, general_type=gtype, adapter_type=atype,
+                   n_tensors=len(header.tensors), valid=valid, base=args.base, fits=fits,
+                   reason=problem)
+        print(json.dumps(out, indent=2, sort_keys=True))
+    else:
+        if fits is None and not valid:
+            verdict = f"no: {problem}"
+        elif fits is None:
+            verdict = "not checked (give --base MODEL)"
+        else:
+            verdict = "yes" if fits else f"no: {problem}"
+        rows: list[tuple[str, object]] = [
+            ("adapter", header.path),
+            ("type", f"{atype or '?'} (general.type {gtype or '?'})"),
+            ("architecture", summary["architecture"] or "?"),
+            ("alpha", summary["alpha"]),
+            ("rank", summary["rank"] if summary["rank"] is not None else "varies"),
+            ("targets", ", ".join(summary["targets"]) or "-"),  # type: ignore[arg-type]
+            ("tensors", len(header.tensors)),
+            ("task name", summary["task_name"] or "-"),
+            ("valid", "yes" if valid else f"no: {problem}"),
+        ]
+        if args.base is not None:
+            rows.append(("fits base", f"{verdict} ({args.base})" if fits else verdict))
+        print(_rows(rows))
+    return 0 if problem is None else 1
+
+
+# ---- demo ----
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from .testing.models import make_adapter, make_model
+    except ImportError as e:
+        raise CLIError(f"the demo needs numpy and gguf to make its files ({e}); "
+                       f"install them with: pip install numpy gguf") from e
+    folder = args.dir or tempfile.mkdtemp(prefix="llamart-demo-")
+    os.makedirs(folder, exist_ok=True)
+    model = make_model(os.path.join(folder, "demo-model.gguf"), n_embd=64, n_layer=2, seed=0)
+    adapter = make_adapter(os.path.join(folder, "demo-lora.gguf"), base=model, rank=8,
+                           alpha=16.0, targets=("attn_q", "attn_v", "ffn_up", "ffn_down"),
+                           scale_of_weights=2.0, seed=1, task_name="demo")
+    print(f"model:   {model}")
+    print(f"adapter: {adapter}")
+    with _engine(args.backend) as engine:
+        info = engine.load_model(model, n_ctx=256)
+        print(f"backend: {engine.capabilities.backend}; model {info.description}, "
+              f"{info.n_params:,} parameters")
+        print(f"prompt:  {args.prompt!r} (greedy, {args.max_tokens} tokens)\n")
+        base = engine.complete(args.prompt, max_tokens=args.max_tokens, temperature=0.0)
+        print("--- without adapter ---")
+        print(base)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            applied = engine.set_lora(adapter, args.scale)
+        if not applied:
+            reason = caught[0].message if caught else engine.capabilities.lora_reason
+            print(f"\n--- with adapter: not applied ({reason}) ---")
+            return 0
+        tuned = engine.complete(args.prompt, max_tokens=args.max_tokens, temperature=0.0)
+        print(f"\n--- with adapter demo-lora.gguf (scale {args.scale}) ---")
+        print(tuned)
+        engine.clear_loras()
+        again = engine.complete(args.prompt, max_tokens=args.max_tokens, temperature=0.0)
+        print(f"\noutputs differ: {'yes' if tuned != base else 'no'}; "
+              f"after clear_loras() the base output is back: {'yes' if again == base else 'no'}")
+    return 0
+
+
+# ---- web demo (written elsewhere; registered here) ----
+
+def cmd_web_demo(args: argparse.Namespace) -> int:
+    try:
+        from .web_demo_server import main as web_main  # type: ignore[import-not-found]
+    except ImportError as e:
+        raise CLIError(f"the web demo is not available in this installation ({e}); "
+                       f"run it from a source checkout") from e
+    result = web_main(list(args.args))
+    return int(result or 0)
+
+
+# ---- parser ----
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llamart", description="Run llama.cpp GGUF models "
+                                "(with LoRA adapters) from Python, natively or in Pyodide.")
+    p.add_argument("--version", action="version", version=f"llamart {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    backend_help = "backend to use (default: the platform's: native, or wasm in Pyodide)"
+
+    g = sub.add_parser("generate", help="stream a completion of PROMPT to stdout")
+    g.add_argument("model", metavar="MODEL")
+    g.add_argument("prompt", metavar="PROMPT")
+    g.add_argument("--lora", metavar="PATH[:SCALE]", action="append", type=_lora_arg,
+                   help="apply a LoRA adapter (repeatable; scale 1.0 by default)")
+    g.add_argument("--max-tokens", type=int, default=64, metavar="N")
+    g.add_argument("--temperature", type=float, default=0.8, metavar="T",
+                   help="0 = greedy (default 0.8)")
+    g.add_argument("--top-k", type=int, default=40, metavar="K")
+    g.add_argument("--top-p", type=float, default=0.95, metavar="P")
+    g.add_argument("--min-p", type=float, default=0.05, metavar="P")
+    g.add_argument("--repeat-penalty", type=float, default=1.1, metavar="R")
+    g.add_argument("--seed", type=int, default=None, metavar="S")
+    g.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+    g.add_argument("--n-ctx", type=int, default=2048, metavar="N", help="context size")
+    g.add_argument("--threads", type=int, default=None, metavar="N")
+    g.add_argument("--chat", action="store_true",
+                   help="send PROMPT as a user message through the model's chat template")
+    g.add_argument("--backend", choices=("native", "wasm"), default=None, help=backend_help)
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="print the finish reason and token counts to stderr")
+    g.set_defaults(func=cmd_generate)
+
+    i = sub.add_parser("info", help="describe a GGUF model")
+    i.add_argument("model", metavar="MODEL")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument("--no-load", action="store_true",
+                   help="read the file header only (no llama.cpp)")
+    i.add_argument("--backend", choices=("native", "wasm"), default=None, help=backend_help)
+    i.set_defaults(func=cmd_info)
+
+    lo = sub.add_parser("lora", help="LoRA adapter tools")
+    lsub = lo.add_subparsers(dest="lora_command", metavar="COMMAND", required=True)
+    li = lsub.add_parser("inspect", help="describe an adapter and check it fits a base model "
+                         "(exit 1 when it does not)")
+    li.add_argument("adapter", metavar="ADAPTER")
+    li.add_argument("--base", metavar="MODEL", help="base model to check the adapter against")
+    li.add_argument("--json", action="store_true", help="machine-readable output")
+    li.set_defaults(func=cmd_lora_inspect)
+
+    d = sub.add_parser("demo", help="make a demo model and adapter, generate with and without")
+    d.add_argument("--dir", metavar="DIR", help="where to write the files (default: a new "
+                   "temporary folder)")
+    d.add_argument("--prompt", default=DEMO_PROMPT)
+    d.add_argument("--max-tokens", type=int, default=24, metavar="N")
+    d.add_argument("--scale", type=float, default=1.0)
+    d.add_argument("--backend", choices=("native", "wasm"), default=None, help=backend_help)
+    d.set_defaults(func=cmd_demo)
+
+    w = sub.add_parser("web-demo", help="serve the in-browser demo (source checkout only)",
+                       add_help=False)
+    w.add_argument("args", nargs=argparse.REMAINDER)
+    w.set_defaults(func=cmd_web_demo)
+    return p
+
+
+def _os_error_text(e: OSError) -> str:
+    if e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        return 1
+    except (CLIError, LlamartError, ValueError, TypeError) as e:
+        print(f"llamart: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"llamart: error: {_os_error_text(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("llamart: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

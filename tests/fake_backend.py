@@ -1,0 +1,327 @@
+"""A pure-Python Backend double for testing the Engine apart from llama.cpp.
+
+Deterministic and dependency-free (runs in Pyodide). Tokens: 0 <unk>, 1 <s> (BOS), 2 </s>
+(EOS, end of generation), 3..258 the bytes 0x00..0xFF, then a few whole words. Logits are a
+pseudo-random function of the evaluated tokens and of the active adapter set (sorted, zero
+scales dropped, like llama.cpp), so LoRA changes show up in logits and stacking order does not.
+
+Test hooks: ``script`` (tokens next_token returns instead of sampling), ``fail_next(method,
+kind, reason)``, ``on_next_token`` (called inside next_token), ``counts`` (calls per method),
+``adapter_loads`` (load_adapter calls per path), ``violations`` (protocol misuse seen: freeing
+an applied or freed adapter, leaking one at unload, calls after dispose, calls interleaved from
+two threads).
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import math
+import os
+import random
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from llamart.backends.base import BackendError, Capabilities, ErrorKind, ModelInfo
+from llamart.params import GenerationParams, ModelParams
+
+UNK, BOS, EOS = 0, 1, 2
+BYTE0 = 3
+SPECIALS = {UNK: "<unk>", BOS: "<s>", EOS: "</s>"}
+WORDS = [b"hello", b" world", b"\xe2\x82\xac"]  # the last one is the euro sign
+WORD0 = BYTE0 + 256
+N_VOCAB = WORD0 + len(WORDS)
+LORA_REASON = "LoRA adapters are not applied on the fake backend; use the native backend"
+
+
+def byte_tokens(data: bytes) -> list[int]:
+    """The fake's tokens for raw bytes (one token per byte)."""
+    return [BYTE0 + b for b in data]
+
+
+def word_token(word: bytes) -> int:
+    return WORD0 + WORDS.index(word)
+
+
+class FakeAdapter:
+    """A handle returned by load_adapter."""
+
+    def __init__(self, path: str, serial: int) -> None:
+        self.path = path
+        self.serial = serial
+
+    def __repr__(self) -> str:
+        return f"<FakeAdapter {self.path} #{self.serial}>"
+
+
+class FakeBackend:
+    """Implements llamart.backends.base.Backend in Python."""
+
+    name = "fake"
+
+    def __init__(self, *, lora: bool = True, template: bool = True) -> None:
+        self.lora = lora
+        self.template = template
+        self.script: list[int] = []
+        self.on_next_token: Callable[[], None] | None = None
+        self.counts: Counter[str] = Counter()
+        self.adapter_loads: Counter[str] = Counter()
+        self.violations: list[str] = []
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.loaded_path: str | None = None
+        self.model_params: ModelParams | None = None
+        self.n_threads: int | None = None
+        self.ctx: list[int] = []
+        self.has_logits = False
+        self.active: list[tuple[FakeAdapter, float]] = []
+        self.live: set[int] = set()
+        self.disposed = False
+        self.sampler: GenerationParams | None = None
+        self.seed: int | None = None
+        self._rng = random.Random(0)
+        self._serial = 0
+        self._fail: dict[str, BackendError] = {}
+        self._dirty = False
+        self._owner: int | None = None
+        self._guard = threading.Lock()
+
+    # ---- test hooks ----
+
+    def fail_next(self, method: str, kind: str = ErrorKind.LOAD, reason: str = "fake failure",
+                  *, dirty: bool = False) -> None:
+        """Make the next call of ``method`` raise BackendError(kind, reason). With ``dirty``,
+        apply_adapters first changes the active set, then fails (the worst case)."""
+        self._fail[method] = BackendError(kind, reason)
+        self._dirty = dirty
+
+    def _enter(self, method: str, *args: Any, before_fail: Callable[[], None] | None = None
+               ) -> None:
+        if self.disposed:
+            self.violations.append(f"{method} called after dispose")
+        with self._guard:
+            me = threading.get_ident()
+            if self._owner is not None and self._owner != me:
+                self.violations.append(f"{method} interleaved with a call from another thread")
+            self._owner = me
+        self.counts[method] += 1
+        self.calls.append((method, args))
+        err = self._fail.pop(method, None)
+        if err is not None:
+            if before_fail is not None and self._dirty:
+                before_fail()
+            self._leave()
+            raise err
+
+    def _leave(self) -> None:
+        with self._guard:
+            self._owner = None
+
+    def _need_model(self) -> None:
+        if self.loaded_path is None:
+            raise BackendError(ErrorKind.STATE, "no model loaded")
+
+    # ---- Backend protocol ----
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(backend="fake", lora=self.lora,
+                            lora_reason=None if self.lora else LORA_REASON)
+
+    def load_model(self, path: str, params: ModelParams, n_threads: int) -> ModelInfo:
+        self._enter("load_model", path)
+        try:
+            if self.loaded_path is not None:
+                self.violations.append("load_model while a model is loaded")
+            if not os.path.isfile(path):
+                raise BackendError(ErrorKind.LOAD, "failed to open file")
+            self.loaded_path, self.model_params, self.n_threads = path, params, n_threads
+            self.ctx, self.has_logits = [], False
+            n_ctx = params.n_ctx or 256
+            return ModelInfo(path=path, n_vocab=N_VOCAB, n_ctx=n_ctx, n_ctx_train=256,
+                             n_batch=params.n_batch, n_embd=8, n_layer=1, n_params=4242,
+                             size=16968, description="fake 4K F32", bos=BOS, eos=EOS,
+                             metadata={"general.architecture": "llama", "general.name": "fake"})
+        finally:
+            self._leave()
+
+    def unload_model(self) -> None:
+        self._enter("unload_model")
+        if self.live:
+            self.violations.append(f"{len(self.live)} adapter(s) still loaded at unload")
+        self.loaded_path, self.ctx, self.has_logits, self.active = None, [], False, []
+        self.live.clear()
+        self._leave()
+
+    def dispose(self) -> None:
+        self._enter("dispose")
+        if self.loaded_path is not None:
+            self.violations.append("dispose with a model still loaded")
+        self.disposed = True
+        self._leave()
+
+    def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        self._enter("tokenize", text, add_special, parse_special)
+        try:
+            self._need_model()
+            out = [BOS] if add_special else []
+            i = 0
+            while i < len(text):
+                if parse_special:
+                    hit = next((t for t, s in SPECIALS.items() if text.startswith(s, i)), None)
+                    if hit is not None:
+                        out.append(hit)
+                        i += len(SPECIALS[hit])
+                        continue
+                out.extend(byte_tokens(text[i].encode("utf-8")))
+                i += 1
+            return out
+        finally:
+            self._leave()
+
+    def _piece(self, token: int) -> bytes:
+        if token in SPECIALS:
+            return b""
+        if token < WORD0:
+            return bytes([token - BYTE0])
+        return WORDS[token - WORD0]
+
+    def token_to_piece(self, token: int) -> bytes:
+        self._enter("token_to_piece", token)
+        try:
+            return self._piece(token)
+        finally:
+            self._leave()
+
+    def detokenize(self, tokens: Sequence[int]) -> bytes:
+        self._enter("detokenize", list(tokens))
+        try:
+            return b"".join(self._piece(t) for t in tokens)
+        finally:
+            self._leave()
+
+    def is_eog(self, token: int) -> bool:
+        return token == EOS
+
+    def apply_chat_template(self, messages: Sequence[tuple[str, str]],
+                            add_assistant: bool) -> str:
+        self._enter("apply_chat_template", list(messages), add_assistant)
+        try:
+            if not self.template:
+                raise BackendError(ErrorKind.TEMPLATE, "the model has no usable chat template")
+            out = "".join(f"<s>{role}: {content}</s>" for role, content in messages)
+            return out + ("<s>assistant: " if add_assistant else "")
+        finally:
+            self._leave()
+
+    def reset(self) -> None:
+        self._enter("reset")
+        self.ctx, self.has_logits = [], False
+        self._leave()
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        self._enter("eval", list(tokens))
+        try:
+            self._need_model()
+            assert self.model_params is not None
+            if any(not 0 <= t < N_VOCAB for t in tokens):
+                raise BackendError(ErrorKind.ARG, "token outside the vocabulary")
+            if len(self.ctx) + len(tokens) > (self.model_params.n_ctx or 256):
+                raise BackendError(ErrorKind.CONTEXT, "context full")
+            self.ctx.extend(tokens)
+            self.has_logits = True
+        finally:
+            self._leave()
+
+    def _logits(self) -> list[float]:
+        adapters = sorted((h.path, s) for h, s in self.active if s != 0.0)
+        key = repr((self.ctx, adapters)).encode()
+        rng = random.Random(hashlib.sha256(key).digest())
+        return [rng.uniform(-4.0, 4.0) for _ in range(N_VOCAB)]
+
+    def logits(self) -> array.array:
+        self._enter("logits")
+        try:
+            if not self.has_logits:
+                raise BackendError(ErrorKind.STATE, "no logits: nothing evaluated")
+            return array.array("f", self._logits())
+        finally:
+            self._leave()
+
+    def sampler_init(self, params: GenerationParams, seed: int) -> None:
+        self._enter("sampler_init", params, seed)
+        self.sampler, self.seed = params, seed
+        self._rng = random.Random(seed)
+        self._leave()
+
+    def sampler_accept(self, tokens: Sequence[int]) -> None:
+        self._enter("sampler_accept", list(tokens))
+        self._leave()
+
+    def next_token(self, eval_after: bool) -> tuple[int, bool]:
+        self._enter("next_token", eval_after)
+        try:
+            if self.on_next_token is not None:
+                self.on_next_token()
+            if not self.has_logits or self.sampler is None:
+                raise BackendError(ErrorKind.STATE, "sampling before any eval")
+            if self.script:
+                tok = self.script.pop(0)
+            else:
+                logits = self._logits()
+                if self.sampler.temperature <= 0:
+                    tok = max(range(N_VOCAB), key=logits.__getitem__)
+                else:
+                    m = max(logits)
+                    w = [math.exp((x - m) / self.sampler.temperature) for x in logits]
+                    tok = self._rng.choices(range(N_VOCAB), weights=w)[0]
+            if eval_after and tok != EOS:
+                assert self.model_params is not None
+                if len(self.ctx) + 1 > (self.model_params.n_ctx or 256):
+                    return tok, True
+                self.ctx.append(tok)
+            return tok, False
+        finally:
+            self._leave()
+
+    def load_adapter(self, path: str) -> FakeAdapter:
+        self._enter("load_adapter", path)
+        try:
+            if not self.lora:
+                raise BackendError(ErrorKind.UNSUPPORTED, LORA_REASON)
+            self._need_model()
+            self.adapter_loads[path] += 1
+            self._serial += 1
+            self.live.add(self._serial)
+            return FakeAdapter(path, self._serial)
+        finally:
+            self._leave()
+
+    def free_adapter(self, handle: Any) -> None:
+        self._enter("free_adapter", handle)
+        if handle.serial not in self.live:
+            self.violations.append(f"free of an adapter not loaded: {handle}")
+        if any(h is handle for h, _ in self.active):
+            self.violations.append(f"free of an adapter still applied: {handle}")
+        self.live.discard(handle.serial)
+        self._leave()
+
+    def apply_adapters(self, adapters: Sequence[tuple[Any, float]]) -> None:
+        def half_done() -> None:
+            self.active = list(adapters)[:1]
+
+        self._enter("apply_adapters", [(h.path, s) for h, s in adapters], before_fail=half_done)
+        try:
+            for h, _ in adapters:
+                if h.serial not in self.live:
+                    self.violations.append(f"apply of an adapter not loaded: {h}")
+            self.active = list(adapters)
+            self.ctx, self.has_logits = [], False  # like the C API: the KV cache is cleared
+        finally:
+            self._leave()
+
+    def adapter_metadata(self, handle: Any) -> dict[str, str]:
+        self._enter("adapter_metadata", handle)
+        self._leave()
+        return {"adapter.type": "lora", "fake.serial": str(handle.serial)}

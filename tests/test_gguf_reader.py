@@ -1,0 +1,366 @@
+"""llamart.gguf_reader: headers of good files, and the precise refusal of bad ones.
+
+Pure Python (no numpy/gguf imports): runs in Pyodide on fixtures made natively.  Broken
+variants are made here by editing bytes of the fixture files.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tracemalloc
+
+import pytest
+
+from llamart.gguf_reader import (
+    GGML_TYPES,
+    GGUFError,
+    adapter_summary,
+    model_summary,
+    read_header,
+    validate_adapter,
+    validate_model,
+)
+from llamart.testing import mutate
+
+N_VOCAB = 841  # llamart.testing.models.make_vocab()
+F32, F16, Q8_0, Q4_K = 0, 1, 8, 12
+
+
+def _bytes(path: str) -> bytearray:
+    with open(path, "rb") as f:
+        return bytearray(f.read())
+
+
+def _write(tmp_path, name: str, data: bytes | bytearray) -> str:
+    p = os.path.join(tmp_path, name)
+    with open(p, "wb") as f:
+        f.write(data)
+    return p
+
+
+def _reason(excinfo: pytest.ExceptionInfo[GGUFError]) -> str:
+    return excinfo.value.reason
+
+
+# ---- good files ----
+
+@pytest.mark.parametrize("name", ["model_f32", "model_f16", "model_q8_0", "model_tiny_ctx",
+                                  "model_no_template", "model_n32"])
+def test_good_models_validate(fx: dict[str, str], name: str) -> None:
+    h = validate_model(fx[name])
+    assert h.version == 3
+    assert h.architecture == "llama"
+    assert h.kv["general.type"] == "model"
+    assert len(h.kv["tokenizer.ggml.tokens"]) == N_VOCAB
+    assert h.kv["tokenizer.ggml.tokens"][:3] == ["<unk>", "<s>", "</s>"]
+    assert h.kv["tokenizer.ggml.tokens"][3 + 0x0A] == "<0x0A>"
+    assert h.file_size == os.path.getsize(fx[name])
+    assert len(h.tensors) == 21  # embd + 2 layers x 9 + output_norm + output
+    for t in h.tensors:
+        _, blck, tsize = GGML_TYPES[t.ggml_type]
+        assert t.nbytes == t.n_elements // blck * tsize
+        assert (t.offset - h.data_offset) % h.alignment == 0
+        assert t.offset + t.nbytes <= h.file_size
+
+
+def test_header_fields_match_the_model_made(fx: dict[str, str]) -> None:
+    h = read_header(fx["model_f32"])
+    tm = h.tensor_map()
+    assert tm["token_embd.weight"].shape == (64, N_VOCAB)  # ggml ne order
+    assert tm["blk.1.ffn_down.weight"].shape == (128, 64)
+    assert tm["blk.0.attn_norm.weight"].shape == (64,)
+    assert tm["output.weight"].nbytes == 64 * N_VOCAB * 4
+    assert h.kv["llama.context_length"] == 256
+    assert h.kv["llama.embedding_length"] == 64
+    assert h.kv["tokenizer.ggml.model"] == "llama"
+    assert "<|im_start|>" in h.kv["tokenizer.chat_template"]
+    assert h.kv["tokenizer.ggml.add_bos_token"] is True
+    assert abs(h.kv["llama.attention.layer_norm_rms_epsilon"] - 1e-5) < 1e-9
+    assert read_header(fx["model_tiny_ctx"]).kv["llama.context_length"] == 64
+    assert "tokenizer.chat_template" not in read_header(fx["model_no_template"]).kv
+
+
+def test_tensor_types_per_dtype(fx: dict[str, str]) -> None:
+    def q_type(name: str) -> int:
+        return read_header(fx[name]).tensor_map()["blk.0.attn_q.weight"].ggml_type
+
+    assert (q_type("model_f32"), q_type("model_f16"), q_type("model_q8_0")) == (F32, F16, Q8_0)
+    norm = read_header(fx["model_q8_0"]).tensor_map()["blk.0.attn_norm.weight"]
+    assert norm.ggml_type == F32
+    q = read_header(fx["model_q8_0"]).tensor_map()["blk.0.attn_q.weight"]
+    assert q.nbytes == 64 * 64 // 32 * 34
+
+
+def test_model_summary(fx: dict[str, str]) -> None:
+    s = model_summary(read_header(fx["model_f16"]))
+    assert s["architecture"] == "llama"
+    assert s["name"] == "llamart-test"
+    assert s["n_tensors"] == 21
+    assert s["types"] == {"F32": 5, "F16": 16}  # norms stay F32
+    assert (s["context_length"], s["embedding_length"], s["block_count"]) == (256, 64, 2)
+    assert s["file_type"] == 1
+    per_layer = 4 * 64 * 64 + 3 * 64 * 128 + 2 * 64
+    assert s["n_params"] == 2 * N_VOCAB * 64 + 2 * per_layer + 64
+
+
+@pytest.mark.parametrize("name", ["lora_a", "lora_b", "lora_c", "lora_zero"])
+def test_good_adapters_validate_against_their_base(fx: dict[str, str], name: str) -> None:
+    base = validate_model(fx["model_f32"])
+    h = validate_adapter(fx[name], base)
+    assert h.kv["general.type"] == "adapter"
+    assert validate_adapter(fx[name]).kv == h.kv  # also fine without a base
+    validate_adapter(fx[name], validate_model(fx["model_f16"]))
+
+
+def test_adapter_summary(fx: dict[str, str]) -> None:
+    a = adapter_summary(read_header(fx["lora_a"]))
+    assert a == {"alpha": 16.0, "rank": 8, "targets": ["attn_q", "attn_v"],
+                 "task_name": "test-a", "architecture": "llama"}
+    b = adapter_summary(read_header(fx["lora_b"]))
+    assert (b["alpha"], b["rank"], b["task_name"]) == (0.0, 4, None)
+    assert b["targets"] == ["ffn_up", "ffn_gate", "ffn_down"]
+    c = adapter_summary(read_header(fx["lora_c"]))
+    assert c["rank"] == 16
+    assert c["targets"] == ["attn_q", "attn_k", "attn_v", "attn_output"]
+
+
+def test_adapter_tensor_shapes(fx: dict[str, str]) -> None:
+    tm = read_header(fx["lora_a"]).tensor_map()
+    assert tm["blk.0.attn_q.weight.lora_a"].shape == (64, 8)  # ne: (n_in, rank)
+    assert tm["blk.0.attn_q.weight.lora_b"].shape == (8, 64)  # ne: (rank, n_out)
+    assert len(tm) == 2 * 2 * 2
+
+
+# ---- bad fixture files ----
+
+MODEL_ERRORS = {
+    "bad_empty": "file is empty",
+    "bad_garbage": "not a GGUF file (magic",
+    "bad_truncated": "runs past end of file",
+    "bad_lying_n_tensors": "header claims 1099511627776 tensors",
+    "bad_lying_n_kv": "header claims 1099511627776 metadata keys",
+    "bad_lying_string": "key 0 has length 1099511627776",
+    "bad_lying_array": "array of 536870912 strings needs at least",
+    "bad_lying_dims": "tensor 'token_embd.weight' data [",
+    "lora_a": "is a LoRA adapter, not a model",
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_ERRORS))
+def test_bad_model_files(fx: dict[str, str], name: str) -> None:
+    with pytest.raises(GGUFError) as ei:
+        validate_model(fx[name])
+    assert MODEL_ERRORS[name] in ei.value.reason
+    assert str(ei.value).startswith(fx[name] + ": ")  # names the file
+    assert isinstance(ei.value, ValueError)
+
+
+ADAPTER_ERRORS = {
+    "bad_shape": "tensor 'blk.0.attn_q.weight' has incorrect shape: "
+                 "adapter made for another base model?",
+    "bad_arch": "adapter is for architecture 'gpt2' but the model is 'llama'",
+    "bad_unknown_tensor": "LoRA tensor 'blk.2.attn_q.weight' does not exist in the base model",
+    "bad_model_as_adapter": "is not a LoRA adapter (general.type is 'model'",
+    "bad_missing_half": "LoRA tensor pair for 'blk.0.attn_q.weight' is missing its lora_b half",
+    "model_f32": "is not a LoRA adapter (general.type is 'model'",
+    "bad_empty": "file is empty",
+    "bad_garbage": "not a GGUF file",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTER_ERRORS))
+def test_bad_adapter_files(fx: dict[str, str], name: str) -> None:
+    base = read_header(fx["model_f32"])
+    with pytest.raises(GGUFError) as ei:
+        validate_adapter(fx[name], base)
+    assert ADAPTER_ERRORS[name] in ei.value.reason
+    assert fx[name] in str(ei.value)
+
+
+def test_base_mismatch_needs_the_base(fx: dict[str, str]) -> None:
+    for name in ("bad_shape", "bad_arch", "bad_unknown_tensor"):
+        validate_adapter(fx[name])  # well-formed on its own
+    with pytest.raises(GGUFError, match="has incorrect shape: adapter made for another base"):
+        validate_adapter(fx["lora_a"], read_header(fx["model_n32"]))
+
+
+def test_missing_file_is_file_not_found(tmp_path) -> None:
+    missing = os.path.join(tmp_path, "nope.gguf")
+    with pytest.raises(FileNotFoundError, match="nope.gguf"):
+        read_header(missing)
+    with pytest.raises(GGUFError, match="is a directory"):
+        read_header(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODEL_ERRORS if n.startswith("bad_lying")))
+def test_lying_headers_fail_without_big_allocations(fx: dict[str, str], name: str) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(GGUFError):
+            read_header(fx[name])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024  # the file is < 1 MB; a lie of 2**40 must not be believed
+
+
+# ---- byte-level mutations of good files ----
+
+def _mutated(fx: dict[str, str], tmp_path, edit, src: str = "model_f32") -> str:
+    data = _bytes(fx[src])
+    lay = mutate.layout(data)
+    result = edit(data, lay)
+    return _write(tmp_path, "m.gguf", data if result is None else result)
+
+
+def _refused(path: str, adapter: bool = False, base=None) -> str:
+    with pytest.raises(GGUFError) as ei:
+        validate_adapter(path, base) if adapter else validate_model(path)
+    return _reason(ei)
+
+
+def test_bad_magic_and_versions(fx: dict[str, str], tmp_path) -> None:
+    p = _mutated(fx, tmp_path, lambda d, _: d.__setitem__(slice(0, 4), b"GGML"))
+    assert "not a GGUF file (magic b'GGML'" in _refused(p)
+    for version, text in ((1, "version 1 is no longer supported"),
+                          (4, "unsupported GGUF version 4"),
+                          (0x03000000, "looks byte-swapped")):
+        p = _mutated(fx, tmp_path, lambda d, _, v=version: mutate.put_u32(d, 4, v))
+        assert text in _refused(p)
+
+
+def test_tiny_files(tmp_path) -> None:
+    assert "too short" in _refused(_write(tmp_path, "a.gguf", b"GG"))
+    assert "version at offset 4 needs 4 bytes" in _refused(_write(tmp_path, "b.gguf", b"GGUF\3"))
+
+
+def test_bad_tensor_infos(fx: dict[str, str], tmp_path) -> None:
+    def set_u32(field):
+        return lambda value: lambda d, lay: mutate.put_u32(d, field(lay), value)
+
+    n_dims = set_u32(lambda lay: lay.tensor("blk.0.attn_q.weight").n_dims_at)
+    gtype = set_u32(lambda lay: lay.tensor("blk.0.attn_q.weight").type_at)
+    assert "'blk.0.attn_q.weight' has 5 dimensions (at most 4)" in _refused(
+        _mutated(fx, tmp_path, n_dims(5)))
+    assert "'blk.0.attn_q.weight' has unknown ggml type 99" in _refused(
+        _mutated(fx, tmp_path, gtype(99)))
+    assert "'blk.0.attn_q.weight' has removed ggml type 4" in _refused(
+        _mutated(fx, tmp_path, gtype(4)))
+    assert "type Q4_K has 64 elements per row, not a multiple of the block size 256" in _refused(
+        _mutated(fx, tmp_path, gtype(Q4_K)))
+
+    def dim(j: int, value: int):
+        return lambda d, lay: mutate.put_u64(d, lay.tensor("blk.0.attn_q.weight").dims_at[j],
+                                             value)
+    assert "'blk.0.attn_q.weight' dimension 1 is negative (-1)" in _refused(
+        _mutated(fx, tmp_path, dim(1, -1)))
+
+    def huge(d, lay):
+        for j in (0, 1):
+            mutate.put_u64(d, lay.tensor("blk.0.attn_q.weight").dims_at[j], 1 << 62)
+    assert "overflows int64" in _refused(_mutated(fx, tmp_path, huge))
+
+
+def test_bad_tensor_offsets(fx: dict[str, str], tmp_path) -> None:
+    def offset_of(name: str, d: bytearray, lay: mutate.Layout) -> tuple[int, int]:
+        at = lay.tensor(name).offset_at
+        return at, struct.unpack_from("<Q", d, at)[0]
+
+    def misalign(d, lay):
+        at, off = offset_of("blk.0.attn_k.weight", d, lay)
+        mutate.put_u64(d, at, off + 4)
+    assert "'blk.0.attn_k.weight' offset" in _refused(_mutated(fx, tmp_path, misalign))
+    assert "not a multiple of the alignment 32" in _refused(_mutated(fx, tmp_path, misalign))
+
+    def overlap(d, lay):
+        _, off = offset_of("blk.0.attn_q.weight", d, lay)
+        mutate.put_u64(d, lay.tensor("blk.0.attn_k.weight").offset_at, off)
+    assert "overlap" in _refused(_mutated(fx, tmp_path, overlap))
+
+    def swap(d, lay):  # same size: no overlap, but out of order
+        a_at, a = offset_of("blk.0.attn_q.weight", d, lay)
+        b_at, b = offset_of("blk.0.attn_k.weight", d, lay)
+        mutate.put_u64(d, a_at, b)
+        mutate.put_u64(d, b_at, a)
+    assert "must be packed in header order" in _refused(_mutated(fx, tmp_path, swap))
+
+    def beyond(d, lay):
+        mutate.put_u64(d, lay.tensor("output.weight").offset_at, 1 << 40)
+    reason = _refused(_mutated(fx, tmp_path, beyond))
+    assert "tensor 'output.weight' data [" in reason
+    assert f"runs past end of file (size {os.path.getsize(fx['model_f32'])})" in reason
+
+    size = os.path.getsize(fx["model_f32"])
+    p = _mutated(fx, tmp_path, lambda d, _: d[: size - 1])
+    assert "tensor 'output.weight' data" in _refused(p)
+    p = _mutated(fx, tmp_path, lambda d, lay: d[: lay.header_end + 1])
+    assert "past end of file" in _refused(p)
+
+
+def test_duplicates(fx: dict[str, str], tmp_path) -> None:
+    p = _mutated(fx, tmp_path,
+                 lambda d, lay: mutate.rename_key(d, lay.key("general.name"), "general.type"))
+    assert "duplicate metadata key 'general.type'" in _refused(p)
+    p = _mutated(fx, tmp_path, lambda d, lay: mutate.rename_tensor(
+        d, lay.tensor("blk.0.attn_k.weight"), "blk.0.attn_q.weight"))
+    assert "duplicate tensor name 'blk.0.attn_q.weight'" in _refused(p)
+
+
+def test_bad_metadata_types(fx: dict[str, str], tmp_path) -> None:
+    p = _mutated(fx, tmp_path,
+                 lambda d, lay: mutate.put_u32(d, lay.key("llama.block_count").type_at, 13))
+    assert "key 'llama.block_count' has invalid GGUF type 13" in _refused(p)
+    p = _mutated(fx, tmp_path, lambda d, lay: mutate.put_u32(
+        d, lay.key("tokenizer.ggml.scores").value_at, 9))
+    assert "key 'tokenizer.ggml.scores' is an array of invalid GGUF type 9" in _refused(p)
+    p = _mutated(fx, tmp_path, lambda d, lay: mutate.put_u32(
+        d, lay.key("tokenizer.ggml.token_type").value_at, 4))  # i32 -> u32, same size
+    assert "'tokenizer.ggml.token_type' must be an array of i32" in _refused(p)
+
+    def arch_not_string(d, lay):
+        mutate.rename_key(d, lay.key("general.architecture"), "general.archXtecture")
+    assert "'general.architecture' is missing" in _refused(_mutated(fx, tmp_path, arch_not_string))
+
+
+def test_alignment_key(fx: dict[str, str], tmp_path) -> None:
+    def alignment(value: int, vtype: int = 4):
+        def edit(d, lay):
+            k = lay.key("llama.block_count")
+            mutate.rename_key(d, k, "general.alignment")
+            mutate.put_u32(d, k.type_at, vtype)
+            mutate.put_u32(d, k.value_at, value)
+        return edit
+    assert "general.alignment 3 is not a power of 2" in _refused(
+        _mutated(fx, tmp_path, alignment(3)))
+    assert "general.alignment 0 is not a power of 2" in _refused(
+        _mutated(fx, tmp_path, alignment(0)))
+    assert "'general.alignment' must be of type u32" in _refused(
+        _mutated(fx, tmp_path, alignment(32, vtype=5)))
+    h = read_header(_mutated(fx, tmp_path, alignment(32)))
+    assert h.alignment == 32
+
+
+def test_bad_adapter_mutations(fx: dict[str, str], tmp_path) -> None:
+    base = read_header(fx["model_f32"])
+    t_a = "blk.0.attn_q.weight.lora_a"
+    t_b = "blk.0.attn_q.weight.lora_b"
+    p = _mutated(fx, tmp_path, lambda d, lay: mutate.rename_tensor(
+        d, lay.tensor(t_a), t_a[:-1] + "x"), src="lora_a")
+    assert "LoRA tensor 'blk.0.attn_q.weight.lora_x' has unexpected suffix" in _refused(p, True)
+
+    def transpose_b(d, lay):
+        dims = lay.tensor(t_b).dims_at
+        mutate.put_u64(d, dims[0], 64)
+        mutate.put_u64(d, dims[1], 8)
+    p = _mutated(fx, tmp_path, transpose_b, src="lora_a")
+    assert "'blk.0.attn_q.weight' has inconsistent rank" in _refused(p, True)
+    assert "'blk.0.attn_q.weight' has incorrect shape" in _refused(p, True, base)
+
+    p = _mutated(fx, tmp_path, lambda d, lay: mutate.put_u32(
+        d, lay.key("adapter.lora.alpha").type_at, 5), src="lora_a")  # f32 -> i32
+    assert "adapter.lora.alpha must be of type f32" in _refused(p, True)
+
+    p = _mutated(fx, tmp_path, lambda d, lay: mutate.rename_key(
+        d, lay.key("adapter.type"), "adapter.typo"), src="lora_a")
+    assert "adapter.type is missing, expected 'lora'" in _refused(p, True)

@@ -1,0 +1,70 @@
+"""Fuzz llamart's GGUF loading with mutated fixture models and adapters.
+
+    python tools/fuzz_gguf.py --cases 500 --seed 1 [--fixtures DIR] [--out fuzz.json]
+                              [--timeout 60] [--keep DIR]
+
+Each case is loaded by the native Engine in a child process (restarted after a crash); the
+summary JSON counts outcomes (rejected / loaded / crash / hang / unexpected) and lists every
+bad case with its mutations.  Exit status 1 when any case crashed, hung or raised an
+unexpected exception type.  Needs the native library; fixtures are built when not given
+(env LLAMART_FIXTURES or --fixtures DIR with manifest.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from llamart.testing import fuzz  # noqa: E402
+
+
+def _fixtures(folder: str | None, tmp: str) -> dict[str, str]:
+    folder = folder or os.environ.get("LLAMART_FIXTURES")
+    if folder:
+        from llamart.testing.fixtures import load
+
+        return load(folder)
+    from llamart.testing.fixtures import build
+
+    return build(os.path.join(tmp, "fixtures"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--fixtures", help="folder with manifest.json (default: build them)")
+    ap.add_argument("--out", default="fuzz_summary.json", help="summary JSON path")
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per case")
+    ap.add_argument("--keep", help="copy crashing/hanging case files here")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="llamart-fuzz-") as tmp:
+        fx = _fixtures(a.fixtures, tmp)
+        cases = fuzz.make_cases(fuzz.fixture_sources(fx), os.path.join(tmp, "cases"),
+                                a.cases, a.seed)
+        log = (lambda s: print(s, file=sys.stderr)) if a.verbose else None
+        results = fuzz.run_cases(cases, fx["model_f32"], timeout=a.timeout, log=log)
+        summary = fuzz.summarize(cases, results, a.seed)
+        if a.keep:
+            os.makedirs(a.keep, exist_ok=True)
+            for bad in summary["bad"]:  # type: ignore[union-attr]
+                shutil.copy(bad["path"], a.keep)
+    with open(a.out, "w") as f:
+        json.dump(summary, f, indent=1)
+    print(json.dumps({k: summary[k] for k in ("seed", "cases", "counts",
+                                              "validator_passed_llama_rejected")}))
+    for bad in summary["bad"]:  # type: ignore[union-attr]
+        print(f"  {bad['outcome']}: case {bad['id']} {bad['source']} {bad['mutations']} "
+              f"{bad['detail'][:160]}")
+    return 1 if summary["bad"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
