@@ -22,10 +22,6 @@
 
 #include <stdint.h>
 
-#ifdef __cplusplus
-extern "C" {
-#endif
-
 #if defined(__EMSCRIPTEN__)
 #  include <emscripten/emscripten.h>
 #  define LM_API EMSCRIPTEN_KEEPALIVE
@@ -33,6 +29,10 @@ extern "C" {
 #  define LM_API __declspec(dllexport)
 #else
 #  define LM_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
 #endif
 
 /* LLAMART_CDEF_BEGIN */

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -61,6 +62,17 @@ def _engine(backend: str | None) -> Any:
 
 # ---- generate ----
 
+def _default_n_ctx(model: str) -> int:
+    """2048, or the model's training context when smaller (unknown: 2048)."""
+    from . import gguf_reader
+
+    try:
+        ctx = gguf_reader.model_summary(gguf_reader.read_header(model))["context_length"]
+    except (OSError, ValueError):
+        return 2048  # load_model reports the problem
+    return min(2048, ctx) if isinstance(ctx, int) and ctx > 0 else 2048
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .params import GenerationParams
 
@@ -68,8 +80,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                           top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                           repeat_penalty=args.repeat_penalty, seed=args.seed,
                           stop=tuple(args.stop or ()))
+    n_ctx = args.n_ctx if args.n_ctx is not None else _default_n_ctx(args.model)
     with _engine(args.backend) as engine:
-        engine.load_model(args.model, n_ctx=args.n_ctx, n_threads=args.threads)
+        engine.load_model(args.model, n_ctx=n_ctx, n_threads=args.threads)
         for path, scale in args.lora or ():
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -285,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--repeat-penalty", type=float, default=1.1, metavar="R")
     g.add_argument("--seed", type=int, default=None, metavar="S")
     g.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
-    g.add_argument("--n-ctx", type=int, default=2048, metavar="N", help="context size")
+    g.add_argument("--n-ctx", type=int, default=None, metavar="N",
+                   help="context size (default: 2048, or the model's own when smaller)")
     g.add_argument("--threads", type=int, default=None, metavar="N")
     g.add_argument("--chat", action="store_true",
                    help="send PROMPT as a user message through the model's chat template")
@@ -336,7 +350,13 @@ def _os_error_text(e: OSError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["web-demo"]:  # argparse.REMAINDER drops leading options (--port 8000)
+        args = argparse.Namespace(func=cmd_web_demo, args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(levelname)s: %(message)s")
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")
     try:

@@ -221,7 +221,7 @@ class Engine:
         self._loras: dict[str, float] = {}
         self._handles: dict[str, Any] = {}
         self._generation: object | None = None  # token of the generation streaming now
-        self._cancel_requested = False
+        self._cancelled: object | None = None  # the generation cancel() was called for
         self.last_finish_reason: str | None = None
         self.last_usage: dict[str, int] | None = None
 
@@ -347,7 +347,6 @@ class Engine:
             if self._disposed:
                 return
             self._generation = None  # a suspended generation raises on its next step
-            self._cancel_requested = True
             try:
                 if self._info is not None:
                     self._unload_locked()
@@ -625,9 +624,10 @@ class Engine:
 
         Returns True if a generation was running. It ends with finish reason "cancelled".
         """
-        if self._generation is None:
+        gen = self._generation
+        if gen is None:
             return False
-        self._cancel_requested = True
+        self._cancelled = gen  # names the generation, so a later one is not affected
         return True
 
     @staticmethod
@@ -763,7 +763,6 @@ class Engine:
                 raise EngineStateError("the model changed after generate() was called; "
                                        "call generate() again")
             self._generation = token
-            self._cancel_requested = False
             self.last_finish_reason = None
             self.last_usage = None
         try:
@@ -781,7 +780,7 @@ class Engine:
             for i in range(gp.max_tokens):
                 with self._lock:
                     self._check_current(token)
-                    if self._cancel_requested:
+                    if self._cancelled is token:
                         reason = "cancelled"
                         break
                     try:
@@ -818,7 +817,7 @@ class Engine:
             with self._lock:
                 if self._generation is token:
                     self._generation = None
-                    self._cancel_requested = False
+                    self._cancelled = None
                     self.last_finish_reason = finish
                     self.last_usage = {"prompt_tokens": len(tokens),
                                        "completion_tokens": produced, "seed": seed}

@@ -14,6 +14,7 @@ import os
 import struct
 import sys
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 __all__ = [
     "GGML_TYPES",
@@ -75,6 +76,10 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
     42: ("Q2_0", 64, 18),
 }
 GGML_TYPE_COUNT = 43
+# Types the CPU backend can multiply and add with (it has a vec_dot for them): model weights and
+# LoRA tensors of any other type (I8..I64, F64, Q8_1, Q8_K) crash llama.cpp when evaluated.
+COMPUTE_TYPES = frozenset(t for t, (n, _, _) in GGML_TYPES.items()
+                          if n not in ("I8", "I16", "I32", "I64", "F64", "Q8_1", "Q8_K"))
 
 # GGUF metadata value types
 UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = (
@@ -170,7 +175,7 @@ class GGUFHeader:
 class _Reader:
     """Buffered little-endian reads that never pass the end of the file."""
 
-    def __init__(self, f, size: int, path: str) -> None:
+    def __init__(self, f: BinaryIO, size: int, path: str) -> None:
         self.f = f
         self.size = size
         self.path = path
@@ -495,6 +500,7 @@ def validate_model(path: str | os.PathLike[str], *, allow_no_tensors: bool = Fal
                 raise GGUFError(f"metadata key '{key}' must be an array of {want}", h.path)
     tokens = h.kv.get("tokenizer.ggml.tokens")
     if isinstance(tokens, list):
+        _check_unique_tokens(h, tokens)
         for key in ("tokenizer.ggml.scores", "tokenizer.ggml.token_type"):
             other = h.kv.get(key)
             if isinstance(other, list) and len(other) < len(tokens):
@@ -502,8 +508,19 @@ def validate_model(path: str | os.PathLike[str], *, allow_no_tensors: bool = Fal
                                 h.path)
     if not h.tensors and not allow_no_tensors:
         raise GGUFError("has no tensors (a vocab-only file?)", h.path)
+    _check_compute_types(h)
     _check_hparams(h, arch)
     return h
+
+
+def _check_unique_tokens(h: GGUFHeader, tokens: list) -> None:
+    """llama.cpp asserts (aborts) when two vocabulary entries have the same text."""
+    seen: set[str] = set()
+    for i, tok in enumerate(tokens):
+        text = tok or f"[EMPTY_{i}]"  # llama.cpp's name for an empty token
+        if text in seen and "\ufffd" not in text:  # undecodable bytes: cannot compare here
+            raise GGUFError(f"tokenizer.ggml.tokens has token {i} '{text[:40]}' twice", h.path)
+        seen.add(text)
 
 
 LLAMA_MAX_LAYERS = 512
@@ -547,9 +564,23 @@ def _check_hparams(h: GGUFHeader, arch: str) -> None:
                       f"and expert_group_used_count {group_used}")
     elif groups:
         raise bad("expert_group_count", f"is {groups} in a model without experts")
+    for key, value in h.kv.items():  # norm epsilons: ggml asserts eps >= 0 when evaluating
+        if key.startswith(f"{arch}.") and key.endswith(("epsilon", ".eps")):
+            vals = value if isinstance(value, list) else [value]
+            for v in vals:
+                if isinstance(v, float) and not v >= 0.0 or v == float("inf"):
+                    raise GGUFError(f"metadata '{key}' is {v}, must be a finite number >= 0",
+                                    h.path)
     rope = h.kv.get(f"{arch}.rope.scaling.type")
     if isinstance(rope, str) and rope not in _ROPE_SCALING_TYPES:
         raise bad("rope.scaling.type", f"is '{rope}', not one of {', '.join(_ROPE_SCALING_TYPES)}")
+
+
+def _check_compute_types(h: GGUFHeader) -> None:
+    for t in h.tensors:
+        if t.ggml_type not in COMPUTE_TYPES:
+            raise GGUFError(f"tensor '{t.name}' has type {t.type_name}, which llama.cpp cannot "
+                            f"compute with", h.path)
 
 
 def _lora_pairs(h: GGUFHeader) -> dict[str, list[TensorInfo | None]]:
@@ -590,6 +621,7 @@ def validate_adapter(path: str | os.PathLike[str], base: GGUFHeader | None = Non
     if key in h.kv and h.kv_types[key] != (ARRAY, UINT32):
         raise GGUFError(f"'{key}' must be an array of u32", h.path)
     pairs = _lora_pairs(h)
+    _check_compute_types(h)
     if not pairs:
         raise GGUFError("adapter has no lora_a/lora_b tensors", h.path)
     base_tensors = base.tensor_map() if base is not None else {}

@@ -270,7 +270,8 @@ def test_load_model_bad_files(engine: Engine, fake: FakeBackend, files) -> None:
         engine.load_model(files["a"])
     assert fake.counts["load_model"] == 0  # none of these reached the backend
     engine.load_model(files["model"])  # and the engine still works
-    assert engine.complete("x", max_tokens=2, temperature=0.0) is not None
+    fake.script = byte_tokens(b"ok")
+    assert engine.complete("x", max_tokens=2) == "ok"
 
 
 def test_backend_load_failure_keeps_previous_model(loaded: Engine, fake: FakeBackend,
@@ -555,7 +556,8 @@ def test_keyboard_interrupt_leaves_engine_usable(loaded: Engine, fake: FakeBacke
     assert loaded.last_finish_reason == "cancelled"
     fake.on_next_token = None
     assert loaded.set_lora(files["a"]) is True
-    assert loaded.complete("x", max_tokens=2) != ""
+    fake.script = byte_tokens(b"ok")
+    assert loaded.complete("x", max_tokens=2) == "ok"
 
 
 # ---- chat ----
@@ -592,7 +594,8 @@ def test_chat_without_template(files) -> None:
         e.load_model(files["model"])
         with pytest.raises(LlamartError, match="chat template"):
             e.chat([{"role": "user", "content": "hi"}])
-        assert e.complete("x", max_tokens=1) is not None
+        fake.script = byte_tokens(b"k")
+        assert e.complete("x", max_tokens=1) == "k"
 
 
 # ---- LoRA (backend with LoRA) ----
@@ -846,11 +849,12 @@ def test_changes_refused_while_streaming(loaded: Engine, fake: FakeBackend, file
     assert loaded.set_lora(files["a"]) is True
 
 
-def test_generator_not_started_holds_nothing(loaded: Engine, files) -> None:
+def test_generator_not_started_holds_nothing(loaded: Engine, fake: FakeBackend, files) -> None:
     it = loaded.generate("x", max_tokens=3)
     assert loaded.set_lora(files["a"]) is True  # not started: nothing held
     del it
-    assert loaded.complete("x", max_tokens=1) is not None
+    fake.script = byte_tokens(b"k")
+    assert loaded.complete("x", max_tokens=1) == "k"
 
 
 def test_closing_the_generator_releases(loaded: Engine, fake: FakeBackend, files) -> None:
@@ -878,9 +882,10 @@ def test_dispose_ends_a_suspended_generation(engine: Engine, fake: FakeBackend, 
     assert fake.loaded_path is None and fake.live == set() and fake.disposed
 
 
-def test_cancel_without_generation(loaded: Engine) -> None:
+def test_cancel_without_generation(loaded: Engine, fake: FakeBackend) -> None:
     assert loaded.cancel() is False
-    assert loaded.complete("x", max_tokens=2) is not None
+    fake.script = byte_tokens(b"ok")
+    assert loaded.complete("x", max_tokens=2) == "ok"
     assert loaded.last_finish_reason == "length"  # an earlier cancel() does not leak in
 
 

@@ -23,7 +23,7 @@ from llamart.gguf_reader import (
 )
 from llamart.testing import mutate
 
-N_VOCAB = 841  # llamart.testing.models.make_vocab()
+N_VOCAB = 1115  # llamart.testing.models.make_vocab()
 F32, F16, Q8_0, Q4_K = 0, 1, 8, 12
 
 
@@ -364,3 +364,63 @@ def test_bad_adapter_mutations(fx: dict[str, str], tmp_path) -> None:
     p = _mutated(fx, tmp_path, lambda d, lay: mutate.rename_key(
         d, lay.key("adapter.type"), "adapter.typo"), src="lora_a")
     assert "adapter.type is missing, expected 'lora'" in _refused(p, True)
+
+
+def test_fuzzed_headers_raise_only_gguf_errors(fx: dict[str, str], tmp_path) -> None:
+    from llamart.testing import fuzz
+
+    cases = fuzz.make_cases(fuzz.fixture_sources(fx), str(tmp_path), 400, seed=99)
+    base = read_header(fx["model_f32"])
+    outcomes = {"ok": 0, "refused": 0}
+    for case in cases:
+        try:
+            if case.kind == "model":
+                validate_model(case.path)
+            else:
+                validate_adapter(case.path, base)
+            outcomes["ok"] += 1
+        except GGUFError as e:
+            assert case.path in str(e)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 200 and outcomes["ok"] > 10
+
+
+def test_values_llama_cpp_would_abort_on(fx: dict[str, str], tmp_path) -> None:
+    def u32_key(key: str, value: int):
+        return lambda d, lay: mutate.put_u32(d, lay.key(key).value_at, value)
+
+    def f32_key(key: str, value: float):
+        return lambda d, lay: struct.pack_into("<f", d, lay.key(key).value_at, value)
+
+    assert "'llama.block_count' is 0, must be in [1, 512]" in _refused(
+        _mutated(fx, tmp_path, u32_key("llama.block_count", 0)))
+    assert "'llama.block_count' is 513" in _refused(
+        _mutated(fx, tmp_path, u32_key("llama.block_count", 513)))
+    eps = "llama.attention.layer_norm_rms_epsilon"
+    for bad in (-1.0, float("nan"), float("inf")):
+        assert f"'{eps}' is {bad}, must be a finite number >= 0" in _refused(
+            _mutated(fx, tmp_path, f32_key(eps, bad)))
+    i32 = 26  # same size as F32: only the type is wrong
+    p = _mutated(fx, tmp_path, lambda d, lay: mutate.put_u32(
+        d, lay.tensor("blk.0.attn_q.weight").type_at, i32))
+    assert "'blk.0.attn_q.weight' has type I32, which llama.cpp cannot compute with" in _refused(p)
+    p = _mutated(fx, tmp_path, lambda d, lay: mutate.put_u32(
+        d, lay.tensor("blk.1.attn_v.weight.lora_b").type_at, i32), src="lora_a")
+    assert "'blk.1.attn_v.weight.lora_b' has type I32" in _refused(p, True)
+
+
+def test_duplicate_vocabulary_tokens(fx: dict[str, str], tmp_path) -> None:
+    def dup(d, lay):  # a word piece becomes a copy of another
+        data = bytes(d)
+        k = lay.key("tokenizer.ggml.tokens")
+        pos, texts = k.count_at + 8, []
+        for _ in range(400):
+            n = struct.unpack_from("<Q", data, pos)[0]
+            texts.append((pos, data[pos + 8:pos + 8 + n]))
+            pos += 8 + n
+        same = [(a, b) for a in texts[300:] for b in texts[300:]
+                if a[0] < b[0] and len(a[1]) == len(b[1]) and a[1] != b[1]][0]
+        (_, first), (at, _) = same
+        d[at + 8:at + 8 + len(first)] = first
+    reason = _refused(_mutated(fx, tmp_path, dup))
+    assert "tokenizer.ggml.tokens has token" in reason and "twice" in reason

@@ -17,14 +17,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import selectors
-import signal
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from . import mutate
 
@@ -96,14 +94,20 @@ def _inflate_count(d: bytearray, lay: mutate.Layout, rng: random.Random) -> tupl
     strings = [(k.name, k.at) for k in lay.keys] + [(t.name, t.at) for t in lay.tensors]
     strings += [(k.name + "[value]", k.value_at) for k in lay.keys if k.vtype == mutate.STRING]
     strings += [(k.name + "[0]", k.first_len_at) for k in lay.keys if k.first_len_at]
+    if not strings:
+        mutate.put_u64(d, mutate.N_KV_AT, v)
+        return d, f"n_kv={v}"
     name, at = rng.choice(strings)
     mutate.put_u64(d, at, v)
     return d, f"string length of '{name}'={v}"
 
 
-def _tensor_dims(d: bytearray, lay: mutate.Layout, rng: random.Random) -> tuple[bytearray, str]:
+def _tensor_dims(d: bytearray, lay: mutate.Layout, rng: random.Random
+                 ) -> tuple[bytearray, str] | None:
+    if not lay.tensors:
+        return None
     t = rng.choice(lay.tensors)
-    if rng.random() < 0.3:
+    if rng.random() < 0.3 or not t.dims_at:
         v = rng.randrange(9)
         mutate.put_u32(d, t.n_dims_at, v)
         return d, f"'{t.name}' n_dims={v}"
@@ -114,14 +118,20 @@ def _tensor_dims(d: bytearray, lay: mutate.Layout, rng: random.Random) -> tuple[
     return d, f"'{t.name}' ne[{j}]={v}"
 
 
-def _tensor_type(d: bytearray, lay: mutate.Layout, rng: random.Random) -> tuple[bytearray, str]:
+def _tensor_type(d: bytearray, lay: mutate.Layout, rng: random.Random
+                 ) -> tuple[bytearray, str] | None:
+    if not lay.tensors:
+        return None
     t = rng.choice(lay.tensors)
     v = rng.choice(list(range(44)) + [_big(rng)])
     mutate.put_u32(d, t.type_at, v)
     return d, f"'{t.name}' ggml type={v}"
 
 
-def _tensor_offset(d: bytearray, lay: mutate.Layout, rng: random.Random) -> tuple[bytearray, str]:
+def _tensor_offset(d: bytearray, lay: mutate.Layout, rng: random.Random
+                   ) -> tuple[bytearray, str] | None:
+    if not lay.tensors:
+        return None
     t = rng.choice(lay.tensors)
     old = struct.unpack_from("<Q", d, t.offset_at)[0]
     v = rng.choice([0, old + 32, max(old - 32, 0), old + 1, _big(rng)])
@@ -129,7 +139,10 @@ def _tensor_offset(d: bytearray, lay: mutate.Layout, rng: random.Random) -> tupl
     return d, f"'{t.name}' offset={v}"
 
 
-def _value_type(d: bytearray, lay: mutate.Layout, rng: random.Random) -> tuple[bytearray, str]:
+def _value_type(d: bytearray, lay: mutate.Layout, rng: random.Random
+                ) -> tuple[bytearray, str] | None:
+    if not lay.keys:
+        return None
     k = rng.choice(lay.keys)
     v = rng.randrange(16)
     if k.item_type is not None and rng.random() < 0.5:
@@ -267,6 +280,7 @@ def _worker(base_model: str) -> int:
     base_loaded = True
     for line in sys.stdin:
         cid, kind, path = line.rstrip("\n").split("\t", 2)
+        print(f"--- case {cid}", file=sys.stderr, flush=True)
         print(json.dumps({"start": int(cid)}), flush=True)
         t0 = time.perf_counter()
         res: dict[str, object] = {"id": int(cid)}
@@ -311,6 +325,10 @@ def _worker(base_model: str) -> int:
 def run_cases(cases: Sequence[Case], base_model: str, *, timeout: float = 60.0,
               log: Callable[[str], None] | None = None) -> list[Result]:
     """Run every case in child workers (restarted after a crash or hang)."""
+    import selectors
+    import signal
+    import subprocess
+
     results: dict[int, Result] = {}
     pending = list(cases)
     env = dict(os.environ, GGML_NO_BACKTRACE="1", PYTHONUNBUFFERED="1")
@@ -351,7 +369,7 @@ def run_cases(cases: Sequence[Case], base_model: str, *, timeout: float = 60.0,
         if hung:
             proc.kill()
         proc.wait()
-        err = proc.stderr.read()[-2000:]
+        err = proc.stderr.read()[-4000:]
         for s in (proc.stdin, proc.stdout, proc.stderr):
             s.close()
         pending = [c for c in pending if c.id not in results]
@@ -364,7 +382,7 @@ def run_cases(cases: Sequence[Case], base_model: str, *, timeout: float = 60.0,
             rc = proc.returncode
             sig = -rc if rc is not None and rc < 0 else None
             detail = (f"signal {signal.Signals(sig).name}" if sig else f"exit {rc}")
-            tail = err.strip().splitlines()[-3:]
+            tail = err.rsplit(f"--- case {cid}\n", 1)[-1].strip().splitlines()[-3:]
             results[cid] = Result(cid, outcome, f"{detail}; {' | '.join(tail)}"[:500])
             if log:
                 log(f"case {cid}: {outcome} {detail} ({by_id[cid].mutations})")
@@ -372,7 +390,7 @@ def run_cases(cases: Sequence[Case], base_model: str, *, timeout: float = 60.0,
     return [results[c.id] for c in cases]
 
 
-def _feed_async(proc: subprocess.Popen, text: str) -> None:
+def _feed_async(proc: Any, text: str) -> None:
     """Write the case list without blocking the reader (the pipe may fill up)."""
     import threading
 

@@ -63,7 +63,8 @@ def make_vocab() -> tuple[list[str], list[float], list[int]]:
     chars += [chr(c) for c in range(ord("A"), ord("Z") + 1)] + list("0123456789") + _PUNCT
     for c in chars:
         pieces.append(c)
-    for w in _WORDS:
+    words = _WORDS + [w.capitalize() for w in _WORDS[:120]] + ["I", "Hello", "The"]
+    for w in words:
         full = "\u2581" + w
         for n in range(2, len(full) + 1):  # every prefix, so SPM merges can reach the word
             pieces.append(full[:n])

@@ -34,7 +34,8 @@ def run(config: dict) -> int:
 
     args = list(config["args"])
     if config.get("junit"):
-        args.append(f"--junitxml={config['junit']}")
+        # xunit1 keeps record_property() values (tests/matrix.py reads them)
+        args += [f"--junitxml={config['junit']}", "-o", "junit_family=xunit1"]
     return int(pytest.main(["-p", "no:cacheprovider", *args]))
 
 

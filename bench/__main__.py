@@ -1,0 +1,185 @@
+"""Benchmark llamart against llama-bench and llama-cpp-python, plus WebAssembly and LoRA.
+
+    python -m bench                # all of it; rewrites docs/benchmarks.md and benchmarks.png
+    python -m bench --quick        # small model, 2 rounds: a smoke run (prints the report;
+                                   # --write also writes the doc)
+    python -m bench --report-only  # rewrite the doc and plot from .cache/bench/results.json
+
+First run: generates the models into .cache/bench/models (gguf package), builds llama-bench from
+the pinned llama.cpp source into build/bench and installs the pinned llama-cpp-python into
+.cache/bench-venv (both compile llama.cpp: ~10 min on 2 cores, once). Measurements alternate the
+systems round by round so slow drift of the machine affects them all alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from typing import Any
+
+from . import config, machine, models, report, systems, wasm
+from .proc import BenchError
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def prompt_tokens(spec: config.ModelSpec) -> list[int]:
+    """BOS then seeded random ordinary tokens (ids past the control and byte tokens)."""
+    rng = random.Random(1234)
+    return [1] + [rng.randrange(300, spec.n_vocab) for _ in range(spec.n_prompt - 1)]
+
+
+def wait_for_quiet(max_load: float, max_wait: float) -> None:
+    """Wait (up to max_wait s) until the 1-minute load average is below max_load."""
+    waited = 0.0
+    while machine.load_average() > max_load and waited < max_wait:
+        if waited == 0:
+            log(f"bench: load average {machine.load_average():.2f} > {max_load}; waiting")
+        time.sleep(10)
+        waited += 10
+    if waited:
+        log(f"bench: load average now {machine.load_average():.2f} (waited {waited:.0f} s)")
+
+
+def prepare(args: argparse.Namespace, keys: list[str]) -> dict[str, str | None]:
+    """Models, adapters and the comparison builds. Returns system -> reason it is unavailable."""
+    for key in keys:
+        spec = config.MODELS[key]
+        models.ensure_model(spec, log)
+        if key in args.lora_models:
+            models.ensure_adapters(spec, spec.file)
+    missing: dict[str, str | None] = {"llamart": None}
+    for name, ensure in (("llama-bench", systems.ensure_llama_bench),
+                         ("llama-cpp-python", systems.ensure_llama_cpp_python)):
+        try:
+            ensure(log)
+            missing[name] = None
+        except (BenchError, OSError, Exception) as e:  # report, keep measuring the others
+            missing[name] = f"{type(e).__name__}: {e}"
+            log(f"bench: {name} unavailable: {e}")
+    return missing
+
+
+def measure_speed(keys: list[str], threads: list[int], available: list[str], rounds: int | None,
+                  results: dict[str, Any]) -> None:
+    for key in keys:
+        spec = config.MODELS[key]
+        prompt = prompt_tokens(spec)
+        n_rounds = rounds or spec.rounds
+        for t in threads:
+            cell = results.setdefault(key, {}).setdefault(str(t), {})
+            for r in range(n_rounds):
+                order = available[r % len(available):] + available[:r % len(available)]
+                for name in order:
+                    started = time.monotonic()
+                    try:
+                        res = systems.RUNNERS[name](spec, t, prompt)
+                    except BenchError as e:
+                        log(f"bench: {name} failed on {key} t={t}: {e}")
+                        cell.setdefault(name, {}).setdefault("errors", []).append(str(e)[:500])
+                        continue
+                    _add(cell.setdefault(name, {}), res, spec)
+                    log(f"bench: {key} t={t} round {r + 1}/{n_rounds} {name}: "
+                        f"pp {spec.n_prompt / res['pp_s'][0]:.1f} t/s, "
+                        f"tg {res['tg_tokens'][0] / res['tg_s'][0]:.1f} t/s "
+                        f"({time.monotonic() - started:.1f} s)")
+
+
+def _add(entry: dict[str, Any], res: dict[str, Any], spec: config.ModelSpec) -> None:
+    entry.setdefault("pp_tps", []).extend(spec.n_prompt / s for s in res["pp_s"])
+    pairs = zip(res["tg_tokens"], res["tg_s"], strict=True)
+    entry.setdefault("tg_tps", []).extend(n / s for n, s in pairs)
+    entry.setdefault("tg_tokens", []).extend(res["tg_tokens"])
+    entry.setdefault("load_s", []).append(res.get("load_s"))
+    entry.setdefault("maxrss_mb", []).append(res.get("maxrss_mb"))
+    for k in ("system_info", "build_commit", "cpu_info"):
+        if res.get(k):
+            entry[k] = res[k]
+
+
+def measure_lora(keys: list[str], threads: int, reps: int, results: dict[str, Any]) -> None:
+    for key in keys:
+        spec = config.MODELS[key]
+        adapters = [str(p) for p in models.ensure_adapters(spec, spec.file)]
+        log(f"bench: LoRA operations on {key} (t={threads})")
+        res = systems.run_llamart(spec, threads, prompt_tokens(spec), kind="lora",
+                                  adapters=adapters, reps=reps)
+        res["adapter_mb"] = spec.file.with_name(
+            spec.file.stem + f"-lora1-r{config.LORA_RANK}.gguf").stat().st_size / 1e6
+        results[key] = res
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small model, 1-2 rounds")
+    parser.add_argument("--write", action="store_true", help="write the doc even with --quick")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--models", default=",".join(config.MODELS),
+                        help="comma-separated model keys (default: all)")
+    parser.add_argument("--rounds", type=int, default=None, help="override rounds per model")
+    parser.add_argument("--no-wasm", action="store_true")
+    parser.add_argument("--no-browser", action="store_true", help="skip Chromium")
+    parser.add_argument("--no-lora", action="store_true")
+    parser.add_argument("--max-load", type=float, default=1.5,
+                        help="wait for the 1-min load average to drop below this (default 1.5)")
+    parser.add_argument("--max-wait", type=float, default=300.0)
+    args = parser.parse_args(argv)
+
+    if args.report_only:
+        data = json.loads(config.RESULTS_JSON.read_text())
+        report.write(data)
+        log(f"bench: wrote {config.DOC} and {config.PLOT}")
+        return 0
+
+    keys = ["small-q8_0"] if args.quick else [k.strip() for k in args.models.split(",")]
+    for k in keys:
+        if k not in config.MODELS:
+            parser.error(f"unknown model {k!r}; choose from {', '.join(config.MODELS)}")
+    rounds = args.rounds or (2 if args.quick else None)
+    args.lora_models = [k for k in ("small-q8_0", "large-q8_0") if k in keys]
+    started = time.monotonic()
+    missing = prepare(args, keys)
+    available = [s for s in systems.RUNNERS if missing.get(s) is None]
+    threads = config.thread_counts()
+
+    wait_for_quiet(args.max_load, args.max_wait)
+    data: dict[str, Any] = {
+        "machine": machine.describe(),
+        "pin": config.read_pin(),
+        "models": {k: {**config.MODELS[k].__dict__, "file_mb": config.MODELS[k].file.stat()
+                       .st_size / 1e6, "n_params": config.MODELS[k].n_params} for k in keys},
+        "threads": threads,
+        "unavailable": {k: v for k, v in missing.items() if v},
+        "load_before": machine.load_average(),
+        "speed": {}, "lora": {}, "wasm": {},
+        "quick": args.quick,
+    }
+    measure_speed(keys, threads, available, rounds, data["speed"])
+    if not args.no_lora and args.lora_models:
+        measure_lora(args.lora_models, max(threads), 2 if args.quick else 3, data["lora"])
+    if not args.no_wasm and "small-q8_0" in keys:
+        data["wasm"] = wasm.measure(config.MODELS["small-q8_0"],
+                                    prompt_tokens(config.MODELS["small-q8_0"]),
+                                    rounds or 3, browser=not args.no_browser, log=log)
+    data["load_after"] = machine.load_average()
+    data["duration_s"] = time.monotonic() - started
+    data["finished"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    config.RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    config.RESULTS_JSON.write_text(json.dumps(data, indent=1))
+    log(f"bench: raw results in {config.RESULTS_JSON} ({data['duration_s']:.0f} s)")
+    if not args.quick or args.write:
+        report.write(data)
+        log(f"bench: wrote {config.DOC} and {config.PLOT}")
+    else:
+        print(report.render(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The llamart measurements, through the public Engine API; stdlib + llamart only, so the same
+code runs natively (in a child process, see bench/worker_llamart.py) and inside Pyodide.
+
+``speed(job)`` mirrors llama-bench's procedure: load, one warm-up prompt run plus one generated
+token, then a timed prompt run (pp: ``n_prompt`` tokens from a clean state) and a timed
+generation (tg: ``n_gen`` greedy tokens after a one-token prompt, i.e. ``n_gen`` decodes).
+``lora(job)`` times the LoRA operations and generation with 0, 1 and 2 adapters.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+clock = time.perf_counter
+
+
+def _load(job: dict[str, Any]) -> tuple[Any, float]:
+    from llamart import Engine
+
+    started = clock()
+    engine = Engine(job.get("backend"))
+    engine.load_model(job["model"], n_ctx=job["n_ctx"], n_batch=job["n_batch"],
+                      n_threads=job["n_threads"])
+    return engine, clock() - started
+
+
+def _generate(engine: Any, bos: int, n_gen: int) -> tuple[float, int, float]:
+    """(seconds, tokens produced, seconds to the first chunk) of a greedy generation."""
+    started = clock()
+    first = None
+    for _chunk in engine.generate([bos], max_tokens=n_gen, temperature=0.0, repeat_penalty=1.0):
+        if first is None:
+            first = clock() - started
+    elapsed = clock() - started
+    return elapsed, int(engine.last_usage["completion_tokens"]), first or elapsed
+
+
+def speed(job: dict[str, Any]) -> dict[str, Any]:
+    """Load time, pp and tg seconds for one (model, threads) configuration."""
+    engine, load_s = _load(job)
+    try:
+        prompt = job["prompt"]
+        bos = prompt[0]
+        engine.logits(prompt)                     # warm-up, as llama-bench does
+        _generate(engine, bos, 1)
+        pp_s, tg_s, produced = [], [], []
+        for _ in range(job.get("reps", 1)):
+            started = clock()
+            engine.logits(prompt)
+            pp_s.append(clock() - started)
+            elapsed, n, _first = _generate(engine, bos, job["n_gen"])
+            tg_s.append(elapsed)
+            produced.append(n)
+        return {"load_s": load_s, "pp_s": pp_s, "tg_s": tg_s, "tg_tokens": produced,
+                "system_info": engine.capabilities.system_info}
+    finally:
+        engine.dispose()
+
+
+def _timed(fn: Any, *args: Any) -> float:
+    started = clock()
+    fn(*args)
+    return clock() - started
+
+
+def _read_file(path: str) -> float:
+    started = clock()
+    with open(path, "rb") as f:
+        while f.read(1 << 20):
+            pass
+    return clock() - started
+
+
+def lora(job: dict[str, Any]) -> dict[str, Any]:
+    """LoRA operation timings (seconds) and generation seconds with 0, 1 and 2 adapters."""
+    engine, _load_s = _load(job)
+    a1, a2 = job["adapters"]
+    bos, n_gen = job["prompt"][0], job["n_gen"]
+    out: dict[str, Any] = {k: [] for k in (
+        "read_file", "first_set", "scale_update", "remove", "clear", "first_token_base",
+        "first_token_after_change", "tg0", "tg1", "tg2")}
+    try:
+        _generate(engine, bos, 2)  # warm-up
+        for rep in range(job.get("reps", 3)):
+            # a fresh adapter each rep: unload and reload the model so set_lora reads the file
+            if rep:
+                engine.unload_model()
+                engine.load_model(job["model"], n_ctx=job["n_ctx"], n_batch=job["n_batch"],
+                                  n_threads=job["n_threads"])
+                _generate(engine, bos, 2)
+            out["read_file"].append(_read_file(a1))
+            out["first_token_base"].append(_generate(engine, bos, 1)[0])
+            out["first_set"].append(_timed(engine.set_lora, a1, 1.0))
+            out["first_token_after_change"].append(_generate(engine, bos, 1)[0])
+            # alternate 0.5 / 1.0 so every call changes the active set
+            updates = [_timed(engine.set_lora, a1, 0.5 + 0.5 * (i % 2)) for i in range(50)]
+            out["scale_update"].append(sorted(updates)[len(updates) // 2])
+            out["remove"].append(_timed(engine.remove_lora, a1))
+            engine.set_lora(a1, 1.0)
+            engine.set_lora(a2, 1.0)
+            out["clear"].append(_timed(engine.clear_loras))
+            # generation with 0, 1, 2 adapters, alternating (handles stay loaded)
+            for n_adapters, key in ((0, "tg0"), (1, "tg1"), (2, "tg2")):
+                engine.clear_loras()
+                for path in (a1, a2)[:n_adapters]:
+                    engine.set_lora(path, 1.0)
+                elapsed, n, _first = _generate(engine, bos, n_gen)
+                out[key].append(n / elapsed)
+        return out
+    finally:
+        engine.dispose()

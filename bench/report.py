@@ -1,0 +1,269 @@
+"""docs/benchmarks.md and docs/benchmarks.png from the raw results (.cache/bench/results.json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .config import DOC, PLOT
+from .stats import med, ratio, spread
+
+SYSTEMS = ("llamart", "llama-bench", "llama-cpp-python")
+FINDINGS = Path(__file__).with_name("findings.md")
+
+
+def _fmt_ratio(r: float | None) -> str:
+    return "n/a" if r is None else f"{r:.2f}x"
+
+
+def _speed_tables(data: dict[str, Any]) -> list[str]:
+    out = []
+    for key, per_thread in data["speed"].items():
+        m = data["models"][key]
+        out += [f"### {key}: {m['shape_of']} shape, {m['dtype'].upper()}, "
+                f"{m['n_params'] / 1e6:.1f} M parameters, {m['file_mb']:.0f} MB "
+                f"(pp {m['n_prompt']} tokens, tg {m['n_gen']} tokens)", "",
+                "| threads | system | pp tokens/s | tg tokens/s | pp vs llama-bench | "
+                "tg vs llama-bench | load ms | peak RSS MB | runs |",
+                "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for t, cell in per_thread.items():
+            ref = cell.get("llama-bench", {})
+            for name in SYSTEMS:
+                e = cell.get(name)
+                if not e or not e.get("pp_tps"):
+                    if e and e.get("errors"):
+                        out.append(f"| {t} | {name} | failed: {e['errors'][0][:80]} |"
+                                   " | | | | | |")
+                    continue
+                out.append(
+                    f"| {t} | {name} | {spread(e['pp_tps'])} | {spread(e['tg_tps'])} | "
+                    f"{_fmt_ratio(ratio(e['pp_tps'], ref.get('pp_tps', [])))} | "
+                    f"{_fmt_ratio(ratio(e['tg_tps'], ref.get('tg_tps', [])))} | "
+                    f"{spread(e['load_s'], '{:.0f}', 1000.0)} | {spread(e['maxrss_mb'], '{:.0f}')}"
+                    f" | {len(e['tg_tps'])} |")
+        out.append("")
+    return out
+
+
+def _wasm_table(w: dict[str, Any]) -> list[str]:
+    if not w:
+        return ["Not measured in this run.", ""]
+    if w.get("unavailable"):
+        return [f"Not measured: {w['unavailable']}.", ""]
+    systems = w["systems"]
+    native = systems.get("native (1 thread)", {})
+    out = [f"Model {w['model']}, 1 thread everywhere (the WebAssembly build is single-threaded).",
+           "", "| system | pp tokens/s | tg tokens/s | pp vs native | tg vs native | load ms | "
+           "peak RSS MB (process) | WASM heap MB | runs |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, e in systems.items():
+        if not e.get("tg_tps"):
+            out.append(f"| {name} | failed: {(e.get('errors') or ['?'])[0][:100]} | | | | | | | |")
+            continue
+        rss = spread(e["maxrss_mb"], "{:.0f}") if any(e["maxrss_mb"]) else "n/a"
+        heap = spread(e["wasm_heap_mb"], "{:.0f}") if any(e.get("wasm_heap_mb") or []) else "–"
+        out.append(f"| {name} | {spread(e['pp_tps'])} | {spread(e['tg_tps'])} | "
+                   f"{_fmt_ratio(ratio(e['pp_tps'], native.get('pp_tps', [])))} | "
+                   f"{_fmt_ratio(ratio(e['tg_tps'], native.get('tg_tps', [])))} | "
+                   f"{spread(e['load_s'], '{:.0f}', 1000.0)} | {rss} | {heap} | "
+                   f"{len(e['tg_tps'])} |")
+    out.append("")
+    for name, e in systems.items():
+        if e.get("system_info"):
+            out.append(f"- {name}: `lm_system_info()` = `{e['system_info'].strip()}`")
+    out.append("")
+    return out
+
+
+LORA_ROWS = (
+    ("read_file", "reading the adapter file (page cache)", 1000.0, "{:.2f} ms"),
+    ("first_set", "first `set_lora` of an adapter (load + apply)", 1000.0, "{:.2f} ms"),
+    ("scale_update", "`set_lora` scale update (median of 50)", 1000.0, "{:.3f} ms"),
+    ("remove", "`remove_lora`", 1000.0, "{:.3f} ms"),
+    ("clear", "`clear_loras` (2 adapters set)", 1000.0, "{:.3f} ms"),
+    ("first_token_base", "first token, no change before it", 1000.0, "{:.1f} ms"),
+    ("first_token_after_change", "first token right after `set_lora`", 1000.0, "{:.1f} ms"),
+    ("tg0", "generation, no adapter (tokens/s)", 1.0, "{:.1f}"),
+    ("tg1", "generation, 1 adapter (tokens/s)", 1.0, "{:.1f}"),
+    ("tg2", "generation, 2 adapters (tokens/s)", 1.0, "{:.1f}"),
+)
+
+
+def _lora_tables(data: dict[str, Any]) -> list[str]:
+    if not data.get("lora"):
+        return ["Not measured in this run.", ""]
+    out = []
+    t = max(data["threads"])
+    for key, res in data["lora"].items():
+        out += [f"### {key} ({t} threads; adapters rank 8 on attn_q and attn_v in every layer, "
+                f"{res.get('adapter_mb', 0):.1f} MB each)", "",
+                "| operation | median (min–max) |", "| --- | ---: |"]
+        for k, label, scale, fmt in LORA_ROWS:
+            if k in res:
+                cell = spread(res[k], fmt.split(" ")[0], scale)
+                unit = " ms" if fmt.endswith("ms") else ""
+                out.append(f"| {label} | {cell}{unit} |")
+        out.append("")
+    return out
+
+
+def _check(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) rows."""
+    rows: list[tuple[str, str, bool | None]] = []
+    for key, per_thread in data["speed"].items():
+        for t, cell in per_thread.items():
+            me, lb = cell.get("llamart", {}), cell.get("llama-bench", {})
+            for what in ("pp", "tg"):
+                r = ratio(me.get(f"{what}_tps", []), lb.get(f"{what}_tps", []))
+                rows.append((f"llamart {what} >= 0.98x llama-bench ({key}, {t} thr)",
+                             _fmt_ratio(r), None if r is None else r >= 0.98))
+            if key.startswith("small"):
+                lp = cell.get("llama-cpp-python", {})
+                r = ratio(me.get("tg_tps", []), lp.get("tg_tps", []))
+                rows.append((f"llamart tg >= 1.1x llama-cpp-python ({key}, {t} thr)",
+                             _fmt_ratio(r), None if r is None else r >= 1.1))
+    for key, res in data.get("lora", {}).items():
+        su = med(res.get("scale_update", []))
+        rows.append((f"LoRA scale update <= 0.1 ms ({key})",
+                     "n/a" if su is None else f"{su * 1000:.3f} ms",
+                     None if su is None else su <= 0.0001))
+        fs, rf = med(res.get("first_set", [])), med(res.get("read_file", []))
+        if fs is not None and rf is not None:
+            rows.append((f"first set_lora <= read file + 1 ms ({key})",
+                         f"{fs * 1000:.2f} ms vs {rf * 1000:.2f} + 1 ms", fs <= rf + 0.001))
+        if key.startswith("large"):
+            r = ratio(res.get("tg1", []), res.get("tg0", []))
+            rows.append((f"tg with 1 rank-8 adapter within 5% of base ({key})",
+                         _fmt_ratio(r), None if r is None else r >= 0.95))
+    w = data.get("wasm") or {}
+    for name, e in (w.get("systems") or {}).items():
+        if name.startswith("Pyodide"):
+            native = w["systems"].get("native (1 thread)", {})
+            r = ratio(e.get("tg_tps", []), native.get("tg_tps", []))
+            simd = "WASM_SIMD = 1" in (e.get("system_info") or "")
+            rows.append((f"WASM tg >= 0.5x native 1 thread, SIMD on ({name}, {w['model']})",
+                         f"{_fmt_ratio(r)}, WASM_SIMD {'on' if simd else 'not reported'}",
+                         None if r is None else (r >= 0.5 and simd)))
+    return rows
+
+
+def render(data: dict[str, Any]) -> str:
+    mach = data["machine"]
+    pin = data["pin"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `python -m bench` (see `bench/__main__.py`); rerun it to regenerate this",
+        "page and `docs/benchmarks.png`. Raw numbers: `.cache/bench/results.json`.",
+        "" if not data.get("quick") else "**Quick run (fewer rounds): indicative only.**",
+        "",
+        "## Machine and versions",
+        "",
+        "| | |", "| --- | --- |",
+        f"| CPU | {mach['cpu']} ({mach['cores']} cores; {mach['simd']}) |",
+        f"| memory | {mach['memory']} |",
+        f"| OS | {mach['os']} |",
+        f"| toolchain | {mach['compiler']}; Python {mach['python']}; Node {mach['node']} |",
+        f"| llama.cpp | commit {pin.get('LLAMART_LLAMA_CPP_COMMIT', '?')} from the "
+        f"{pin['LLAMART_LLAMA_SDIST_PACKAGE']} {pin['LLAMART_LLAMA_SDIST_VERSION']} sdist "
+        "(cmake/llama_cpp_pin.cmake), all builds portable (`GGML_NATIVE=OFF`) |",
+        f"| run | {data.get('finished', '?')}, {data.get('duration_s', 0) / 60:.1f} min; "
+        f"1-min load average {data.get('load_before', 0):.2f} before, "
+        f"{data.get('load_after', 0):.2f} after |",
+        "",
+    ]
+    if data.get("unavailable"):
+        lines += ["Unavailable systems: " + "; ".join(f"{k}: {v[:200]}" for k, v in
+                                                    data["unavailable"].items()), ""]
+    lines += [
+        "## Method",
+        "",
+        "- Models are generated with the `gguf` package (random weights, real shapes; the",
+        "  test tokenizer padded to the real vocabulary size) into `.cache/bench/models`.",
+        "- Every measurement runs in its own child process (peak RSS = the child's `ru_maxrss`);",
+        "  the systems alternate round by round (rotated order) so machine drift hits all alike.",
+        "- Same procedure everywhere, modelled on llama-bench: load; warm-up (one prompt run,",
+        "  one generated token); **pp** = one batch of the prompt's tokens from an empty KV cache",
+        "  (BOS + seeded random tokens); **tg** = greedy generation of `n_gen` tokens after a",
+        "  one-token prompt (= `n_gen` single-token decodes). n_ctx 512 (llama-bench sizes its",
+        "  own), n_batch = n_ubatch = 512, threads 1 and all cores.",
+        "- llamart: `Engine.logits(prompt)` (pp) and `Engine.generate([bos], temperature=0,",
+        "  repeat_penalty=1)` (tg), i.e. the public API with its per-token Python work.",
+        "  llama-cpp-python: `Llama.eval` (pp) and `Llama.create_completion` (tg), greedy.",
+        "  llama-bench: `-p N -n M -r 1 -b 512 -ub 512 -o json` with its own warm-up, defaults",
+        "  otherwise; load time = its progress lines \"starting\" to \"warmup\".",
+        "- Cells are median (min–max) over the runs; ratios are medians over llama-bench's.",
+        "",
+        "![tokens/s per system](benchmarks.png)",
+        "",
+        "## Prompt processing and generation",
+        "",
+    ]
+    lines += _speed_tables(data)
+    lines += ["## WebAssembly (Pyodide) against native", ""]
+    lines += _wasm_table(data.get("wasm") or {})
+    lines += ["## LoRA operations (llamart native)", ""]
+    lines += _lora_tables(data)
+    lines += ["## Targets", "", "| target | measured | status |", "| --- | --- | --- |"]
+    lines += [f"| {t} | {m} | {_check(ok)} |" for t, m, ok in targets(data)]
+    lines.append("")
+    if FINDINGS.exists():
+        lines += [FINDINGS.read_text().rstrip(), ""]
+    return "\n".join(lines)
+
+
+def plot(data: dict[str, Any], path: Path = PLOT) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: list[tuple[str, dict[str, Any]]] = []
+    for key, per_thread in data["speed"].items():
+        for t, cell in per_thread.items():
+            groups.append((f"{key}\n{t} thr", cell))
+    w = (data.get("wasm") or {}).get("systems") or {}
+    if w:
+        groups.append((f"{data['wasm']['model']}\n1 thr (WASM)", {
+            ("llamart" if k.startswith("native") else k): v for k, v in w.items()}))
+    names: list[str] = []
+    for _, cell in groups:
+        names += [n for n in cell if n not in names]
+    colors = {"llamart": "#1f77b4", "llama-bench": "#7f7f7f", "llama-cpp-python": "#ff7f0e",
+              "Pyodide + Node": "#2ca02c", "Pyodide + Chromium": "#d62728"}
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.6 * len(groups)), 8))
+    width = 0.8 / max(1, len(names))
+    for ax, what, title in ((axes[0], "pp_tps", "prompt processing"),
+                            (axes[1], "tg_tps", "generation")):
+        for i, name in enumerate(names):
+            xs, ys, lo, hi = [], [], [], []
+            for g, (_, cell) in enumerate(groups):
+                vals = (cell.get(name) or {}).get(what) or []
+                if vals:
+                    m = med(vals)
+                    xs.append(g + (i - (len(names) - 1) / 2) * width)
+                    ys.append(m)
+                    lo.append(m - min(vals))
+                    hi.append(max(vals) - m)
+            ax.bar(xs, ys, width, yerr=[lo, hi], label=name, color=colors.get(name), capsize=2)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([g for g, _ in groups], fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("tokens/s (log)")
+        ax.set_title(f"{title}: median, whiskers min–max")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8, ncol=len(names))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(data: dict[str, Any]) -> None:
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(render(data))
+    plot(data)

@@ -1,0 +1,314 @@
+"""Serve the in-browser demo (``web_demo/``) on 127.0.0.1: ``llamart web-demo --port 8000``.
+
+Source checkout only. Before serving, everything the page needs is built or located locally
+(nothing is fetched from outside the machine):
+
+- Pyodide from the npm package (``node_modules/pyodide``; ``npm ci`` when it is missing),
+- the llamart WebAssembly module (``build-wasm/wasm``, or ``--wasm-dir``/``$LLAMART_WASM_DIR``;
+  built with ``python -m wasm.build``) and its Pyodide glue ``wasm/llamart_pyodide.js``,
+- a pure-Python ``py3-none-any`` wheel of the llamart package, installed in the page's worker,
+- a demo model and LoRA adapter made with ``llamart.testing.models`` (random weights, fixed seed).
+
+The generated files go to ``.cache/web_demo/`` (``--cache-dir``). The HTTP handler is the test
+runner's (``tests/pyodide/server.py``: WebAssembly/JS MIME types, COOP/COEP headers), restricted to
+a fixed table of URL prefixes so that nothing else of the checkout is served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import posixpath
+import sys
+import threading
+import urllib.parse
+import zipfile
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+WEB_DIR = REPO / "web_demo"
+DEFAULT_CACHE = REPO / ".cache" / "web_demo"
+WASM_BUILD_COMMAND = "python -m wasm.build"  # see wasm/README.md
+
+DEMO_PROMPT = "Once upon a time"
+DEMO_N_CTX = 2048
+# The demo model: random weights (its text is nonsense), big enough that a long generation
+# takes a while (Stop has something to stop), small enough to load at once (~16 MB, F32).
+DEMO_MODEL = {"n_embd": 256, "n_layer": 4, "n_head": 4, "n_head_kv": 4, "n_ff": 768,
+              "n_ctx": DEMO_N_CTX, "dtype": "f32", "seed": 0}
+DEMO_ADAPTER = {"rank": 8, "alpha": 16.0, "targets": ("attn_q", "attn_v", "ffn_up", "ffn_down"),
+                "scale_of_weights": 2.0, "seed": 1, "task_name": "demo"}
+WHEEL_EXCLUDE_DIRS = {"_lib", "__pycache__"}  # native binaries and bytecode stay out
+_ZIP_TIME = (2024, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the same wheel
+
+
+class WebDemoError(Exception):
+    """Something the demo needs is missing; the message says how to get it."""
+
+
+def _repo_tools() -> tuple[Any, Any, Any]:
+    """The test runner's modules (paths, server, __main__), importable from the checkout."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    try:
+        from tests.pyodide import __main__ as runner
+        from tests.pyodide import paths, server
+    except ImportError as e:
+        raise WebDemoError(f"the web demo runs from a source checkout (tests/pyodide/ not "
+                           f"found next to {Path(__file__).parent}): {e}") from e
+    return paths, server, runner
+
+
+# ---- what is served ----
+
+def llamart_version() -> str:
+    text = (REPO / "llamart" / "__init__.py").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip("\"'")
+    raise WebDemoError("llamart/__init__.py has no __version__")
+
+
+def _record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+    return "sha256=" + digest.decode("ascii")
+
+
+def build_wheel(out_dir: Path, version: str | None = None) -> Path:
+    """Write a pure-Python ``llamart-<v>-py3-none-any.whl`` of the package; returns its path.
+
+    Only ``.py`` files and ``py.typed`` (no native library, no bytecode); a dist-info with
+    METADATA, WHEEL and RECORD. Deterministic: the same sources give the same bytes.
+    """
+    version = version or llamart_version()
+    pkg = REPO / "llamart"
+    files: list[tuple[str, bytes]] = []
+    for path in sorted(pkg.rglob("*")):
+        rel = path.relative_to(REPO)
+        if (not path.is_file() or WHEEL_EXCLUDE_DIRS.intersection(rel.parts)
+                or not (path.suffix == ".py" or path.name == "py.typed")):
+            continue
+        files.append((rel.as_posix(), path.read_bytes()))
+    dist = f"llamart-{version}.dist-info"
+    files.append((f"{dist}/METADATA", (
+        f"Metadata-Version: 2.1\nName: llamart\nVersion: {version}\n"
+        "Summary: llama.cpp GGUF models from Python (pure-Python part, for Pyodide)\n"
+        "Requires-Python: >=3.10\n").encode()))
+    files.append((f"{dist}/WHEEL", (
+        b"Wheel-Version: 1.0\nGenerator: llamart.web_demo_server\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n")))
+    record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in files)
+    record += f"{dist}/RECORD,,\n"
+    files.append((f"{dist}/RECORD", record.encode()))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wheel = out_dir / f"llamart-{version}-py3-none-any.whl"
+    tmp = wheel.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files:
+            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data)
+    os.replace(tmp, wheel)
+    return wheel
+
+
+def make_demo_files(folder: Path) -> tuple[Path, Path]:
+    """The demo model and adapter (made once; remade when their settings change)."""
+    try:
+        from .testing.models import make_adapter, make_model
+    except ImportError as e:
+        raise WebDemoError(f"making the demo model needs numpy and gguf ({e}); install them "
+                           "with: pip install numpy gguf") from e
+    folder.mkdir(parents=True, exist_ok=True)
+    model, adapter = folder / "demo-model.gguf", folder / "demo-lora.gguf"
+    stamp = folder / "demo-settings.json"
+    settings = json.dumps({"model": DEMO_MODEL, "adapter": DEMO_ADAPTER}, sort_keys=True,
+                          default=list)
+    if not (model.exists() and adapter.exists() and stamp.exists()
+            and stamp.read_text() == settings):
+        make_model(model.with_suffix(".tmp"), name="llamart-web-demo", **DEMO_MODEL)
+        os.replace(model.with_suffix(".tmp"), model)
+        make_adapter(adapter.with_suffix(".tmp"), base=str(model), **DEMO_ADAPTER)
+        os.replace(adapter.with_suffix(".tmp"), adapter)
+        stamp.write_text(settings)
+    return model, adapter
+
+
+def locate_wasm(wasm_dir: Path | None = None) -> tuple[Path, Path]:
+    """The emscripten module (llamart_wasm.js, llamart_wasm.wasm); WebDemoError if not built."""
+    if wasm_dir is None:
+        paths, _, _ = _repo_tools()
+        wasm_dir = paths.wasm_dir()
+    glue, wasm = wasm_dir / "llamart_wasm.js", wasm_dir / "llamart_wasm.wasm"
+    missing = [p.name for p in (glue, wasm) if not p.is_file()]
+    if missing:
+        raise WebDemoError(
+            f"the llamart WebAssembly module is not built ({', '.join(missing)} missing in "
+            f"{wasm_dir}): build it with `{WASM_BUILD_COMMAND}` (Debian's emscripten; see "
+            "wasm/README.md) or pass --wasm-dir / set LLAMART_WASM_DIR")
+    return glue, wasm
+
+
+def locate_pyodide() -> Path:
+    """node_modules/pyodide (installed with ``npm ci`` from package.json when missing)."""
+    _, _, runner = _repo_tools()
+    try:
+        folder = Path(runner.ensure_pyodide())
+    except Exception as e:  # npm missing or failing (OSError, CalledProcessError)
+        raise WebDemoError(f"Pyodide (npm package) is not installed and `npm ci` failed: {e}; "
+                           "run `npm ci` in the checkout") from e
+    if not (folder / "pyodide.js").is_file():
+        raise WebDemoError(f"{folder} holds no pyodide.js: run `npm ci` in the checkout")
+    return folder
+
+
+@dataclass
+class Site:
+    """URL prefix -> local file or folder, plus the page configuration."""
+
+    mounts: dict[str, Path]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self, url_path: str) -> Path | None:
+        """The local path for a request path, or None (outside every mount, or ``..``)."""
+        path = urllib.parse.unquote(url_path.split("?", 1)[0].split("#", 1)[0])
+        if not path.startswith("/") or "\0" in path:
+            return None
+        norm = posixpath.normpath(path) + ("/" if path.endswith("/") and path != "/" else "")
+        if ".." in norm.split("/"):
+            return None
+        for prefix in sorted(self.mounts, key=len, reverse=True):
+            target = self.mounts[prefix]
+            if prefix.endswith("/"):
+                if norm.startswith(prefix) or norm + "/" == prefix:
+                    rest = norm[len(prefix):] if norm.startswith(prefix) else ""
+                    return target / rest if rest else target
+            elif norm == prefix:
+                return target
+        return None
+
+
+def prepare(cache_dir: Path | None = None, wasm_dir: Path | None = None) -> Site:
+    """Build or locate everything the page needs; returns the site to serve."""
+    cache = Path(cache_dir or DEFAULT_CACHE).resolve()
+    glue, wasm = locate_wasm(wasm_dir)
+    pyodide = locate_pyodide()
+    demo = cache / "demo"
+    model, adapter = make_demo_files(demo)
+    wheel = build_wheel(demo)
+    config = {
+        "llamartVersion": llamart_version(),
+        "pyodideIndex": "/pyodide/",
+        "wheel": f"/demo/{wheel.name}",
+        "glue": "/wasm/llamart_pyodide.js",
+        "wasmModule": {"glue": "/wasm/llamart_wasm.js", "wasm": "/wasm/llamart_wasm.wasm"},
+        "session": "/demo_session.py",
+        "demoModel": {"url": f"/demo/{model.name}", "name": model.name,
+                      "size": model.stat().st_size, "nCtx": DEMO_N_CTX},
+        "demoAdapter": {"url": f"/demo/{adapter.name}", "name": adapter.name,
+                        "size": adapter.stat().st_size},
+        "prompt": DEMO_PROMPT,
+    }
+    (demo / "config.json").write_text(json.dumps(config, indent=2))
+    mounts = {
+        "/": WEB_DIR,
+        "/pyodide/": pyodide,
+        "/wasm/llamart_pyodide.js": REPO / "wasm" / "llamart_pyodide.js",
+        "/wasm/llamart_wasm.js": glue,
+        "/wasm/llamart_wasm.wasm": wasm,
+        "/demo/": demo,
+    }
+    return Site(mounts=mounts, config=config)
+
+
+# ---- the HTTP server ----
+
+def make_handler(site: Site) -> Any:
+    """The runner's handler class (MIME types, COOP/COEP) serving only ``site``'s mounts."""
+    _, server, _ = _repo_tools()
+
+    class DemoHandler(server.Handler):
+        def translate_path(self, path: str) -> str:
+            local = site.resolve(path)
+            return str(local) if local is not None else str(REPO / ".no-such-path" / "x")
+
+        def list_directory(self, path: Any) -> None:
+            self.send_error(404, "No directory listings here")
+            return None
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            if len(args) > 1 and str(args[1]).startswith(("4", "5")):
+                sys.stderr.write(f"llamart web-demo: {format % args}\n")
+
+        def do_POST(self) -> None:  # noqa: N802 (stdlib name)
+            self.send_error(405)
+
+    return partial(DemoHandler, state=server.RunState(), routes={}, directory=str(WEB_DIR))
+
+
+def make_server(site: Site, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    """A bound (not yet serving) HTTP server for ``site``; port 0 picks a free port."""
+    return ThreadingHTTPServer((host, port), make_handler(site))
+
+
+def serve_in_thread(site: Site, host: str = "127.0.0.1",
+                    port: int = 0) -> tuple[ThreadingHTTPServer, str]:
+    """Start serving ``site`` on a daemon thread; returns the server and its base URL."""
+    httpd = make_server(site, host, port)
+    threading.Thread(target=httpd.serve_forever, daemon=True, name="web-demo").start()
+    return httpd, f"http://{host}:{httpd.server_address[1]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``llamart web-demo [--port N] [--host H] [--cache-dir D] [--wasm-dir D]``."""
+    parser = argparse.ArgumentParser(
+        prog="llamart web-demo",
+        description="Serve the in-browser llamart demo (Pyodide + llama.cpp in WebAssembly) "
+                    "from this machine only.")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help=f"where the demo model, adapter and wheel go (default "
+                             f"{DEFAULT_CACHE.relative_to(REPO)})")
+    parser.add_argument("--wasm-dir", type=Path, default=None,
+                        help="folder holding llamart_wasm.js/.wasm (default build-wasm/wasm)")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="build the served files, print what would be served, and exit")
+    args = parser.parse_args(argv)
+    try:
+        site = prepare(args.cache_dir, args.wasm_dir)
+    except WebDemoError as e:
+        print(f"llamart web-demo: error: {e}", file=sys.stderr)
+        return 1
+    if args.prepare_only:
+        for prefix, target in sorted(site.mounts.items()):
+            print(f"{prefix:28} {target}")
+        return 0
+    try:
+        httpd = make_server(site, args.host, args.port)
+    except OSError as e:
+        print(f"llamart web-demo: error: cannot listen on {args.host}:{args.port}: {e}",
+              file=sys.stderr)
+        return 1
+    url = f"http://{args.host}:{httpd.server_address[1]}/"
+    print(f"llamart web-demo: serving {url} (Ctrl-C to stop)", flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        print("\nllamart web-demo: stopped", file=sys.stderr)
+    finally:
+        httpd.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,478 @@
+"""LoRA adapters against real llama.cpp, on whatever the platform's default backend can do.
+
+Every test branches on ``engine.capabilities.lora``, never on the platform name: where it is
+True (native) adapters must really change the model; where it is False (WebAssembly) every call
+must validate its arguments exactly as natively, then be a documented no-op (returns False,
+``loras`` stays ``{}``, the logits stay the base model's, one LoraUnsupportedWarning per call).
+The False branches record what they saw with ``record_property("behaviour", ...)`` for the
+platform matrix (tests/matrix.py). No numpy or gguf: this file also runs in Pyodide.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from llamart import (
+    AdapterError,
+    Engine,
+    LoraUnsupportedWarning,
+    UnsupportedCapabilityError,
+)
+
+PROMPT = "Once upon a time"
+N_CTX = 256
+Record = Callable[[str, object], None]
+# bad_* fixtures and what the refusal must say (validator or llama.cpp); None: any reason
+BAD_ADAPTERS = {
+    "bad_shape": "incorrect shape",
+    "bad_arch": "architecture",
+    "bad_unknown_tensor": "does not exist in the base model",
+    "bad_model_as_adapter": "not a LoRA adapter",
+    "bad_missing_half": "missing its lora_b half",
+    "bad_garbage": "not a GGUF file",
+    "bad_empty": "empty",
+    "bad_truncated": "past end of file",
+    "bad_lying_n_tensors": "tensors",
+    "bad_lying_n_kv": "metadata keys",
+    "bad_lying_string": "length",
+    "bad_lying_array": "array",
+    "bad_lying_dims": "past end of file",
+}
+
+
+@pytest.fixture
+def loaded(engine: Engine, fx: dict[str, str]) -> Engine:
+    engine.load_model(fx["model_f32"], n_ctx=N_CTX)
+    return engine
+
+
+def _logits(e: Engine) -> bytes:
+    return e.logits(PROMPT).tobytes()
+
+
+def _greedy(e: Engine) -> str:
+    return e.complete(PROMPT, max_tokens=24, temperature=0.0)
+
+
+def _fresh(fx: dict[str, str], loras: dict[str, float] | None = None) -> tuple[bytes, str]:
+    """Logits and greedy text of a new engine loaded with ``loras`` (set in that order)."""
+    with Engine() as e:
+        e.load_model(fx["model_f32"], n_ctx=N_CTX)
+        for path, scale in (loras or {}).items():
+            assert e.set_lora(path, scale) is True
+        return _logits(e), _greedy(e)
+
+
+def _close(a: bytes, b: bytes, tol: float = 1e-4) -> bool:
+    fa = memoryview(a).cast("f")
+    fb = memoryview(b).cast("f")
+    return len(fa) == len(fb) and all(abs(x - y) <= tol * (1 + abs(y)) for x, y in zip(fa, fb))
+
+
+@contextmanager
+def _no_warnings() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+def _assert_noop(e: Engine, base: bytes, calls: list[Callable[[], Any]],
+                 record: Record, what: str) -> None:
+    """LoRA unsupported: each call warns once, returns False/None, and changes nothing."""
+    with pytest.warns(LoraUnsupportedWarning) as rec:
+        results = [call() for call in calls]
+    assert all(r in (False, None) for r in results), results
+    assert len([w for w in rec if w.category is LoraUnsupportedWarning]) == len(calls)
+    assert str(rec[0].message) == e.capabilities.lora_reason
+    assert e.loras == {}
+    assert _logits(e) == base
+    record("behaviour", f"documented no-op: {what}")
+
+
+# ---- capability report ----
+
+def test_capability_is_reported(engine: Engine, record_property: Record) -> None:
+    caps = engine.capabilities
+    assert isinstance(caps.lora, bool)
+    if caps.lora:
+        assert caps.lora_reason is None
+    else:
+        reason = caps.lora_reason
+        assert isinstance(reason, str) and reason.endswith(".") and " " in reason
+        assert "native backend" in reason
+        record_property("behaviour", f"lora=False: {reason}")
+
+
+# ---- applying, scaling, stacking ----
+
+def test_set_lora_changes_logits(loaded: Engine, fx: dict[str, str],
+                                 record_property: Record) -> None:
+    base = _logits(loaded)
+    a = fx["lora_a"]
+    if loaded.capabilities.lora:
+        with _no_warnings():
+            assert loaded.set_lora(a, 1.0) is True
+        assert loaded.loras == {a: 1.0}
+        assert _logits(loaded) != base
+    else:
+        _assert_noop(loaded, base, [lambda: loaded.set_lora(a, 1.0)], record_property,
+                     "set_lora returned False, LoraUnsupportedWarning, base logits")
+
+
+def test_scale_update_does_not_reread_the_file(loaded: Engine, fx: dict[str, str],
+                                              tmp_path: Any, record_property: Record) -> None:
+    base = _logits(loaded)
+    path = str(tmp_path / "adapter.gguf")
+    shutil.copyfile(fx["lora_a"], path)
+    if loaded.capabilities.lora:
+        assert loaded.set_lora(path, 1.0) is True
+        full = _logits(loaded)
+        os.rename(path, path + ".moved")  # a re-read would now fail with FileNotFoundError
+        assert loaded.set_lora(path, 0.5) is True
+        half = _logits(loaded)
+        assert loaded.loras == {path: 0.5}
+        assert half not in (base, full)
+        os.rename(path + ".moved", path)
+        assert half == _fresh(fx, {path: 0.5})[0]  # as if loaded at 0.5 from the start
+    else:
+        _assert_noop(loaded, base, [lambda: loaded.set_lora(path, 1.0),
+                                    lambda: loaded.set_lora(path, 0.5)], record_property,
+                     "scale updates returned False, LoraUnsupportedWarning each call")
+
+
+def test_stacking_and_order(loaded: Engine, fx: dict[str, str],
+                            record_property: Record) -> None:
+    base = _logits(loaded)
+    a, b, c = fx["lora_a"], fx["lora_b"], fx["lora_c"]
+    if loaded.capabilities.lora:
+        only_a = _fresh(fx, {a: 1.0})[0]
+        only_b = _fresh(fx, {b: 1.0})[0]
+        assert loaded.set_lora(a, 1.0) and loaded.set_lora(b, 1.0)
+        both = _logits(loaded)
+        assert both not in (base, only_a, only_b)
+        assert loaded.set_lora(c, 0.5) and loaded.set_lora(a, 0.25)  # rescaling keeps a first
+        assert list(loaded.loras.items()) == [(a, 0.25), (b, 1.0), (c, 0.5)]
+        # the same set in another order gives the same model (up to float summation order)
+        assert _close(_logits(loaded), _fresh(fx, {c: 0.5, b: 1.0, a: 0.25})[0])
+    else:
+        _assert_noop(loaded, base, [lambda: loaded.set_lora(a, 1.0),
+                                    lambda: loaded.set_lora(b, 1.0)], record_property,
+                     "stacking: each set_lora returned False, loras stayed {}")
+
+
+def test_remove_lora_returns_to_the_other_adapter(loaded: Engine, fx: dict[str, str],
+                                                  record_property: Record) -> None:
+    base = _logits(loaded)
+    a, b = fx["lora_a"], fx["lora_b"]
+    if loaded.capabilities.lora:
+        only_b = _fresh(fx, {b: 1.0})[0]
+        loaded.set_lora(a, 1.0)
+        loaded.set_lora(b, 1.0)
+        assert loaded.remove_lora(a) is True
+        assert loaded.loras == {b: 1.0}
+        assert _logits(loaded) == only_b  # bit-identical to b alone
+        assert loaded.remove_lora(a) is False  # no longer set: a no-op
+        assert loaded.remove_lora(fx["lora_c"]) is False  # never set
+        assert loaded.loras == {b: 1.0} and _logits(loaded) == only_b
+    else:
+        _assert_noop(loaded, base, [lambda: loaded.set_lora(b, 1.0),
+                                    lambda: loaded.remove_lora(a),
+                                    lambda: loaded.remove_lora(b)], record_property,
+                     "remove_lora returned False, LoraUnsupportedWarning")
+
+
+def test_clear_loras_equals_a_fresh_engine(loaded: Engine, fx: dict[str, str],
+                                           record_property: Record) -> None:
+    base = _logits(loaded)
+    fresh_logits, fresh_text = _fresh(fx)
+    assert base == fresh_logits
+    if loaded.capabilities.lora:
+        for name, scale in (("lora_a", 1.0), ("lora_b", -0.5), ("lora_c", 2.0)):
+            loaded.set_lora(fx[name], scale)
+        assert _logits(loaded) != base
+        assert loaded.clear_loras() is None
+        assert loaded.loras == {}
+        assert _logits(loaded) == fresh_logits
+        assert _greedy(loaded) == fresh_text
+        loaded.clear_loras()  # nothing set: a no-op
+        assert _logits(loaded) == fresh_logits
+    else:
+        _assert_noop(loaded, base, [lambda: loaded.set_lora(fx["lora_a"], 1.0),
+                                    loaded.clear_loras], record_property,
+                     "clear_loras returned None, LoraUnsupportedWarning")
+        assert _greedy(loaded) == fresh_text
+
+
+def test_scale_zero_keeps_it_registered(loaded: Engine, fx: dict[str, str],
+                                        record_property: Record) -> None:
+    base = _logits(loaded)
+    a = fx["lora_a"]
+    if loaded.capabilities.lora:
+        assert loaded.set_lora(a, 0.0) is True
+        assert loaded.loras == {a: 0.0}
+        assert _logits(loaded) == base
+        assert loaded.set_lora(a, 1.0) is True
+        assert _logits(loaded) != base
+        assert loaded.set_lora(a, 0) is True  # back to zero: base again
+        assert _logits(loaded) == base and loaded.loras == {a: 0.0}
+    else:
+        _assert_noop(loaded, base, [lambda: loaded.set_lora(a, 0.0)], record_property,
+                     "set_lora(scale=0) returned False, loras stayed {}")
+
+
+def test_negative_scale(loaded: Engine, fx: dict[str, str], record_property: Record) -> None:
+    base = _logits(loaded)
+    a = fx["lora_a"]
+    if loaded.capabilities.lora:
+        loaded.set_lora(a, 1.0)
+        plus = _logits(loaded)
+        assert loaded.set_lora(a, -1.0) is True
+        assert loaded.loras == {a: -1.0}
+        assert _logits(loaded) not in (base, plus)
+    else:
+        _assert_noop(loaded, base, [lambda: loaded.set_lora(a, -1.0)], record_property,
+                     "set_lora(scale=-1) returned False")
+
+
+def test_zero_weight_adapter_gives_base_logits(loaded: Engine, fx: dict[str, str],
+                                               record_property: Record) -> None:
+    base = _logits(loaded)
+    z = fx["lora_zero"]
+    if loaded.capabilities.lora:
+        assert loaded.set_lora(z, 3.0) is True
+        assert _logits(loaded) == base  # B = 0: the delta is exactly zero
+    else:
+        _assert_noop(loaded, base, [lambda: loaded.set_lora(z, 3.0)], record_property,
+                     "set_lora returned False")
+
+
+# ---- argument checks: identical on every backend ----
+
+@pytest.mark.parametrize("scale, exc", [
+    (float("nan"), ValueError), (float("inf"), ValueError), (-math.inf, ValueError),
+    ("0.5", TypeError), (None, TypeError), (True, TypeError), ([1.0], TypeError),
+])
+def test_bad_scale(loaded: Engine, fx: dict[str, str], scale: Any, exc: type) -> None:
+    base = _logits(loaded)
+    with _no_warnings():  # the check comes before any LoRA-unsupported warning
+        with pytest.raises(exc, match="scale"):
+            loaded.set_lora(fx["lora_a"], scale)
+    assert loaded.loras == {} and _logits(loaded) == base
+
+
+@pytest.mark.parametrize("op", ["set_lora", "remove_lora", "lora_metadata"])
+@pytest.mark.parametrize("path", [None, 1, b"/tmp/x.gguf", ["a.gguf"]])
+def test_bad_path_type(loaded: Engine, op: str, path: Any) -> None:
+    with _no_warnings(), pytest.raises(TypeError, match="path"):
+        getattr(loaded, op)(path)
+    assert loaded.loras == {}
+
+
+def test_bad_scale_keeps_the_current_set(loaded: Engine, fx: dict[str, str],
+                                         record_property: Record) -> None:
+    a = fx["lora_a"]
+    if loaded.capabilities.lora:
+        loaded.set_lora(a, 0.5)
+        before = _logits(loaded)
+        with pytest.raises(ValueError):
+            loaded.set_lora(a, float("nan"))
+        assert loaded.loras == {a: 0.5} and _logits(loaded) == before
+    else:
+        base = _logits(loaded)
+        with pytest.raises(ValueError):
+            loaded.set_lora(a, float("nan"))
+        _assert_noop(loaded, base, [lambda: loaded.set_lora(a, 0.5)], record_property,
+                     "NaN refused with ValueError, then set_lora returned False")
+
+
+# ---- generation with adapters ----
+
+def test_generation_after_set_lora_equals_a_fresh_engine(loaded: Engine, fx: dict[str, str],
+                                                         record_property: Record) -> None:
+    base_text = _greedy(loaded)  # fills the KV cache under the base model
+    a, b = fx["lora_a"], fx["lora_b"]
+    if loaded.capabilities.lora:
+        loaded.set_lora(a, 0.7)
+        text = _greedy(loaded)
+        assert text != base_text
+        assert (_logits(loaded), text) == _fresh(fx, {a: 0.7})
+        loaded.set_lora(b, 1.5)
+        assert (_logits(loaded), _greedy(loaded)) == _fresh(fx, {a: 0.7, b: 1.5})
+        loaded.remove_lora(a)
+        assert (_logits(loaded), _greedy(loaded)) == _fresh(fx, {b: 1.5})
+    else:
+        _assert_noop(loaded, _logits(loaded), [lambda: loaded.set_lora(a, 0.7)],
+                     record_property, "generation unchanged: set_lora returned False")
+        assert _greedy(loaded) == base_text
+
+
+def test_unload_and_reload_forget_adapters(loaded: Engine, fx: dict[str, str],
+                                           record_property: Record) -> None:
+    base = _logits(loaded)
+    a = fx["lora_a"]
+    if loaded.capabilities.lora:
+        loaded.set_lora(a, 1.0)
+        loaded.unload_model()
+        assert loaded.loras == {}
+        loaded.load_model(fx["model_f32"], n_ctx=N_CTX)
+        assert loaded.loras == {} and _logits(loaded) == base
+        loaded.set_lora(a, 1.0)
+        loaded.load_model(fx["model_f32"], n_ctx=N_CTX)  # a reload also drops them
+        assert loaded.loras == {} and _logits(loaded) == base
+        assert loaded.set_lora(a, 1.0) is True  # and they can be set again
+        assert _logits(loaded) != base
+    else:
+        _assert_noop(loaded, base, [lambda: loaded.set_lora(a, 1.0)], record_property,
+                     "set_lora returned False; loras {} across unload/reload")
+        loaded.unload_model()
+        loaded.load_model(fx["model_f32"], n_ctx=N_CTX)
+        assert loaded.loras == {} and _logits(loaded) == base
+
+
+def test_set_lora_needs_a_model(engine: Engine, fx: dict[str, str],
+                                record_property: Record) -> None:
+    if engine.capabilities.lora:
+        from llamart import EngineStateError
+
+        with pytest.raises(EngineStateError, match="no model"):
+            engine.set_lora(fx["lora_a"])
+        assert engine.remove_lora(fx["lora_a"]) is False
+        engine.clear_loras()
+    else:
+        with pytest.warns(LoraUnsupportedWarning):
+            assert engine.set_lora(fx["lora_a"]) is False
+        record_property("behaviour", "documented no-op: set_lora without a model "
+                                     "returned False (no model check)")
+    assert engine.loras == {}
+
+
+# ---- bad adapter files ----
+
+def test_every_bad_fixture_is_covered(fx: dict[str, str]) -> None:
+    assert sorted(k for k in fx if k.startswith("bad_")) == sorted(BAD_ADAPTERS)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_ADAPTERS))
+def test_bad_adapter(loaded: Engine, fx: dict[str, str], name: str,
+                     record_property: Record) -> None:
+    path = fx[name]
+    a = fx["lora_a"]
+    if loaded.capabilities.lora:
+        loaded.set_lora(a, 0.5)
+        before = _logits(loaded)
+        with pytest.raises(AdapterError) as info:
+            loaded.set_lora(path, 1.0)
+        err = info.value
+        assert err.path == path and str(err).startswith(f"{path}: ")
+        assert BAD_ADAPTERS[name] in err.reason, err.reason
+        assert loaded.loras == {a: 0.5}
+        assert _logits(loaded) == before
+        assert loaded.set_lora(a, 1.0) is True  # still fully usable
+    else:
+        base = _logits(loaded)
+        _assert_noop(loaded, base, [lambda: loaded.set_lora(path, 1.0)], record_property,
+                     "file not read: set_lora returned False, LoraUnsupportedWarning")
+
+
+def test_missing_adapter_file(loaded: Engine, fx: dict[str, str],
+                              record_property: Record) -> None:
+    missing = fx["lora_a"] + ".missing.gguf"
+    base = _logits(loaded)
+    if loaded.capabilities.lora:
+        with pytest.raises(FileNotFoundError) as info:
+            loaded.set_lora(missing)
+        assert info.value.filename == missing
+        assert loaded.loras == {} and _logits(loaded) == base
+    else:
+        _assert_noop(loaded, base, [lambda: loaded.set_lora(missing)], record_property,
+                     "file not checked: set_lora returned False, LoraUnsupportedWarning")
+
+
+def test_adapter_for_another_model_is_refused(engine: Engine, fx: dict[str, str],
+                                              record_property: Record) -> None:
+    # lora_a was made for the 64-wide model: the 32-wide one must refuse it by shape
+    engine.load_model(fx["model_n32"], n_ctx=N_CTX)
+    base = _logits(engine)
+    if engine.capabilities.lora:
+        with pytest.raises(AdapterError, match="incorrect shape") as info:
+            engine.set_lora(fx["lora_a"])
+        assert info.value.path == fx["lora_a"]
+        assert engine.loras == {} and _logits(engine) == base
+    else:
+        _assert_noop(engine, base, [lambda: engine.set_lora(fx["lora_a"])], record_property,
+                     "shape not checked: set_lora returned False")
+
+
+# ---- metadata ----
+
+def test_lora_metadata(loaded: Engine, fx: dict[str, str], record_property: Record) -> None:
+    a = fx["lora_a"]
+    meta = loaded.lora_metadata(a)
+    assert meta["alpha"] == 16.0 and meta["rank"] == 8
+    assert sorted(meta["targets"]) == ["attn_q", "attn_v"]
+    assert meta["task_name"] == "test-a" and meta["architecture"] == "llama"
+    assert meta["loaded"] is False and meta["scale"] is None
+    b = loaded.lora_metadata(fx["lora_b"])
+    assert (b["alpha"], b["rank"]) == (0.0, 4)
+    assert sorted(b["targets"]) == ["ffn_down", "ffn_gate", "ffn_up"]
+    with pytest.raises(AdapterError, match="not a GGUF"):
+        loaded.lora_metadata(fx["bad_garbage"])
+    with pytest.raises(FileNotFoundError):
+        loaded.lora_metadata(a + ".missing")
+    if loaded.capabilities.lora:
+        loaded.set_lora(a, 0.7)
+        meta = loaded.lora_metadata(a)
+        assert meta["loaded"] is True and meta["scale"] == 0.7
+        assert float(meta["metadata"]["adapter.lora.alpha"]) == 16.0  # llama.cpp's view
+    else:
+        with pytest.warns(LoraUnsupportedWarning):
+            loaded.set_lora(a, 0.7)
+        meta = loaded.lora_metadata(a)
+        assert meta["loaded"] is False and meta["scale"] is None
+        record_property("behaviour", "metadata read from the file; loaded=False after set_lora")
+
+
+# ---- warnings and strict mode ----
+
+def test_every_call_warns_when_unsupported(loaded: Engine, fx: dict[str, str],
+                                           record_property: Record) -> None:
+    a = fx["lora_a"]
+    calls = [lambda: loaded.set_lora(a, 0.7), lambda: loaded.set_lora(a, 0.7),
+             lambda: loaded.remove_lora(a), loaded.clear_loras]
+    if loaded.capabilities.lora:
+        with _no_warnings():
+            assert [call() for call in calls] == [True, True, True, None]
+        assert loaded.loras == {}
+    else:
+        _assert_noop(loaded, _logits(loaded), calls, record_property,
+                     "one LoraUnsupportedWarning per call (set, set, remove, clear)")
+
+
+def test_strict_engine(fx: dict[str, str], record_property: Record) -> None:
+    a = fx["lora_a"]
+    with Engine(strict=True) as e:
+        assert e.strict
+        e.load_model(fx["model_f32"], n_ctx=N_CTX)
+        base = _logits(e)
+        with pytest.raises(ValueError, match="scale"):
+            e.set_lora(a, float("nan"))  # arguments first, in both modes
+        if e.capabilities.lora:
+            with _no_warnings():
+                assert e.set_lora(a, 1.0) is True
+                assert e.remove_lora(a) is True
+                e.clear_loras()
+            assert e.loras == {} and _logits(e) == base
+        else:
+            for call in (lambda: e.set_lora(a), lambda: e.remove_lora(a), e.clear_loras):
+                with pytest.raises(UnsupportedCapabilityError, match="native backend"):
+                    call()
+            assert e.loras == {} and _logits(e) == base
+            record_property("behaviour", "strict: UnsupportedCapabilityError")
