@@ -56,6 +56,9 @@ def prepare(args: argparse.Namespace, keys: list[str]) -> dict[str, str | None]:
     missing: dict[str, str | None] = {"llamart": None}
     for name, ensure in (("llama-bench", systems.ensure_llama_bench),
                          ("llama-cpp-python", systems.ensure_llama_cpp_python)):
+        if name not in args.systems:
+            missing[name] = "not selected (--systems)"
+            continue
         try:
             ensure(log)
             missing[name] = None
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--models", default=",".join(config.MODELS),
                         help="comma-separated model keys (default: all)")
+    parser.add_argument("--systems", default=",".join(systems.RUNNERS),
+                        help="comma-separated native systems (default: all)")
     parser.add_argument("--rounds", type=int, default=None, help="override rounds per model")
     parser.add_argument("--no-wasm", action="store_true")
     parser.add_argument("--no-browser", action="store_true", help="skip Chromium")
@@ -142,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         if k not in config.MODELS:
             parser.error(f"unknown model {k!r}; choose from {', '.join(config.MODELS)}")
     rounds = args.rounds or (2 if args.quick else None)
+    args.systems = [s.strip() for s in args.systems.split(",")]
     args.lora_models = [k for k in ("small-q8_0", "large-q8_0") if k in keys]
     started = time.monotonic()
     missing = prepare(args, keys)
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": {k: {**config.MODELS[k].__dict__, "file_mb": config.MODELS[k].file.stat()
                        .st_size / 1e6, "n_params": config.MODELS[k].n_params} for k in keys},
         "threads": threads,
-        "unavailable": {k: v for k, v in missing.items() if v},
+        "unavailable": {k: v for k, v in missing.items() if v and not v.startswith("not sel")},
         "load_before": machine.load_average(),
         "speed": {}, "lora": {}, "wasm": {},
         "quick": args.quick,

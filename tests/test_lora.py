@@ -50,7 +50,7 @@ BAD_ADAPTERS = {
 
 @pytest.fixture
 def loaded(engine: Engine, fx: dict[str, str]) -> Engine:
-    engine.load_model(fx["model_f32"], n_ctx=N_CTX)
+    engine.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=1)
     return engine
 
 
@@ -65,7 +65,7 @@ def _greedy(e: Engine) -> str:
 def _fresh(fx: dict[str, str], loras: dict[str, float] | None = None) -> tuple[bytes, str]:
     """Logits and greedy text of a new engine loaded with ``loras`` (set in that order)."""
     with Engine() as e:
-        e.load_model(fx["model_f32"], n_ctx=N_CTX)
+        e.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=1)
         for path, scale in (loras or {}).items():
             assert e.set_lora(path, scale) is True
         return _logits(e), _greedy(e)
@@ -74,7 +74,9 @@ def _fresh(fx: dict[str, str], loras: dict[str, float] | None = None) -> tuple[b
 def _close(a: bytes, b: bytes, tol: float = 1e-4) -> bool:
     fa = memoryview(a).cast("f")
     fb = memoryview(b).cast("f")
-    return len(fa) == len(fb) and all(abs(x - y) <= tol * (1 + abs(y)) for x, y in zip(fa, fb))
+    if len(fa) != len(fb):
+        return False
+    return all(abs(x - y) <= tol * (1 + abs(y)) for x, y in zip(fa, fb, strict=True))
 
 
 @contextmanager
@@ -322,10 +324,10 @@ def test_unload_and_reload_forget_adapters(loaded: Engine, fx: dict[str, str],
         loaded.set_lora(a, 1.0)
         loaded.unload_model()
         assert loaded.loras == {}
-        loaded.load_model(fx["model_f32"], n_ctx=N_CTX)
+        loaded.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=1)
         assert loaded.loras == {} and _logits(loaded) == base
         loaded.set_lora(a, 1.0)
-        loaded.load_model(fx["model_f32"], n_ctx=N_CTX)  # a reload also drops them
+        loaded.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=1)  # a reload drops them too
         assert loaded.loras == {} and _logits(loaded) == base
         assert loaded.set_lora(a, 1.0) is True  # and they can be set again
         assert _logits(loaded) != base
@@ -333,7 +335,7 @@ def test_unload_and_reload_forget_adapters(loaded: Engine, fx: dict[str, str],
         _assert_noop(loaded, base, [lambda: loaded.set_lora(a, 1.0)], record_property,
                      "set_lora returned False; loras {} across unload/reload")
         loaded.unload_model()
-        loaded.load_model(fx["model_f32"], n_ctx=N_CTX)
+        loaded.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=1)
         assert loaded.loras == {} and _logits(loaded) == base
 
 
@@ -382,6 +384,39 @@ def test_bad_adapter(loaded: Engine, fx: dict[str, str], name: str,
                      "file not read: set_lora returned False, LoraUnsupportedWarning")
 
 
+# what llama.cpp itself says when the Python checks are bypassed (they normally refuse first)
+LLAMA_CPP_REFUSALS = {
+    "bad_shape": "has incorrect shape",
+    "bad_arch": "arch mismatch",
+    "bad_unknown_tensor": "does not exist in base model",
+    "bad_model_as_adapter": "expect general.type to be 'adapter'",
+    "bad_missing_half": "missing one component",
+}
+
+
+@pytest.mark.parametrize("name", sorted(LLAMA_CPP_REFUSALS))
+def test_llama_cpp_refusal_reaches_the_caller(loaded: Engine, fx: dict[str, str], name: str,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              record_property: Record) -> None:
+    from llamart import gguf_reader
+
+    monkeypatch.setattr(gguf_reader, "validate_adapter",
+                        lambda path, base=None: gguf_reader.read_header(path))
+    path, a = fx[name], fx["lora_a"]
+    if loaded.capabilities.lora:
+        loaded.set_lora(a, 0.5)
+        before = _logits(loaded)
+        with pytest.raises(AdapterError) as info:
+            loaded.set_lora(path)
+        err = info.value
+        assert err.path == path and str(err).startswith(f"{path}: ")
+        assert LLAMA_CPP_REFUSALS[name] in err.reason, err.reason
+        assert loaded.loras == {a: 0.5} and _logits(loaded) == before
+    else:
+        _assert_noop(loaded, _logits(loaded), [lambda: loaded.set_lora(path)], record_property,
+                     "llama.cpp never sees the file: set_lora returned False")
+
+
 def test_missing_adapter_file(loaded: Engine, fx: dict[str, str],
                               record_property: Record) -> None:
     missing = fx["lora_a"] + ".missing.gguf"
@@ -399,7 +434,7 @@ def test_missing_adapter_file(loaded: Engine, fx: dict[str, str],
 def test_adapter_for_another_model_is_refused(engine: Engine, fx: dict[str, str],
                                               record_property: Record) -> None:
     # lora_a was made for the 64-wide model: the 32-wide one must refuse it by shape
-    engine.load_model(fx["model_n32"], n_ctx=N_CTX)
+    engine.load_model(fx["model_n32"], n_ctx=N_CTX, n_threads=1)
     base = _logits(engine)
     if engine.capabilities.lora:
         with pytest.raises(AdapterError, match="incorrect shape") as info:
@@ -460,7 +495,7 @@ def test_strict_engine(fx: dict[str, str], record_property: Record) -> None:
     a = fx["lora_a"]
     with Engine(strict=True) as e:
         assert e.strict
-        e.load_model(fx["model_f32"], n_ctx=N_CTX)
+        e.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=1)
         base = _logits(e)
         with pytest.raises(ValueError, match="scale"):
             e.set_lora(a, float("nan"))  # arguments first, in both modes

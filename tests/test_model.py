@@ -62,7 +62,7 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 @pytest.fixture
 def loaded(engine: Engine, fx: dict[str, str]) -> Engine:
-    engine.load_model(fx["model_f32"], n_ctx=N_CTX)
+    engine.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=1)
     return engine
 
 
@@ -99,7 +99,7 @@ def test_load_accepts_model_params(engine: Engine, fx: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("name", ["model_f16", "model_q8_0", "model_n32"])
 def test_other_models_load_and_generate(engine: Engine, fx: dict[str, str], name: str) -> None:
-    info = engine.load_model(fx[name], n_ctx=N_CTX)
+    info = engine.load_model(fx[name], n_ctx=N_CTX, n_threads=1)
     logits = engine.logits(PROMPT)
     assert len(logits) == info.n_vocab and all(math.isfinite(x) for x in logits)
     assert _greedy(engine) == _greedy(engine) != ""
@@ -107,7 +107,7 @@ def test_other_models_load_and_generate(engine: Engine, fx: dict[str, str], name
 
 def test_loading_another_model_replaces_the_first(loaded: Engine, fx: dict[str, str]) -> None:
     base = loaded.logits(PROMPT)
-    info = loaded.load_model(fx["model_n32"], n_ctx=N_CTX)
+    info = loaded.load_model(fx["model_n32"], n_ctx=N_CTX, n_threads=1)
     assert loaded.model_info == info and info.n_embd == 32
     assert loaded.logits(PROMPT) != base
 
@@ -206,7 +206,7 @@ def test_stop_string_inside_one_chunk_and_across_chunks(loaded: Engine) -> None:
               if chunks[i][-1:].isalpha() and chunks[i + 1][:2].strip().isalpha())
     across = chunks[at][-1:] + chunks[at + 1][:2]
     cuts.append(full.find(across))
-    for stop, cut in zip((inside, across), cuts):
+    for stop, cut in zip((inside, across), cuts, strict=True):
         out = _greedy(loaded, stop=[stop])
         assert out == full[:cut]
         assert loaded.last_finish_reason == "stop"
@@ -217,7 +217,7 @@ def test_stop_string_inside_one_chunk_and_across_chunks(loaded: Engine) -> None:
 
 
 def test_finish_reason_context(engine: Engine, fx: dict[str, str]) -> None:
-    info = engine.load_model(fx["model_tiny_ctx"], n_ctx=64)
+    info = engine.load_model(fx["model_tiny_ctx"], n_ctx=64, n_threads=1)
     assert info.n_ctx_train == 64 and info.n_ctx >= 64
     text = engine.complete(PROMPT, max_tokens=info.n_ctx + 50, temperature=0.0)
     assert engine.last_finish_reason == "context" and text
@@ -262,7 +262,7 @@ def test_chat_uses_the_models_template(loaded: Engine) -> None:
 
 
 def test_chat_without_template_raises(engine: Engine, fx: dict[str, str]) -> None:
-    engine.load_model(fx["model_no_template"], n_ctx=N_CTX)
+    engine.load_model(fx["model_no_template"], n_ctx=N_CTX, n_threads=1)
     with pytest.raises(LlamartError, match="template"):
         engine.chat([{"role": "user", "content": "hi"}], max_tokens=4)
     assert _greedy(engine)  # still usable
@@ -396,7 +396,7 @@ def test_bad_model_file(loaded: Engine, fx: dict[str, str], name: str) -> None:
     logits = loaded.logits(PROMPT)
     path = fx[name]
     with pytest.raises(ModelLoadError) as info:
-        loaded.load_model(path, n_ctx=N_CTX)
+        loaded.load_model(path, n_ctx=N_CTX, n_threads=1)
     err = info.value
     assert err.path == path and str(err).startswith(f"{path}: ")
     assert err.reason and err.reason in str(err)
@@ -426,13 +426,13 @@ def test_unload_then_use(loaded: Engine, fx: dict[str, str]) -> None:
         with pytest.raises(EngineStateError, match="no model"):
             call()
     loaded.unload_model()  # no-op
-    loaded.load_model(fx["model_f32"], n_ctx=N_CTX)
+    loaded.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=1)
     assert _greedy(loaded) == expected
 
 
 def test_dispose_is_idempotent_and_final(fx: dict[str, str]) -> None:
     with Engine() as e:
-        e.load_model(fx["model_f32"], n_ctx=N_CTX)
+        e.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=1)
         assert _greedy(e)
     assert e.disposed
     e.dispose()
@@ -445,7 +445,7 @@ def test_dispose_is_idempotent_and_final(fx: dict[str, str]) -> None:
 
 
 def test_dispose_ends_a_suspended_generation(engine: Engine, fx: dict[str, str]) -> None:
-    engine.load_model(fx["model_f32"], n_ctx=N_CTX)
+    engine.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=1)
     it = engine.generate(PROMPT, **GREEDY)
     next(it)
     engine.dispose()
@@ -456,14 +456,18 @@ def test_dispose_ends_a_suspended_generation(engine: Engine, fx: dict[str, str])
 def test_two_engines_are_independent(loaded: Engine, fx: dict[str, str]) -> None:
     expected = _greedy(loaded)
     with Engine() as other:
-        other.load_model(fx["model_n32"], n_ctx=N_CTX)
+        other.load_model(fx["model_n32"], n_ctx=N_CTX, n_threads=1)
         a = loaded.generate(PROMPT, **GREEDY)
         b = other.generate(PROMPT, **GREEDY)
         interleaved = ["", ""]
-        for x, y in zip(a, b):  # alternate tokens between the two contexts
-            interleaved[0] += x
-            interleaved[1] += y
-        interleaved[0] += "".join(a)
-        interleaved[1] += "".join(b)
+        live = [a, b]
+        while any(live):  # alternate chunks between the two contexts
+            for k, it in enumerate(live):
+                if it is not None:
+                    chunk = next(it, None)
+                    if chunk is None:
+                        live[k] = None
+                    else:
+                        interleaved[k] += chunk
         assert interleaved[1] == _greedy(other)
     assert interleaved[0] == expected == _greedy(loaded)

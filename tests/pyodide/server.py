@@ -45,6 +45,14 @@ def pack_tree(config: dict, fixtures: Path) -> bytes:
             if (paths.REPO / name).is_file():
                 zf.write(paths.REPO / name, str(paths.REPO / name).lstrip("/"))
         _add_tree(zf, fixtures)
+        for arg in config["args"]:  # test paths outside llamart/ and tests/ (e.g. tools/x.py)
+            path = (paths.REPO / arg.split("::")[0]).resolve()
+            inside = path.is_relative_to(paths.REPO) and path.parts[len(paths.REPO.parts):][:1]
+            if inside and inside[0] not in ("llamart", "tests") and path.exists():
+                if path.is_dir():
+                    _add_tree(zf, path)
+                else:
+                    zf.write(path, str(path).lstrip("/"))
         for wheel in config["wheels"]:
             zf.write(wheel, wheel.lstrip("/"))
     return buf.getvalue()

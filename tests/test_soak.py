@@ -1,0 +1,83 @@
+"""A short soak (tools/soak.py): memory stays flat over model loads, LoRA changes and
+abandoned generations.
+
+The full run is ``python -m tools.soak --cycles 1000 --lora-ops 10000`` (target: < 2% growth
+after warm-up). Here the phases are ten times shorter and the bound is generous (allocator
+noise must not fail the suite; a leak of a model, context or adapter per cycle still does).
+Memory comes from /proc/self/status natively and from the WebAssembly module's linear memory
+in Pyodide; a platform with neither skips, saying so.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+try:
+    from tools import soak
+except ImportError:  # pytest started from elsewhere: the checkout root is not on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tools import soak
+
+from llamart import Engine
+
+BOUND_PCT = 10.0  # generous: the full soak's target is 2%
+SOURCE = soak.memory_source()
+needs_memory = pytest.mark.skipif(SOURCE is None, reason=soak.no_source_reason())
+
+
+def _check(res: soak.PhaseResult, record_property: Any) -> None:
+    assert SOURCE is not None
+    record_property("behaviour", f"{res.growth_pct:+.2f}% over {res.iterations - res.warmup} "
+                                 f"{res.name} iterations after warm-up ({SOURCE[0]})")
+    assert res.after_warmup_kb > 0 and len(res.samples) >= 2
+    assert res.growth_pct < BOUND_PCT, res.samples
+
+
+@needs_memory
+def test_load_unload_cycles(engine: Engine, fx: dict[str, str], record_property: Any) -> None:
+    assert SOURCE is not None
+    res = soak.load_cycles(engine, fx, 100, SOURCE[1])
+    _check(res, record_property)
+    engine.load_model(fx["model_f32"], n_ctx=soak.N_CTX)  # still usable afterwards
+    assert len(engine.logits(soak.PROMPT)) == engine.model_info.n_vocab
+
+
+@needs_memory
+def test_lora_ops(engine: Engine, fx: dict[str, str], record_property: Any) -> None:
+    assert SOURCE is not None
+    if not engine.capabilities.lora:
+        with pytest.raises(ValueError, match="does not apply LoRA"):
+            soak.lora_ops(engine, fx, 1000, SOURCE[1])
+        record_property("behaviour", "not run: LoRA calls are no-ops on this backend")
+        return
+    res = soak.lora_ops(engine, fx, 1000, SOURCE[1])
+    _check(res, record_property)
+    assert engine.loras == {}
+
+
+@needs_memory
+def test_abandoned_generations(engine: Engine, fx: dict[str, str],
+                               record_property: Any) -> None:
+    assert SOURCE is not None
+    res = soak.abandoned_generations(engine, fx, 100, SOURCE[1])
+    _check(res, record_property)
+
+
+def test_phase_arithmetic() -> None:
+    """The growth figure is measured from the end of the warm-up, whatever the source."""
+    readings = iter([100, 120, 120, 120, 126, 126, 126, 132, 132, 132, 132, 132, 132])
+    res = soak.run_phase("fake", 10, lambda i: None, lambda: next(readings), 0.2, n_samples=4)
+    assert res.warmup == 2 and res.start_kb == 100 and res.after_warmup_kb == 120
+    assert res.end_kb == res.samples[-1][1] and res.max_kb >= res.end_kb
+    assert res.growth_kb == res.end_kb - 120
+    assert res.growth_pct == round(100 * res.growth_kb / 120, 3)
+    with pytest.raises(ValueError):
+        soak.run_phase("fake", 1, lambda i: None, lambda: 1)
+    # with a period, every sample falls at the end of a cycle of steps
+    res = soak.run_phase("fake", 100, lambda i: None, lambda: 50, 0.1, n_samples=5, period=7)
+    assert res.warmup % 7 == 0 and all(done % 7 == 0 for done, _ in res.samples)
+    assert res.samples[-1][0] == 98 and res.growth_pct == 0.0

@@ -1,0 +1,1 @@
+"""Developer tools: ``python -m tools.soak`` (memory soak test), tools/fuzz_gguf.py."""
