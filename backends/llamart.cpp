@@ -342,6 +342,12 @@ int32_t lm_detokenize(const lm_model * m, const int32_t * tokens, int32_t n_toke
             return LM_ERR_ARG;
         }
     }
+    // A leading BOS is dropped and, like any first piece, loses the tokenizer's space prefix,
+    // so that detokenize(tokenize(text, add_special)) == text for SentencePiece vocabularies.
+    if (n_tokens > 0 && tokens[0] == llama_vocab_bos(m->vocab) && llama_vocab_get_add_bos(m->vocab)) {
+        tokens++;
+        n_tokens--;
+    }
     return llama_detokenize(m->vocab, tokens, n_tokens, buf, size, remove_special != 0,
                             unparse_special != 0);
 }

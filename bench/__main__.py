@@ -69,7 +69,7 @@ def prepare(args: argparse.Namespace, keys: list[str]) -> dict[str, str | None]:
 
 
 def measure_speed(keys: list[str], threads: list[int], available: list[str], rounds: int | None,
-                  results: dict[str, Any]) -> None:
+                  results: dict[str, Any], max_load: float) -> None:
     for key in keys:
         spec = config.MODELS[key]
         prompt = prompt_tokens(spec)
@@ -77,6 +77,7 @@ def measure_speed(keys: list[str], threads: list[int], available: list[str], rou
         for t in threads:
             cell = results.setdefault(key, {}).setdefault(str(t), {})
             for r in range(n_rounds):
+                wait_for_quiet(max_load, 60.0)  # a busy machine wrecks multi-thread runs
                 order = available[r % len(available):] + available[:r % len(available)]
                 for name in order:
                     started = time.monotonic()
@@ -86,6 +87,7 @@ def measure_speed(keys: list[str], threads: list[int], available: list[str], rou
                         log(f"bench: {name} failed on {key} t={t}: {e}")
                         cell.setdefault(name, {}).setdefault("errors", []).append(str(e)[:500])
                         continue
+                    res["load_avg"] = machine.load_average()
                     _add(cell.setdefault(name, {}), res, spec)
                     log(f"bench: {key} t={t} round {r + 1}/{n_rounds} {name}: "
                         f"pp {spec.n_prompt / res['pp_s'][0]:.1f} t/s, "
@@ -100,6 +102,7 @@ def _add(entry: dict[str, Any], res: dict[str, Any], spec: config.ModelSpec) -> 
     entry.setdefault("tg_tokens", []).extend(res["tg_tokens"])
     entry.setdefault("load_s", []).append(res.get("load_s"))
     entry.setdefault("maxrss_mb", []).append(res.get("maxrss_mb"))
+    entry.setdefault("load_avg", []).append(res.get("load_avg"))
     for k in ("system_info", "build_commit", "cpu_info"):
         if res.get(k):
             entry[k] = res[k]
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "speed": {}, "lora": {}, "wasm": {},
         "quick": args.quick,
     }
-    measure_speed(keys, threads, available, rounds, data["speed"])
+    measure_speed(keys, threads, available, rounds, data["speed"], args.max_load)
     if not args.no_lora and args.lora_models:
         measure_lora(args.lora_models, max(threads), 2 if args.quick else 3, data["lora"])
     if not args.no_wasm and "small-q8_0" in keys:

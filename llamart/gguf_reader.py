@@ -104,12 +104,21 @@ _SCALARS: dict[int, tuple[str, int, str]] = {
     INT64: ("<q", 8, "q"),
     FLOAT64: ("<d", 8, "d"),
 }
-_CHUNK = 1 << 20
+_CHUNK = 1 << 20  # first read; later reads at least double the buffer
+_MAX_FAST_BUFFER = 64 << 20  # the string-array fast path never buffers more than this
+_FAST_MIN_STRINGS = 64  # shorter string arrays (and odd stretches) take the plain loop
+_FAST_CHUNK = 16384  # strings guessed per split
 _MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, smallest value
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
+_MAX_TENSOR_INFO_BYTES = 8 + GGML_MAX_NAME + 4 + 8 * GGML_MAX_DIMS + 4 + 8
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
+_DIMS = [struct.Struct(f"<{n}q") for n in range(GGML_MAX_DIMS + 1)]
+_TYPE_OFFSET = struct.Struct("<IQ")
+_SEP7 = b"\0" * 7  # the high bytes of a string length below 256
+_MINUS_ONE = bytes((i - 1) % 256 for i in range(256))
+_QS_FORMATS = [f"Q{k}s" for k in range(256)]  # a length, then that many bytes
 
 
 class GGUFError(ValueError):
@@ -173,7 +182,10 @@ class GGUFHeader:
 
 
 class _Reader:
-    """Buffered little-endian reads that never pass the end of the file."""
+    """Buffered little-endian reads that never pass the end of the file.
+
+    The buffer grows geometrically (few large reads) and keeps only what is still unread.
+    """
 
     def __init__(self, f: BinaryIO, size: int, path: str) -> None:
         self.f = f
@@ -192,6 +204,19 @@ class _Reader:
     def fail(self, reason: str) -> GGUFError:
         return GGUFError(reason, self.path)
 
+    def _fill(self, n: int) -> int:
+        """Try to have n bytes (at most what the file has left) in buf at pos; return how
+        many are there now."""
+        have = len(self.buf) - self.pos
+        if have >= n:
+            return have
+        want = min(max(n - have, 2 * len(self.buf), _CHUNK), self.remaining() - have)
+        rest = self.buf[self.pos:]
+        self.base += self.pos
+        self.pos = 0
+        self.buf = rest + self.f.read(want) if want > 0 else rest
+        return len(self.buf)
+
     def need(self, n: int, what: str) -> None:
         """Make n bytes available in buf at pos, or fail naming what was being read."""
         if self.pos + n <= len(self.buf):
@@ -201,12 +226,7 @@ class _Reader:
                 f"{what} at offset {self.tell()} needs {n} bytes but only {self.remaining()} "
                 f"remain (file size {self.size}): truncated or corrupt"
             )
-        rest = self.buf[self.pos:]
-        self.base += self.pos
-        self.pos = 0
-        more = self.f.read(max(n - len(rest), _CHUNK))
-        self.buf = rest + more
-        if len(self.buf) < n:
+        if self._fill(n) < n:
             raise self.fail(f"{what} at offset {self.tell()}: short read (file changed?)")
 
     def take(self, n: int, what: str) -> bytes:
@@ -245,11 +265,67 @@ class _Reader:
 
     def strings(self, n: int, what: str) -> list[str]:
         """n length-prefixed strings (the hot path for tokenizer vocabularies)."""
-        out: list[str] = []
+        raw: list[bytes] = []
+        while len(raw) < n:
+            left = n - len(raw)
+            got = self._short_strings(left) if left > _FAST_MIN_STRINGS else ()
+            raw += got
+            if len(got) < _FAST_MIN_STRINGS and len(raw) < n:  # odd strings: the plain loop
+                raw += self._raw_strings(min(n - len(raw), _FAST_MIN_STRINGS), what, len(raw))
+        return _decode_all(raw)
+
+    def _short_strings(self, m: int) -> tuple[bytes, ...]:
+        """The raw texts of (a prefix of) the next m strings, found without a Python loop.
+
+        A length below 256 is stored as one byte then seven zero bytes, so one C-level split
+        on seven zeros guesses every string's length (its piece's size minus the next length
+        byte).  The guess is then checked by unpacking the data with a struct format built
+        from it: each length read must equal the guessed one, so the strings returned are
+        exactly what the length-prefixed walk reads.  Strings from the first wrong guess on
+        (a long string, zero bytes inside a string, a lie) are left for the plain loop.
+        """
+        c = min(m, _FAST_CHUNK)
+        est = 24 * c + 4096
+        while True:
+            avail = min(self._fill(min(est, self.remaining())), est)
+            region = self.buf[self.pos:self.pos + avail]
+            pieces = region.split(_SEP7, c)
+            if len(pieces) > c or avail >= self.remaining() or avail >= _MAX_FAST_BUFFER:
+                break
+            est = 2 * avail
+        q = len(pieces) - 2  # strings with a guess: piece i + 1 holds text i + next length
+        if q < _FAST_MIN_STRINGS or len(pieces[0]) != 1:
+            return ()
+        try:
+            sizes = bytes(map(len, pieces[1:q + 1]))
+        except ValueError:  # a piece of 256+ bytes: guess only up to it
+            q = next(i for i, s in enumerate(map(len, pieces[1:q + 1])) if s > 255)
+            if q < _FAST_MIN_STRINGS:
+                return ()
+            sizes = bytes(map(len, pieces[1:q + 1]))
+        guess = sizes.translate(_MINUS_ONE)
+        fmt = struct.Struct("<" + "".join(map(_QS_FORMATS.__getitem__, guess)))
+        vals = fmt.unpack_from(region)  # within region: the guesses sum to less than it
+        found = vals[0::2]
+        try:
+            ok = bytes(found) == guess
+        except ValueError:  # a length of 256+: not what was guessed
+            ok = False
+        if not ok:
+            q = next(i for i, (a, b) in enumerate(zip(found, guess, strict=True)) if a != b)
+            if q < _FAST_MIN_STRINGS:
+                return ()
+            guess = guess[:q]
+        self.pos += 8 * q + sum(guess)
+        return vals[1:2 * q:2]
+
+    def _raw_strings(self, n: int, what: str, first: int = 0) -> list[bytes]:
+        """n strings by the plain loop (entries first .. first + n - 1 of ``what``)."""
+        out: list[bytes] = []
         append = out.append
         unpack = _U64.unpack_from
         buf, pos, end = self.buf, self.pos, len(self.buf)
-        for i in range(n):
+        for i in range(first, first + n):
             if pos + 8 > end:
                 self.pos = pos
                 self.need(8, f"length of {what}[{i}]")
@@ -263,12 +339,8 @@ class _Reader:
                                     f"bytes remain in the file")
                 self.need(k, f"{what}[{i}]")
                 buf, pos, end = self.buf, self.pos, len(self.buf)
-            raw = buf[pos:pos + k]
+            append(buf[pos:pos + k])
             pos += k
-            try:
-                append(raw.decode())
-            except UnicodeDecodeError:
-                append(raw.decode("utf-8", errors="replace"))
         self.pos = pos
         return out
 
@@ -296,12 +368,25 @@ class _Reader:
         arr = array.array(code)
         if arr.itemsize != size:  # e.g. a platform where "I" is not 4 bytes
             return list(struct.unpack(f"<{n}{code}", self.take(n * size, what)))
-        arr.frombytes(self.take(n * size, what))
+        self.need(n * size, what)
+        arr.frombytes(memoryview(self.buf)[self.pos:self.pos + n * size])
+        self.pos += n * size
         if sys.byteorder == "big":
             arr.byteswap()
         if vtype == BOOL:
             return [bool(v) for v in arr]
         return arr.tolist()
+
+
+def _decode_all(raw: list[bytes]) -> list[str]:
+    """UTF-8 texts (undecodable bytes become U+FFFD), decoded in one go when possible."""
+    blob = b"\0".join(raw)
+    if blob.count(b"\0") == len(raw) - 1:  # no zero byte inside a string
+        try:
+            return blob.decode().split("\0") if raw else []
+        except UnicodeDecodeError:
+            pass
+    return [t.decode("utf-8", errors="replace") for t in raw]
 
 
 def _read_value(r: _Reader, key: str) -> tuple[object, int, int | None]:
@@ -323,6 +408,18 @@ def _read_value(r: _Reader, key: str) -> tuple[object, int, int | None]:
 
 
 def _read_tensor_info(r: _Reader, i: int) -> tuple[str, tuple[int, ...], int, int, int]:
+    buf, pos = r.buf, r.pos
+    if pos + 8 <= len(buf):  # fast path: the whole entry is buffered (no reads can fail)
+        (k,) = _U64.unpack_from(buf, pos)
+        if k < GGML_MAX_NAME and pos + k + _MAX_TENSOR_INFO_BYTES <= len(buf):
+            name = buf[pos + 8:pos + 8 + k].decode("utf-8", errors="replace")
+            pos += 8 + k
+            (n_dims,) = _U32.unpack_from(buf, pos)
+            if n_dims <= GGML_MAX_DIMS:
+                shape = _DIMS[n_dims].unpack_from(buf, pos + 4)
+                ggml_type, offset = _TYPE_OFFSET.unpack_from(buf, pos + 4 + 8 * n_dims)
+                r.pos = pos + 16 + 8 * n_dims
+                return _check_tensor_info(r, i, name, n_dims, shape, ggml_type, offset)
     name = r.string(f"name of tensor {i}")
     if len(name.encode("utf-8", errors="replace")) >= GGML_MAX_NAME:
         raise r.fail(f"tensor {i} name '{name[:80]}' is too long "
@@ -331,15 +428,36 @@ def _read_tensor_info(r: _Reader, i: int) -> tuple[str, tuple[int, ...], int, in
     if n_dims > GGML_MAX_DIMS:
         raise r.fail(f"tensor '{name}' has {n_dims} dimensions (at most {GGML_MAX_DIMS})")
     shape = tuple(r.i64(f"dimension {j} of tensor '{name}'") for j in range(n_dims))
+    _check_shape(r, name, shape)
+    ggml_type = r.u32(f"type of tensor '{name}'")
+    nbytes = _check_type(r, name, shape, ggml_type)
+    offset = r.u64(f"data offset of tensor '{name}'")
+    return name, shape, ggml_type, offset, nbytes
+
+
+def _check_tensor_info(r: _Reader, i: int, name: str, n_dims: int, shape: tuple[int, ...],
+                       ggml_type: int, offset: int
+                       ) -> tuple[str, tuple[int, ...], int, int, int]:
+    """The checks of the slow path, in the same order, on fields already read."""
+    if len(name.encode("utf-8", errors="replace")) >= GGML_MAX_NAME:
+        raise r.fail(f"tensor {i} name '{name[:80]}' is too long "
+                     f"({len(name)} >= {GGML_MAX_NAME})")
+    _check_shape(r, name, shape)
+    return name, shape, ggml_type, offset, _check_type(r, name, shape, ggml_type)
+
+
+def _check_shape(r: _Reader, name: str, shape: tuple[int, ...]) -> None:
+    n_el = 1
     for j, d in enumerate(shape):
         if d < 0:
             raise r.fail(f"tensor '{name}' dimension {j} is negative ({d})")
-    n_el = 1
-    for d in shape:
         n_el *= d
     if n_el > INT64_MAX:
         raise r.fail(f"tensor '{name}' shape {list(shape)} overflows int64 elements")
-    ggml_type = r.u32(f"type of tensor '{name}'")
+
+
+def _check_type(r: _Reader, name: str, shape: tuple[int, ...], ggml_type: int) -> int:
+    """Check the type against the shape; return the data size in bytes."""
     if ggml_type not in GGML_TYPES:
         what = "removed" if ggml_type < GGML_TYPE_COUNT else "unknown"
         raise r.fail(f"tensor '{name}' has {what} ggml type {ggml_type}")
@@ -348,9 +466,10 @@ def _read_tensor_info(r: _Reader, i: int) -> tuple[str, tuple[int, ...], int, in
     if ne0 % blck:
         raise r.fail(f"tensor '{name}' of type {tname} has {ne0} elements per row, "
                      f"not a multiple of the block size {blck}")
-    nbytes = n_el // blck * tsize
-    offset = r.u64(f"data offset of tensor '{name}'")
-    return name, shape, ggml_type, offset, nbytes
+    n_el = 1
+    for d in shape:
+        n_el *= d
+    return n_el // blck * tsize
 
 
 def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
@@ -515,6 +634,9 @@ def validate_model(path: str | os.PathLike[str], *, allow_no_tensors: bool = Fal
 
 def _check_unique_tokens(h: GGUFHeader, tokens: list) -> None:
     """llama.cpp asserts (aborts) when two vocabulary entries have the same text."""
+    unique = set(tokens)
+    if len(unique) == len(tokens) and "" not in unique:  # the usual case, checked in C
+        return
     seen: set[str] = set()
     for i, tok in enumerate(tokens):
         text = tok or f"[EMPTY_{i}]"  # llama.cpp's name for an empty token

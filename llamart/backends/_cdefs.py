@@ -1,4 +1,4 @@
-"""Locate the native library and read the C declarations from our one header (backends/llamart.h)."""
+"""Locate the native library; read the C declarations from our one header (llamart.h)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ _SOURCE_HEADER = Path(__file__).resolve().parents[2] / "backends" / "llamart.h"
 
 def lib_dir() -> Path:
     """Folder holding libllamart: LLAMART_LIB_DIR, else llamart/_lib beside this package, else
-    the installed distribution's (so a checkout on sys.path uses the libraries `pip install .` built).
+    the installed distribution's (a checkout on sys.path uses what `pip install .` built).
     """
     override = os.environ.get("LLAMART_LIB_DIR")
     if override:

@@ -274,7 +274,8 @@ class NativeBackend:
             raise BackendError(_CODES.get(rc, ErrorKind.ARG), "invalid sampling parameters")
 
     def sampler_accept(self, tokens: Sequence[int]) -> None:
-        self._lib.lm_sampler_accept(self._m(), self._ffi.new("int32_t[]", list(tokens)), len(tokens))
+        toks = self._ffi.new("int32_t[]", list(tokens))
+        self._lib.lm_sampler_accept(self._m(), toks, len(tokens))
 
     def next_token(self, eval_after: bool) -> tuple[int, bool]:
         tok = self._lib.lm_next_token(self._m(), eval_after, self._status)

@@ -66,17 +66,18 @@ def make_fixtures() -> Path:
     return out
 
 
-def find_wasm() -> dict[str, str] | None:
-    """The llamart WebAssembly build (glue .js + .wasm), or None with a warning."""
+def find_wasm(required: bool) -> dict[str, str] | None:
+    """The llamart WebAssembly build (glue .js + .wasm); exits saying how to build it."""
     folder = paths.wasm_dir()
     glue, wasm = folder / "llamart_wasm.js", folder / "llamart_wasm.wasm"
     if glue.exists() and wasm.exists():
         return {"glue": str(glue), "wasm": str(wasm)}
-    print(
-        f"tests.pyodide: WARNING: no WebAssembly build in {folder} (build it as described in "
-        "wasm/README.md); `import llamart_wasm` will fail inside Pyodide.",
-        file=sys.stderr, flush=True,
-    )
+    message = (f"no WebAssembly build in {folder}: build it with `python -m wasm.build` "
+               "(see wasm/README.md) or set LLAMART_WASM_DIR")
+    if required:
+        raise SystemExit(f"tests.pyodide: {message}")
+    print(f"tests.pyodide: WARNING: {message}; `import llamart_wasm` will fail in Pyodide",
+          file=sys.stderr, flush=True)
     return None
 
 
@@ -93,8 +94,11 @@ def run_node(config: dict) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.pyodide", description=__doc__,
+                                     allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runtime", choices=("node", "chromium"), required=True)
+    parser.add_argument("--without-wasm", action="store_true",
+                        help="run even when the wasm module is not built (pure-Python tests)")
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds to wait for the browser run (default 3600)")
     ours, pytest_args = parser.parse_known_args(argv)
@@ -104,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("node is not on PATH")
 
     started = time.monotonic()
+    wasm = find_wasm(required=not ours.without_wasm)
     pyodide_dir = ensure_pyodide()
     wheels = ensure_wheels()
     fixtures = make_fixtures()
-    wasm = find_wasm()
     paths.ARTIFACTS.mkdir(parents=True, exist_ok=True)
     junit = paths.ARTIFACTS / f"results-{ours.runtime}.xml"
     junit.unlink(missing_ok=True)
