@@ -12,8 +12,8 @@ deps:                 ## system, Python and npm packages (apt needs root)
 	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	npm ci --no-audit --no-fund --loglevel=error
 
-native:               ## build llama.cpp + our C API and install llamart (editable)
-	$(PYTHON) -m pip install -q --disable-pip-version-check --no-build-isolation -e .
+native:               ## build llama.cpp + our C API and install llamart
+	$(PYTHON) -m pip install -q --disable-pip-version-check --no-build-isolation .
 
 wasm:                 ## the WebAssembly module (build-wasm/)
 	$(PYTHON) -m wasm.build

@@ -118,7 +118,9 @@ _DIMS = [struct.Struct(f"<{n}q") for n in range(GGML_MAX_DIMS + 1)]
 _TYPE_OFFSET = struct.Struct("<IQ")
 _SEP7 = b"\0" * 7  # the high bytes of a string length below 256
 _MINUS_ONE = bytes((i - 1) % 256 for i in range(256))
-_QS_FORMATS = [f"Q{k}s" for k in range(256)]  # a length, then that many bytes
+_HUNDREDS = bytes(48 + k // 100 for k in range(256))  # ASCII digits of a byte value
+_TENS = bytes(48 + k // 10 % 10 for k in range(256))
+_ONES = bytes(48 + k % 10 for k in range(256))
 
 
 class GGUFError(ValueError):
@@ -303,9 +305,14 @@ class _Reader:
             if q < _FAST_MIN_STRINGS:
                 return ()
             sizes = bytes(map(len, pieces[1:q + 1]))
+        if 0 in sizes:  # an empty piece (a run of 14+ zero bytes): guess only up to it
+            q = sizes.index(0)
+            if q < _FAST_MIN_STRINGS:
+                return ()
+            sizes = sizes[:q]
         guess = sizes.translate(_MINUS_ONE)
-        fmt = struct.Struct("<" + "".join(map(_QS_FORMATS.__getitem__, guess)))
-        vals = fmt.unpack_from(region)  # within region: the guesses sum to less than it
+        fmt = struct.Struct(_qs_format(guess))
+        vals = fmt.unpack_from(region)  # pieces 0..q and q separators hold more than this
         found = vals[0::2]
         try:
             ok = bytes(found) == guess
@@ -376,6 +383,17 @@ class _Reader:
         if vtype == BOOL:
             return [bool(v) for v in arr]
         return arr.tolist()
+
+
+def _qs_format(lengths: bytes) -> bytes:
+    """The struct format "<Q<k>sQ<k>s..." for string lengths k < 256, built with bulk byte
+    operations (each item is "Q", three digits, "s")."""
+    n = len(lengths)
+    fmt = bytearray(b"<" + b"Q000s" * n)
+    fmt[2::5] = lengths.translate(_HUNDREDS)
+    fmt[3::5] = lengths.translate(_TENS)
+    fmt[4::5] = lengths.translate(_ONES)
+    return bytes(fmt)
 
 
 def _decode_all(raw: list[bytes]) -> list[str]:
