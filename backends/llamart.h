@@ -47,7 +47,8 @@ enum {
     LM_ERR_ALLOC     = -4,  /* out of memory */
     LM_ERR_BUFFER    = -5,  /* output buffer too small: call again with -(return) bytes/items */
     LM_ERR_TEMPLATE  = -6,  /* the model has no usable chat template */
-    LM_ERR_STATE     = -7   /* call made in the wrong state (e.g. sampling before any eval) */
+    LM_ERR_STATE     = -7,  /* call made in the wrong state (e.g. sampling before any eval) */
+    LM_EOG           =  1   /* status of lm_next_token: the token ends the generation */
 };
 
 /* ---- version, logging, errors ---- */
@@ -113,8 +114,9 @@ LM_API int32_t lm_sampler_init(lm_model * m, float temperature, int32_t top_k, f
 LM_API void    lm_sampler_accept(lm_model * m, const int32_t * tokens, int32_t n_tokens);
 /* Sample the next token from the current logits; if eval_after is non-zero and the token is
    not end-of-generation, evaluate it too (one call per generated token).  Returns the token,
-   or a negative LM_ERR_*.  *status gets LM_OK, or LM_ERR_CONTEXT when the token was sampled but
-   the context is full (it was not evaluated). */
+   or a negative LM_ERR_*.  *status gets LM_OK; LM_EOG when the token ends the generation (it
+   is not evaluated); LM_ERR_CONTEXT when it was sampled but the context is full (not evaluated).
+   A greedy sampler (temperature <= 0, no penalties) takes the argmax without the chain. */
 LM_API int32_t lm_next_token(lm_model * m, int32_t eval_after, int32_t * status);
 
 /* ---- LoRA adapters ---- */

@@ -4,11 +4,13 @@
     python -m bench --quick        # small model, 2 rounds: a smoke run (prints the report;
                                    # --write also writes the doc)
     python -m bench --report-only  # rewrite the doc and plot from .cache/bench/results.json
+    python -m bench --threads 2 --no-wasm --no-lora --merge   # redo some cells, keep the rest
 
-First run: generates the models into .cache/bench/models (gguf package), builds llama-bench from
-the pinned llama.cpp source into build/bench and installs the pinned llama-cpp-python into
-.cache/bench-venv (both compile llama.cpp: ~10 min on 2 cores, once). Measurements alternate the
-systems round by round so slow drift of the machine affects them all alike.
+First run: generates the models into .cache/bench/models (gguf package, ~2 min), builds
+llama-bench from the pinned llama.cpp source into build/bench (~10 min on 2 idle cores, once) and
+installs the pinned llama-cpp-python into .cache/bench-venv (no compile: it loads build/bench's
+libllama). Measurements alternate the systems round by round so slow drift of the machine
+affects them all alike; each round first waits (up to a minute) for a low load average.
 """
 
 from __future__ import annotations
@@ -120,16 +122,31 @@ def measure_lora(keys: list[str], threads: int, reps: int, results: dict[str, An
         results[key] = res
 
 
+def merge_into(old: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+    """Keep an earlier run's cells that this run does not measure again (``--merge``)."""
+    merged = {**old, **{k: v for k, v in fresh.items() if k not in ("speed", "lora", "wasm",
+                                                                     "models", "threads")}}
+    merged["models"] = {**old.get("models", {}), **fresh["models"]}
+    merged["threads"] = sorted(set(old.get("threads", [])) | set(fresh["threads"]))
+    for k in ("speed", "lora", "wasm"):
+        merged[k] = old.get(k) or {}
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small model, 1-2 rounds")
     parser.add_argument("--write", action="store_true", help="write the doc even with --quick")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep earlier results for what this run does not measure")
     parser.add_argument("--models", default=",".join(config.MODELS),
                         help="comma-separated model keys (default: all)")
     parser.add_argument("--systems", default=",".join(systems.RUNNERS),
                         help="comma-separated native systems (default: all)")
+    parser.add_argument("--threads", default=None,
+                        help="comma-separated thread counts (default: 1 and all cores)")
     parser.add_argument("--rounds", type=int, default=None, help="override rounds per model")
     parser.add_argument("--no-wasm", action="store_true")
     parser.add_argument("--no-browser", action="store_true", help="skip Chromium")
@@ -155,10 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     missing = prepare(args, keys)
     available = [s for s in systems.RUNNERS if missing.get(s) is None]
-    threads = config.thread_counts()
+    threads = ([int(t) for t in args.threads.split(",")] if args.threads
+               else config.thread_counts())
 
     wait_for_quiet(args.max_load, args.max_wait)
-    data: dict[str, Any] = {
+    data = fresh = {
         "machine": machine.describe(),
         "pin": config.read_pin(),
         "models": {k: {**config.MODELS[k].__dict__, "file_mb": config.MODELS[k].file.stat()
@@ -169,9 +187,25 @@ def main(argv: list[str] | None = None) -> int:
         "speed": {}, "lora": {}, "wasm": {},
         "quick": args.quick,
     }
-    measure_speed(keys, threads, available, rounds, data["speed"], args.max_load)
+    if args.merge and config.RESULTS_JSON.exists():
+        data = merge_into(json.loads(config.RESULTS_JSON.read_text()), fresh)
+
+    def save() -> None:
+        config.RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+        config.RESULTS_JSON.write_text(json.dumps(data, indent=1))
+
+    speed: dict[str, Any] = {}
+    measure_speed(keys, threads, available, rounds, speed, args.max_load)
+    for key, per_thread in speed.items():
+        data["speed"].setdefault(key, {}).update(per_thread)
+    save()
     if not args.no_lora and args.lora_models:
-        measure_lora(args.lora_models, max(threads), 2 if args.quick else 3, data["lora"])
+        lora: dict[str, Any] = {}
+        measure_lora(args.lora_models, max(threads), 2 if args.quick else 3, lora)
+        for res in lora.values():
+            res["threads"] = max(threads)
+        data["lora"].update(lora)
+        save()
     if not args.no_wasm and "small-q8_0" in keys:
         data["wasm"] = wasm.measure(config.MODELS["small-q8_0"],
                                     prompt_tokens(config.MODELS["small-q8_0"]),
@@ -179,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     data["load_after"] = machine.load_average()
     data["duration_s"] = time.monotonic() - started
     data["finished"] = time.strftime("%Y-%m-%d %H:%M %Z")
-    config.RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-    config.RESULTS_JSON.write_text(json.dumps(data, indent=1))
+    data.setdefault("runs", []).append({
+        "finished": data["finished"], "duration_s": data["duration_s"],
+        "load_before": fresh["load_before"], "load_after": data["load_after"],
+        "models": keys, "threads": threads, "argv": sys.argv[1:] if argv is None else argv})
+    save()
     log(f"bench: raw results in {config.RESULTS_JSON} ({data['duration_s']:.0f} s)")
     if not args.quick or args.write:
         report.write(data)

@@ -93,8 +93,8 @@ def _lora_tables(data: dict[str, Any]) -> list[str]:
     if not data.get("lora"):
         return ["Not measured in this run.", ""]
     out = []
-    t = max(data["threads"])
     for key, res in data["lora"].items():
+        t = res.get("threads", max(data["threads"]))
         out += [f"### {key} ({t} threads; adapters rank 8 on attn_q and attn_v in every layer, "
                 f"{res.get('adapter_mb', 0):.1f} MB each)", "",
                 "| operation | median (min–max) |", "| --- | ---: |"]

@@ -108,6 +108,7 @@ _CHUNK = 1 << 20  # first read; later reads at least double the buffer
 _MAX_FAST_BUFFER = 64 << 20  # the string-array fast path never buffers more than this
 _FAST_MIN_STRINGS = 64  # shorter string arrays (and odd stretches) take the plain loop
 _FAST_CHUNK = 16384  # strings guessed per split
+_LAZY_MIN = 1024  # arrays this long are turned into lists only when GGUFHeader.kv is read
 _MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, smallest value
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
 _MAX_TENSOR_INFO_BYTES = 8 + GGML_MAX_NAME + 4 + 8 * GGML_MAX_DIMS + 4 + 8
@@ -179,8 +180,45 @@ class GGUFHeader:
 
     @property
     def architecture(self) -> str | None:
-        arch = self.kv.get("general.architecture")
+        arch = _value(self, "general.architecture")
         return arch if isinstance(arch, str) else None
+
+
+def _get_kv(h: GGUFHeader) -> dict[str, object]:
+    """GGUFHeader.kv: the metadata, big arrays made into lists on first access."""
+    d = h.__dict__
+    kv = d["_kv"]
+    if d.get("_lazy"):
+        for key in list(d["_lazy"]):
+            v = kv[key]
+            if isinstance(v, _Lazy):
+                kv[key] = v.value()
+        d["_lazy"] = False
+    return kv
+
+
+def _set_kv(h: GGUFHeader, kv: dict[str, object]) -> None:
+    h.__dict__["_kv"] = kv
+    h.__dict__["_lazy"] = any(isinstance(v, _Lazy) for v in kv.values()) and [
+        k for k, v in kv.items() if isinstance(v, _Lazy)]
+
+
+GGUFHeader.kv = property(_get_kv, _set_kv)  # type: ignore[assignment]
+
+
+def _raw_kv(h: GGUFHeader) -> dict[str, object]:
+    """The metadata as stored (big arrays possibly still _Lazy): for checks that must not
+    pay for decoding.  Only keys, lengths and _value() results are read from it."""
+    return h.__dict__["_kv"]
+
+
+def _value(h: GGUFHeader, key: str, default: object = None) -> object:
+    """One metadata value as GGUFHeader.kv has it (decoding only that key if needed)."""
+    kv = _raw_kv(h)
+    v = kv.get(key, default)
+    if isinstance(v, _Lazy):
+        v = kv[key] = v.value()
+    return v
 
 
 class _Reader:
@@ -265,8 +303,8 @@ class _Reader:
             )
         return self.take(n, what).decode("utf-8", errors="replace")
 
-    def strings(self, n: int, what: str) -> list[str]:
-        """n length-prefixed strings (the hot path for tokenizer vocabularies)."""
+    def strings(self, n: int, what: str) -> list[bytes]:
+        """n length-prefixed strings, undecoded (the hot path for tokenizer vocabularies)."""
         raw: list[bytes] = []
         while len(raw) < n:
             left = n - len(raw)
@@ -274,7 +312,7 @@ class _Reader:
             raw += got
             if len(got) < _FAST_MIN_STRINGS and len(raw) < n:  # odd strings: the plain loop
                 raw += self._raw_strings(min(n - len(raw), _FAST_MIN_STRINGS), what, len(raw))
-        return _decode_all(raw)
+        return raw
 
     def _short_strings(self, m: int) -> tuple[bytes, ...]:
         """The raw texts of (a prefix of) the next m strings, found without a Python loop.
@@ -358,14 +396,16 @@ class _Reader:
         self.pos += size
         return bool(v) if vtype == BOOL else v
 
-    def array(self, vtype: int, n: int, what: str) -> list[object]:
+    def array(self, vtype: int, n: int, what: str) -> object:
+        """The array's items as a list, or a _Lazy one for n >= _LAZY_MIN."""
         if vtype == STRING:
             if n * 8 > self.remaining():
                 raise self.fail(
                     f"{what}: array of {n} strings needs at least {n * 8} bytes but only "
                     f"{self.remaining()} remain in the file"
                 )
-            return self.strings(n, what)
+            raw = self.strings(n, what)
+            return _Lazy(vtype, raw) if n >= _LAZY_MIN else _decode_all(raw)
         _, size, code = _SCALARS[vtype]
         if n * size > self.remaining():
             raise self.fail(
@@ -380,9 +420,28 @@ class _Reader:
         self.pos += n * size
         if sys.byteorder == "big":
             arr.byteswap()
-        if vtype == BOOL:
-            return [bool(v) for v in arr]
-        return arr.tolist()
+        return _Lazy(vtype, arr) if n >= _LAZY_MIN else _Lazy(vtype, arr).value()
+
+
+class _Lazy:
+    """A big array as read (undecoded strings, or an array.array): GGUFHeader.kv turns it
+    into the list on first use, so validation does not build what it does not look at."""
+
+    __slots__ = ("data", "vtype")
+
+    def __init__(self, vtype: int, data: list[bytes] | array.array) -> None:
+        self.vtype = vtype
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def value(self) -> list:
+        if self.vtype == STRING:
+            return _decode_all(self.data)  # type: ignore[arg-type]
+        if self.vtype == BOOL:
+            return [bool(v) for v in self.data]
+        return self.data.tolist()  # type: ignore[union-attr]
 
 
 def _qs_format(lengths: bytes) -> bytes:
@@ -598,7 +657,7 @@ def _check_tensor_layout(r: _Reader, tensors: list[TensorInfo], alignment: int,
 # ---- model and adapter checks ----
 
 def _str_key(h: GGUFHeader, key: str, *, required: bool) -> str | None:
-    if key not in h.kv:
+    if key not in _raw_kv(h):
         if required:
             raise GGUFError(f"metadata key '{key}' is missing", h.path)
         return None
@@ -606,7 +665,7 @@ def _str_key(h: GGUFHeader, key: str, *, required: bool) -> str | None:
     if vtype != STRING:
         raise GGUFError(f"metadata key '{key}' must be a string, not "
                         f"{VALUE_TYPE_NAMES.get(vtype, vtype)}", h.path)
-    return str(h.kv[key])
+    return str(_value(h, key))
 
 
 # keys llama.cpp reads as arrays of one type (it refuses, or asserts, on any other type)
@@ -630,17 +689,17 @@ def validate_model(path: str | os.PathLike[str], *, allow_no_tensors: bool = Fal
     if not arch:
         raise GGUFError("general.architecture is empty", h.path)
     for key, types in _ARRAY_KEYS.items():
-        if key in h.kv:
+        if key in _raw_kv(h):
             vtype, itype = h.kv_types[key]
             if vtype != ARRAY or itype not in types:
                 want = " or ".join(VALUE_TYPE_NAMES[t] for t in types)
                 raise GGUFError(f"metadata key '{key}' must be an array of {want}", h.path)
-    tokens = h.kv.get("tokenizer.ggml.tokens")
-    if isinstance(tokens, list):
+    tokens = _raw_kv(h).get("tokenizer.ggml.tokens")
+    if isinstance(tokens, (list, _Lazy)):
         _check_unique_tokens(h, tokens)
         for key in ("tokenizer.ggml.scores", "tokenizer.ggml.token_type"):
-            other = h.kv.get(key)
-            if isinstance(other, list) and len(other) < len(tokens):
+            other = _raw_kv(h).get(key)
+            if isinstance(other, (list, _Lazy)) and len(other) < len(tokens):
                 raise GGUFError(f"'{key}' has {len(other)} entries for {len(tokens)} tokens",
                                 h.path)
     if not h.tensors and not allow_no_tensors:
@@ -650,11 +709,20 @@ def validate_model(path: str | os.PathLike[str], *, allow_no_tensors: bool = Fal
     return h
 
 
-def _check_unique_tokens(h: GGUFHeader, tokens: list) -> None:
+def _check_unique_tokens(h: GGUFHeader, tokens: list[str] | _Lazy) -> None:
     """llama.cpp asserts (aborts) when two vocabulary entries have the same text."""
-    unique = set(tokens)
-    if len(unique) == len(tokens) and "" not in unique:  # the usual case, checked in C
-        return
+    if isinstance(tokens, _Lazy):
+        # Distinct bytes decode to distinct texts unless one is undecodable, and texts with
+        # U+FFFD are not compared below: all-distinct, non-empty bytes pass exactly when
+        # the loop below would.
+        unique: set[object] = set(tokens.data)
+        if len(unique) == len(tokens) and b"" not in unique:  # the usual case, checked in C
+            return
+        tokens = _value(h, "tokenizer.ggml.tokens")  # type: ignore[assignment]
+    else:
+        unique = set(tokens)
+        if len(unique) == len(tokens) and "" not in unique:
+            return
     seen: set[str] = set()
     for i, tok in enumerate(tokens):
         text = tok or f"[EMPTY_{i}]"  # llama.cpp's name for an empty token
@@ -672,7 +740,7 @@ def _check_hparams(h: GGUFHeader, arch: str) -> None:
     """Values that llama.cpp's generic hparams loader asserts on (an abort, not an error)."""
 
     def num(name: str) -> int | None:
-        v = h.kv.get(f"{arch}.{name}")
+        v = _value(h, f"{arch}.{name}")
         if isinstance(v, list):
             v = max((x for x in v if isinstance(x, int)), default=0)
         return v if isinstance(v, int) and not isinstance(v, bool) else None
@@ -704,14 +772,15 @@ def _check_hparams(h: GGUFHeader, arch: str) -> None:
                       f"and expert_group_used_count {group_used}")
     elif groups:
         raise bad("expert_group_count", f"is {groups} in a model without experts")
-    for key, value in h.kv.items():  # norm epsilons: ggml asserts eps >= 0 when evaluating
+    for key in list(_raw_kv(h)):  # norm epsilons: ggml asserts eps >= 0 when evaluating
         if key.startswith(f"{arch}.") and key.endswith(("epsilon", ".eps")):
+            value = _value(h, key)
             vals = value if isinstance(value, list) else [value]
             for v in vals:
                 if isinstance(v, float) and not v >= 0.0 or v == float("inf"):
                     raise GGUFError(f"metadata '{key}' is {v}, must be a finite number >= 0",
                                     h.path)
-    rope = h.kv.get(f"{arch}.rope.scaling.type")
+    rope = _value(h, f"{arch}.rope.scaling.type")
     if isinstance(rope, str) and rope not in _ROPE_SCALING_TYPES:
         raise bad("rope.scaling.type", f"is '{rope}', not one of {', '.join(_ROPE_SCALING_TYPES)}")
 
@@ -755,10 +824,10 @@ def validate_adapter(path: str | os.PathLike[str], base: GGUFHeader | None = Non
     if atype != "lora":
         raise GGUFError(f"adapter.type is {'missing' if atype is None else repr(atype)}, "
                         f"expected 'lora'", h.path)
-    if "adapter.lora.alpha" in h.kv and h.kv_types["adapter.lora.alpha"][0] != FLOAT32:
+    if "adapter.lora.alpha" in _raw_kv(h) and h.kv_types["adapter.lora.alpha"][0] != FLOAT32:
         raise GGUFError("adapter.lora.alpha must be of type f32", h.path)
     key = "adapter.alora.invocation_tokens"
-    if key in h.kv and h.kv_types[key] != (ARRAY, UINT32):
+    if key in _raw_kv(h) and h.kv_types[key] != (ARRAY, UINT32):
         raise GGUFError(f"'{key}' must be an array of u32", h.path)
     pairs = _lora_pairs(h)
     _check_compute_types(h)
@@ -810,8 +879,8 @@ def _short_name(base_name: str) -> str:
 def adapter_summary(header: GGUFHeader) -> dict[str, object]:
     """alpha, rank (None if it varies), targets (short names like 'attn_q'), task_name,
     architecture of an adapter header."""
-    alpha = header.kv.get("adapter.lora.alpha", 0.0)
-    task = header.kv.get("adapter.lora.task_name")
+    alpha = _value(header, "adapter.lora.alpha", 0.0)
+    task = _value(header, "adapter.lora.task_name")
     ranks: set[int] = set()
     targets: list[str] = []
     for t in header.tensors:
@@ -841,9 +910,9 @@ def model_summary(header: GGUFHeader) -> dict[str, object]:
         n_params += t.n_elements
 
     def arch_key(name: str) -> object:
-        return header.kv.get(f"{arch}.{name}") if arch else None
+        return _value(header, f"{arch}.{name}") if arch else None
 
-    name = header.kv.get("general.name")
+    name = _value(header, "general.name")
     return {
         "path": header.path,
         "architecture": arch,
@@ -854,7 +923,7 @@ def model_summary(header: GGUFHeader) -> dict[str, object]:
         "context_length": arch_key("context_length"),
         "embedding_length": arch_key("embedding_length"),
         "block_count": arch_key("block_count"),
-        "file_type": header.kv.get("general.file_type"),
+        "file_type": _value(header, "general.file_type"),
         "n_params": n_params,
         "file_size": header.file_size,
     }

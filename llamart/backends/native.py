@@ -98,6 +98,7 @@ class NativeBackend:
         self._lib.lm_log_set_level(_c_log_level())
         self._model: _Model | None = None
         self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
         self._n_vocab = 0
         self._status = self._ffi.new("int32_t *")
         self._piece_buf = self._ffi.new("char[]", 256)
@@ -176,6 +177,7 @@ class NativeBackend:
             self._model.close()
             self._model = None
             self._pieces.clear()
+            self._eog.clear()
             self._drain_log()
 
     def dispose(self) -> None:
@@ -227,7 +229,10 @@ class NativeBackend:
         raise BackendError(ErrorKind.ARG, "detokenization failed")
 
     def is_eog(self, token: int) -> bool:
-        return bool(self._lib.lm_token_is_eog(self._m(), token))
+        known = self._eog.get(token)
+        if known is None:
+            known = self._eog[token] = bool(self._lib.lm_token_is_eog(self._m(), token))
+        return known
 
     def apply_chat_template(self, messages: Sequence[tuple[str, str]], add_assistant: bool) -> str:
         m = self._m()
@@ -281,7 +286,9 @@ class NativeBackend:
         tok = self._lib.lm_next_token(self._m(), eval_after, self._status)
         if tok < 0:
             raise self._error(_CODES.get(tok, ErrorKind.DECODE), "sampling failed")
-        return tok, self._status[0] == -2
+        status = self._status[0]
+        self._eog[tok] = status == 1  # LM_EOG: spares the Engine's is_eog call a crossing
+        return tok, status == -2
 
     # ---- LoRA
     def load_adapter(self, path: str) -> _Adapter:

@@ -105,7 +105,7 @@ class _Heap:
         return str(self.m.UTF8ToString(p)) if p else ""
 
     def i32(self, ptr: int) -> int:
-        return array.array("i", self.read(ptr, 4))[0]
+        return int(self.m.HEAP32[ptr >> 2])  # one typed-array read, no copy
 
 
 def _split_i64(value: int) -> tuple[int, int]:
@@ -127,6 +127,7 @@ class WasmBackend:
         self._model = 0
         self._n_vocab = 0
         self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
         self._status = self._heap.alloc(4)
         self._caps = Capabilities(
             backend=self.name,
@@ -240,6 +241,7 @@ class WasmBackend:
             ptr, self._model = self._model, 0
             self._m._lm_model_free(ptr)
             self._pieces.clear()
+            self._eog.clear()
             self._drain_log()
 
     def dispose(self) -> None:
@@ -313,7 +315,10 @@ class WasmBackend:
         raise BackendError(ErrorKind.ARG, "detokenization failed")
 
     def is_eog(self, token: int) -> bool:
-        return bool(self._m._lm_token_is_eog(self._mp(), token))
+        known = self._eog.get(token)
+        if known is None:
+            known = self._eog[token] = bool(self._m._lm_token_is_eog(self._mp(), token))
+        return known
 
     def apply_chat_template(self, messages: Sequence[tuple[str, str]], add_assistant: bool) -> str:
         mp = self._mp()
@@ -383,7 +388,9 @@ class WasmBackend:
         tok = int(self._m._lm_next_token(self._mp(), int(eval_after), self._status))
         if tok < 0:
             raise self._error(_CODES.get(tok, ErrorKind.DECODE), "sampling failed")
-        return tok, self._heap.i32(self._status) == -2
+        status = self._heap.i32(self._status)
+        self._eog[tok] = status == 1  # LM_EOG: spares the Engine's is_eog call a crossing
+        return tok, status == -2
 
     # ---- LoRA: not in this build's release (capabilities.lora is False)
     def load_adapter(self, path: str) -> Any:

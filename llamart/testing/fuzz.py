@@ -322,9 +322,66 @@ def _worker(base_model: str) -> int:
 
 # ---- the parent ----
 
+_SRC_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WASM_WORKER = os.path.join(_SRC_ROOT, "tools", "fuzz_wasm.cjs")
+
+
 def run_cases(cases: Sequence[Case], base_model: str, *, timeout: float = 60.0,
-              log: Callable[[str], None] | None = None) -> list[Result]:
-    """Run every case in child workers (restarted after a crash or hang)."""
+              log: Callable[[str], None] | None = None, backend: str = "native",
+              wasm_dir: str | None = None, raw: bool = False) -> list[Result]:
+    """Run every case in child workers (restarted after a crash or hang).
+
+    ``backend="native"``: each case goes through the native Engine (which validates it first).
+    ``backend="wasm"``: each case is validated here with gguf_reader, as the Engine does in
+    Pyodide, and the files it accepts are loaded by the WebAssembly module in one Node process
+    (tools/fuzz_wasm.cjs, module built in ``wasm_dir``); refused files never reach llama.cpp
+    and count as "rejected".  ``raw=True`` sends every file to the module regardless, to see
+    what validation blocks (a crash of a refused file is then not counted as bad by
+    ``summarize``).
+    """
+    if backend == "native":
+        cmd = [sys.executable, "-m", "llamart.testing.fuzz", "--worker", base_model]
+        return _run_workers(cases, cmd, {}, timeout, log)
+    if backend != "wasm":
+        raise ValueError(f"backend must be 'native' or 'wasm', not {backend!r}")
+    wasm_dir = wasm_dir or os.path.join(_SRC_ROOT, "build-wasm", "wasm")
+    checked = {c.id: _validate_case(c, base_model) for c in cases}
+    done: dict[int, Result] = {}
+    send: list[Case] = []
+    for c in cases:
+        ok, detail = checked[c.id]
+        if ok is None:  # the validator failed in an unexpected way: a bug in llamart
+            done[c.id] = Result(c.id, "unexpected", detail, False)
+        elif ok or raw:
+            send.append(c)
+        else:
+            done[c.id] = Result(c.id, "rejected", detail, False)
+    cmd = ["node", WASM_WORKER, wasm_dir, base_model]
+    known = {cid: ok for cid, (ok, _) in checked.items()}
+    for r in _run_workers(send, cmd, known, timeout, log):
+        done[r.id] = r
+    return [done[c.id] for c in cases]
+
+
+def _validate_case(case: Case, base_model: str) -> tuple[bool | None, str]:
+    """(accepted?, reason) from gguf_reader; None when it raised something unexpected."""
+    from .. import gguf_reader as gr
+
+    try:
+        if case.kind == "model":
+            gr.validate_model(case.path)
+        else:
+            gr.validate_adapter(case.path, gr.read_header(base_model))
+        return True, ""
+    except (gr.GGUFError, OSError) as e:
+        return False, f"{type(e).__name__}: {e}"[:300]
+    except Exception as e:  # noqa: BLE001 - the validator must not fail this way
+        return None, f"validator: {type(e).__name__}: {e}"[:300]
+
+
+def _run_workers(cases: Sequence[Case], cmd: list[str], validated: dict[int, bool | None],
+                 timeout: float, log: Callable[[str], None] | None) -> list[Result]:
+    """Feed cases to worker processes speaking the start/result JSON-line protocol."""
     import selectors
     import signal
     import subprocess
@@ -332,13 +389,11 @@ def run_cases(cases: Sequence[Case], base_model: str, *, timeout: float = 60.0,
     results: dict[int, Result] = {}
     pending = list(cases)
     env = dict(os.environ, GGML_NO_BACKTRACE="1", PYTHONUNBUFFERED="1")
-    src_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = src_root + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = _SRC_ROOT + os.pathsep + env.get("PYTHONPATH", "")
     while pending:
         by_id = {c.id: c for c in pending}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llamart.testing.fuzz", "--worker", base_model],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, env=env, bufsize=1)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         feed = "".join(f"{c.id}\t{c.kind}\t{c.path}\n" for c in pending)
@@ -360,7 +415,8 @@ def run_cases(cases: Sequence[Case], base_model: str, *, timeout: float = 60.0,
                 current, started_at = msg["start"], time.monotonic()
                 continue
             r = Result(msg["id"], str(msg["outcome"]), str(msg.get("detail", "")),
-                       msg.get("validated"), float(msg.get("seconds", 0.0)))
+                       msg.get("validated", validated.get(msg["id"])),
+                       float(msg.get("seconds", 0.0)))
             results[r.id] = r
             current = None
             if log:
@@ -383,7 +439,8 @@ def run_cases(cases: Sequence[Case], base_model: str, *, timeout: float = 60.0,
             sig = -rc if rc is not None and rc < 0 else None
             detail = (f"signal {signal.Signals(sig).name}" if sig else f"exit {rc}")
             tail = err.rsplit(f"--- case {cid}\n", 1)[-1].strip().splitlines()[-3:]
-            results[cid] = Result(cid, outcome, f"{detail}; {' | '.join(tail)}"[:500])
+            results[cid] = Result(cid, outcome, f"{detail}; {' | '.join(tail)}"[:500],
+                                  validated.get(cid))
             if log:
                 log(f"case {cid}: {outcome} {detail} ({by_id[cid].mutations})")
             pending = [c for c in pending if c.id != cid]
@@ -410,7 +467,8 @@ def summarize(cases: Sequence[Case], results: Sequence[Result], seed: int) -> di
     for r in results:
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
     by_id = {c.id: c for c in cases}
-    bad = [dict(asdict(by_id[r.id]), **asdict(r)) for r in results if r.outcome in BAD_OUTCOMES]
+    bad = [dict(asdict(by_id[r.id]), **asdict(r)) for r in results if _is_bad(r)]
+    blocked = sum(1 for r in results if r.outcome in BAD_OUTCOMES and not _is_bad(r))
     accepted_by_validator_but_rejected = sum(
         1 for r in results if r.validated and r.outcome == "rejected")
     return {
@@ -418,9 +476,18 @@ def summarize(cases: Sequence[Case], results: Sequence[Result], seed: int) -> di
         "cases": len(results),
         "counts": counts,
         "validator_passed_llama_rejected": accepted_by_validator_but_rejected,
+        "crashes_blocked_by_validator": blocked,  # only seen with run_cases(raw=True)
         "bad": bad,
         "results": [dict(asdict(by_id[r.id]), **asdict(r)) for r in results],
     }
+
+
+def _is_bad(r: Result) -> bool:
+    """A crash or hang counts unless the validator had refused the file (raw runs only: the
+    Engine never hands such a file to llama.cpp)."""
+    if r.outcome in ("crash", "hang") and r.validated is False:
+        return False
+    return r.outcome in BAD_OUTCOMES
 
 
 def fixture_sources(fx: dict[str, str]) -> dict[str, tuple[str, str]]:
