@@ -10,7 +10,7 @@ First run: generates the models into .cache/bench/models (gguf package, ~2 min),
 llama-bench from the pinned llama.cpp source into build/bench (~10 min on 2 idle cores, once) and
 installs the pinned llama-cpp-python into .cache/bench-venv (no compile: it loads build/bench's
 libllama). Measurements alternate the systems round by round so slow drift of the machine
-affects them all alike; each round first waits (up to a minute) for a low load average.
+affects them all alike; each round first waits (up to 30 s) for a low load average.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def measure_speed(keys: list[str], threads: list[int], available: list[str], rou
         for t in threads:
             cell = results.setdefault(key, {}).setdefault(str(t), {})
             for r in range(n_rounds):
-                wait_for_quiet(max_load, 60.0)  # a busy machine wrecks multi-thread runs
+                wait_for_quiet(max_load, 30.0)  # a busy machine wrecks multi-thread runs
                 order = available[r % len(available):] + available[:r % len(available)]
                 for name in order:
                     started = time.monotonic()
@@ -201,15 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     save()
     if not args.no_lora and args.lora_models:
         lora: dict[str, Any] = {}
-        measure_lora(args.lora_models, max(threads), 2 if args.quick else 3, lora)
+        measure_lora(args.lora_models, config.LORA_THREADS, 2 if args.quick else 5, lora)
         for res in lora.values():
-            res["threads"] = max(threads)
+            res["threads"] = config.LORA_THREADS
         data["lora"].update(lora)
         save()
-    if not args.no_wasm and "small-q8_0" in keys:
-        data["wasm"] = wasm.measure(config.MODELS["small-q8_0"],
-                                    prompt_tokens(config.MODELS["small-q8_0"]),
-                                    rounds or 3, browser=not args.no_browser, log=log)
+    wasm_keys = [k for k in ("small-q8_0", "small-f32") if k in keys]
+    if not args.no_wasm and wasm_keys:
+        data["wasm"] = {k: wasm.measure(config.MODELS[k], prompt_tokens(config.MODELS[k]),
+                                        rounds or 3, browser=not args.no_browser, log=log)
+                        for k in wasm_keys}
     data["load_after"] = machine.load_average()
     data["duration_s"] = time.monotonic() - started
     data["finished"] = time.strftime("%Y-%m-%d %H:%M %Z")

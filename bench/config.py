@@ -90,6 +90,7 @@ N_CTX = 512
 N_BATCH = 512
 LORA_RANK = 8
 LORA_TARGETS = ("attn_q", "attn_v")
+LORA_THREADS = 1  # one thread: LoRA costs are compared within one run, robust to a busy machine
 
 
 def thread_counts() -> list[int]:

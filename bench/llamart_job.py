@@ -89,8 +89,8 @@ def lora(job: dict[str, Any]) -> dict[str, Any]:
                 engine.load_model(job["model"], n_ctx=job["n_ctx"], n_batch=job["n_batch"],
                                   n_threads=job["n_threads"])
                 _generate(engine, bos, 2)
-            out["read_file"].append(_read_file(a1))
             out["first_token_base"].append(_generate(engine, bos, 1)[0])
+            out["read_file"].append(_read_file(a1))  # right before: a paired comparison
             out["first_set"].append(_timed(engine.set_lora, a1, 1.0))
             out["first_token_after_change"].append(_generate(engine, bos, 1)[0])
             # alternate 0.5 / 1.0 so every call changes the active set

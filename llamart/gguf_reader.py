@@ -1,10 +1,15 @@
 """Read and check GGUF headers in pure Python (stdlib only: runs in Pyodide too).
 
-Only the header, the key/value metadata and the tensor infos are read, with buffered reads;
-tensor data is never touched.  Every count and length is checked against the bytes left in
-the file *before* anything is allocated, so a file whose header lies fails fast.  The checks
+Only the header, the key/value metadata and the tensor infos are read, with a few large
+reads; tensor data is never touched.  Every count and length is checked against the bytes left
+in the file *before* anything is allocated, so a file whose header lies fails fast.  The checks
 follow llama.cpp's own GGUF loader (ggml/src/gguf.cpp) and LoRA loader (src/llama-adapter.cpp)
 at the pinned commit, with messages that name the offending key or tensor.
+
+Validation runs on every model load, so the hot path (tokenizer vocabularies of 10^4-10^5
+strings) avoids per-string Python code: string arrays are split and verified with bulk byte
+operations (``_Reader._short_strings``), and arrays of 1024+ items stay undecoded until
+``GGUFHeader.kv`` is first read.  tools/bench_validate.py measures the cost.
 """
 
 from __future__ import annotations
@@ -105,7 +110,7 @@ _SCALARS: dict[int, tuple[str, int, str]] = {
     FLOAT64: ("<d", 8, "d"),
 }
 _CHUNK = 1 << 20  # first read; later reads at least double the buffer
-_MAX_FAST_BUFFER = 64 << 20  # the string-array fast path never buffers more than this
+_MAX_FAST_BUFFER = 8 << 20  # the string-array fast path never buffers more than this
 _FAST_MIN_STRINGS = 64  # shorter string arrays (and odd stretches) take the plain loop
 _FAST_CHUNK = 16384  # strings guessed per split
 _LAZY_MIN = 1024  # arrays this long are turned into lists only when GGUFHeader.kv is read
@@ -164,7 +169,8 @@ class TensorInfo:
 
 @dataclass
 class GGUFHeader:
-    """Everything in a GGUF file but the tensor data."""
+    """Everything in a GGUF file but the tensor data.  ``kv`` holds plain values and lists;
+    long arrays are made into lists when ``kv`` is first read."""
 
     path: str
     version: int
@@ -193,14 +199,13 @@ def _get_kv(h: GGUFHeader) -> dict[str, object]:
             v = kv[key]
             if isinstance(v, _Lazy):
                 kv[key] = v.value()
-        d["_lazy"] = False
+        d["_lazy"] = []
     return kv
 
 
 def _set_kv(h: GGUFHeader, kv: dict[str, object]) -> None:
     h.__dict__["_kv"] = kv
-    h.__dict__["_lazy"] = any(isinstance(v, _Lazy) for v in kv.values()) and [
-        k for k, v in kv.items() if isinstance(v, _Lazy)]
+    h.__dict__["_lazy"] = [k for k, v in kv.items() if isinstance(v, _Lazy)]
 
 
 GGUFHeader.kv = property(_get_kv, _set_kv)  # type: ignore[assignment]
@@ -306,16 +311,23 @@ class _Reader:
     def strings(self, n: int, what: str) -> list[bytes]:
         """n length-prefixed strings, undecoded (the hot path for tokenizer vocabularies)."""
         raw: list[bytes] = []
+        slow = _FAST_MIN_STRINGS  # after each miss of the fast path, twice as many by the loop
+        chunk = _FAST_CHUNK  # strings tried per fast step: about twice what the last one got
         while len(raw) < n:
             left = n - len(raw)
-            got = self._short_strings(left) if left > _FAST_MIN_STRINGS else ()
+            got = self._short_strings(min(left, chunk)) if left > _FAST_MIN_STRINGS else ()
             raw += got
-            if len(got) < _FAST_MIN_STRINGS and len(raw) < n:  # odd strings: the plain loop
-                raw += self._raw_strings(min(n - len(raw), _FAST_MIN_STRINGS), what, len(raw))
+            chunk = min(max(2 * len(got), 4 * _FAST_MIN_STRINGS), _FAST_CHUNK)
+            if len(got) >= _FAST_MIN_STRINGS:
+                slow = _FAST_MIN_STRINGS
+            elif len(raw) < n:  # long strings, zero bytes in strings, or a lie: the plain loop
+                raw += self._raw_strings(min(n - len(raw), slow), what, len(raw))
+                slow *= 2
         return raw
 
     def _short_strings(self, m: int) -> tuple[bytes, ...]:
-        """The raw texts of (a prefix of) the next m strings, found without a Python loop.
+        """The raw texts of (a prefix of) the next m (<= _FAST_CHUNK) strings, found without
+        a Python loop.
 
         A length below 256 is stored as one byte then seven zero bytes, so one C-level split
         on seven zeros guesses every string's length (its piece's size minus the next length
@@ -324,15 +336,16 @@ class _Reader:
         exactly what the length-prefixed walk reads.  Strings from the first wrong guess on
         (a long string, zero bytes inside a string, a lie) are left for the plain loop.
         """
-        c = min(m, _FAST_CHUNK)
-        est = 24 * c + 4096
+        c = m
+        most = min(c * (8 + 255) + 8, self.remaining())  # c short strings take no more
+        est = min(24 * c + 4096, most)
         while True:
-            avail = min(self._fill(min(est, self.remaining())), est)
+            avail = min(self._fill(est), est)
             region = self.buf[self.pos:self.pos + avail]
             pieces = region.split(_SEP7, c)
-            if len(pieces) > c or avail >= self.remaining() or avail >= _MAX_FAST_BUFFER:
+            if len(pieces) > c or avail >= most or avail >= _MAX_FAST_BUFFER:
                 break
-            est = 2 * avail
+            est = min(2 * avail, most)
         q = len(pieces) - 2  # strings with a guess: piece i + 1 holds text i + next length
         if q < _FAST_MIN_STRINGS or len(pieces[0]) != 1:
             return ()

@@ -1,23 +1,28 @@
 """What llamart's GGUF validation costs next to loading the model.
 
     python tools/bench_validate.py MODEL.gguf [MODEL2.gguf ...] [--repeat 7] [--n-ctx 512]
-                                  [--backend native] [--no-load]
+                                  [--backend native] [--no-load] [--baseline OLD_READER.py]
 
 For each file, ``--repeat`` rounds (interleaved: validate, then a full Engine load and
 unload) are timed and the medians printed: validation ms (``gguf_reader.validate_model``,
 pure Python), Engine load ms (``Engine.load_model``, which includes that validation), and
 validation as a share of the load.  Vocab-only files (no tensors) are validated with
-``allow_no_tensors`` and not loaded.  Run it on a quiet machine, or take several runs.
+``allow_no_tensors`` and not loaded.  ``--baseline`` also times ``validate_model`` of another
+gguf_reader.py (e.g. ``git show 6a853c9:llamart/gguf_reader.py > /tmp/old_reader.py``, the
+reader before it was made fast) in the same rounds.  Run it on a quiet machine, or take
+several runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
 import sys
 import time
+from types import ModuleType
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -28,11 +33,23 @@ def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
-def bench_file(path: str, repeat: int, n_ctx: int, backend: str | None, load: bool
-               ) -> dict[str, object]:
+def load_reader(path: str) -> ModuleType:
+    """Import another version of gguf_reader.py from a file."""
+    spec = importlib.util.spec_from_file_location("baseline_gguf_reader", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"{path}: cannot import")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def bench_file(path: str, repeat: int, n_ctx: int, backend: str | None, load: bool,
+               baseline: ModuleType | None = None) -> dict[str, object]:
     header = gguf_reader.read_header(path)
     vocab_only = not header.tensors
     validate: list[float] = []
+    before: list[float] = []
     loads: list[float] = []
     engine = None
     if load and not vocab_only:
@@ -44,6 +61,10 @@ def bench_file(path: str, repeat: int, n_ctx: int, backend: str | None, load: bo
             t0 = time.perf_counter()
             gguf_reader.validate_model(path, allow_no_tensors=vocab_only)
             validate.append(_ms(t0))
+            if baseline is not None:
+                t0 = time.perf_counter()
+                baseline.validate_model(path, allow_no_tensors=vocab_only)
+                before.append(_ms(t0))
             if engine is not None:
                 t0 = time.perf_counter()
                 engine.load_model(path, n_ctx=n_ctx, n_threads=1)
@@ -61,6 +82,9 @@ def bench_file(path: str, repeat: int, n_ctx: int, backend: str | None, load: bo
         "validate_ms": round(v, 1),
         "validate_ms_all": [round(x, 1) for x in validate],
     }
+    if before:
+        out.update(baseline_ms=round(statistics.median(before), 1),
+                   baseline_ms_all=[round(x, 1) for x in before])
     if loads:
         ld = statistics.median(loads)
         out.update(load_ms=round(ld, 1), load_ms_all=[round(x, 1) for x in loads],
@@ -75,10 +99,12 @@ def main() -> int:
     ap.add_argument("--n-ctx", type=int, default=512)
     ap.add_argument("--backend", default=None, help="Engine backend (default: by platform)")
     ap.add_argument("--no-load", action="store_true", help="time validation only")
+    ap.add_argument("--baseline", help="another gguf_reader.py to time as well")
     ap.add_argument("--json", action="store_true", help="print one JSON line per file")
     a = ap.parse_args()
+    baseline = load_reader(a.baseline) if a.baseline else None
     for path in a.models:
-        r = bench_file(path, a.repeat, a.n_ctx, a.backend, not a.no_load)
+        r = bench_file(path, a.repeat, a.n_ctx, a.backend, not a.no_load, baseline)
         if a.json:
             print(json.dumps(r))
             continue
@@ -86,9 +112,12 @@ def main() -> int:
                 f"tensors): validate {r['validate_ms']} ms")
         if "load_ms" in r:
             line += f", Engine load {r['load_ms']} ms (validation = {r['validate_share']})"
+        if "baseline_ms" in r:
+            line += f"; baseline reader {r['baseline_ms']} ms"
         print(line)
         print(f"  validate ms: {r['validate_ms_all']}"
-              + (f"\n  load ms:     {r['load_ms_all']}" if "load_ms" in r else ""))
+              + (f"\n  load ms:     {r['load_ms_all']}" if "load_ms" in r else "")
+              + (f"\n  baseline ms: {r['baseline_ms_all']}" if "baseline_ms" in r else ""))
     return 0
 
 

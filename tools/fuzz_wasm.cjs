@@ -37,6 +37,11 @@ function capture(s) {
 }
 
 async function start(wasmDir) {
+  // emscripten's Node glue adds process handlers that keep its instance (and its memory)
+  // alive: drop the previous instance's before making a new one
+  process.removeAllListeners("uncaughtException");
+  process.removeAllListeners("unhandledRejection");
+  M = null;
   M = await glue.instantiate({
     glue: path.resolve(wasmDir, "llamart_wasm.js"),
     wasm: path.resolve(wasmDir, "llamart_wasm.wasm"),

@@ -10,6 +10,8 @@ llamart.testing.fuzz --worker``), one after the other, and records each outcome:
   unexpected some other Python exception (a bug in llamart's error handling)
 
 After a crash or hang the child is restarted with the remaining cases.  Pure Python (no numpy).
+``run_cases(..., backend="wasm")`` validates here and loads the accepted files with the
+WebAssembly module in Node instead (tools/fuzz_wasm.cjs, same line protocol).
 """
 
 from __future__ import annotations
