@@ -387,6 +387,7 @@ def _run_workers(cases: Sequence[Case], cmd: list[str], validated: dict[int, boo
     import selectors
     import signal
     import subprocess
+    import tempfile
 
     results: dict[int, Result] = {}
     pending = list(cases)
@@ -394,10 +395,13 @@ def _run_workers(cases: Sequence[Case], cmd: list[str], validated: dict[int, boo
     env["PYTHONPATH"] = _SRC_ROOT + os.pathsep + env.get("PYTHONPATH", "")
     while pending:
         by_id = {c.id: c for c in pending}
+        # stderr goes to a file: an undrained pipe fills up (64 KiB of llama.cpp log) and
+        # blocks the worker, which would then look like a hang
+        errfile = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errfile,
             text=True, env=env, bufsize=1)
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        assert proc.stdin is not None and proc.stdout is not None
         feed = "".join(f"{c.id}\t{c.kind}\t{c.path}\n" for c in pending)
         _feed_async(proc, feed)
         current, started_at = None, time.monotonic()
@@ -427,8 +431,10 @@ def _run_workers(cases: Sequence[Case], cmd: list[str], validated: dict[int, boo
         if hung:
             proc.kill()
         proc.wait()
-        err = proc.stderr.read()[-4000:]
-        for s in (proc.stdin, proc.stdout, proc.stderr):
+        errfile.seek(0)
+        err = errfile.read()[-4000:]
+        errfile.close()
+        for s in (proc.stdin, proc.stdout):
             s.close()
         pending = [c for c in pending if c.id not in results]
         if current is None and pending and not hung:
