@@ -61,6 +61,7 @@ class ModelSpec:
     n_prompt: int      # prompt-processing tokens (pp)
     n_gen: int         # generated tokens (tg)
     rounds: int        # alternating rounds per (system, threads)
+    reps: int = 3      # timed pp + tg repetitions inside each child, after its warm-up
 
     @property
     def file(self) -> Path:

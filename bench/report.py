@@ -12,8 +12,8 @@ SYSTEMS = ("llamart", "llama-bench", "llama-cpp-python")
 FINDINGS = Path(__file__).with_name("findings.md")
 
 
-def _fmt_ratio(r: float | None) -> str:
-    return "n/a" if r is None else f"{r:.2f}x"
+def _fmt_ratio(r: float | None, digits: int = 2) -> str:
+    return "n/a" if r is None else f"{r:.{digits}f}x"
 
 
 def _speed_tables(data: dict[str, Any]) -> list[str]:
@@ -24,7 +24,7 @@ def _speed_tables(data: dict[str, Any]) -> list[str]:
                 f"{m['n_params'] / 1e6:.1f} M parameters, {m['file_mb']:.0f} MB "
                 f"(pp {m['n_prompt']} tokens, tg {m['n_gen']} tokens)", "",
                 "| threads | system | pp tokens/s | tg tokens/s | pp vs llama-bench | "
-                "tg vs llama-bench | load ms | peak RSS MB | runs |",
+                "tg vs llama-bench | load ms | peak RSS MB | samples |",
                 "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for t, cell in per_thread.items():
             ref = cell.get("llama-bench", {})
@@ -70,7 +70,7 @@ def _wasm_table(w: dict[str, Any]) -> list[str]:
     native = systems.get("native (1 thread)", {})
     out = [f"### {w['model']}, 1 thread everywhere (the WebAssembly build is single-threaded)",
            "", "| system | pp tokens/s | tg tokens/s | pp vs native | tg vs native | load ms | "
-           "peak RSS MB (process) | WASM heap MB | runs |",
+           "peak RSS MB (process) | WASM heap MB | samples |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, e in systems.items():
         if not e.get("tg_tps"):
@@ -136,12 +136,12 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             for what in ("pp", "tg"):
                 r = ratio(me.get(f"{what}_tps", []), lb.get(f"{what}_tps", []))
                 rows.append((f"llamart {what} >= 0.98x llama-bench ({key}, {t} thr)",
-                             _fmt_ratio(r), None if r is None else r >= 0.98))
+                             _fmt_ratio(r, 3), None if r is None else r >= 0.98))
             if key.startswith("small"):
                 lp = cell.get("llama-cpp-python", {})
                 r = ratio(me.get("tg_tps", []), lp.get("tg_tps", []))
                 rows.append((f"llamart tg >= 1.1x llama-cpp-python ({key}, {t} thr)",
-                             _fmt_ratio(r), None if r is None else r >= 1.1))
+                             _fmt_ratio(r, 3), None if r is None else r >= 1.1))
     for key, res in data.get("lora", {}).items():
         su = med(res.get("scale_update", []))
         rows.append((f"LoRA scale update <= 0.1 ms ({key})",
@@ -157,7 +157,7 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         if key.startswith("large"):
             r = ratio(res.get("tg1", []), res.get("tg0", []))
             rows.append((f"tg with 1 rank-8 adapter within 5% of base ({key})",
-                         _fmt_ratio(r), None if r is None else r >= 0.95))
+                         _fmt_ratio(r, 3), None if r is None else r >= 0.95))
     for w in wasm_runs(data).values():
         for name, e in (w.get("systems") or {}).items():
             if name.startswith("Pyodide"):
@@ -165,9 +165,23 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 r = ratio(e.get("tg_tps", []), native.get("tg_tps", []))
                 simd = "WASM_SIMD = 1" in (e.get("system_info") or "")
                 rows.append((f"WASM tg >= 0.5x native 1 thread, SIMD on ({name}, {w['model']})",
-                             f"{_fmt_ratio(r)}, WASM_SIMD {'on' if simd else 'not reported'}",
+                             f"{_fmt_ratio(r, 3)}, WASM_SIMD {'on' if simd else 'not reported'}",
                              None if r is None else (r >= 0.5 and simd)))
     return rows
+
+
+def _runs(data: dict[str, Any]) -> str:
+    runs = data.get("runs") or [{"finished": data.get("finished", "?"),
+                                 "duration_s": data.get("duration_s", 0),
+                                 "load_before": data.get("load_before", 0),
+                                 "load_after": data.get("load_after", 0)}]
+    parts = []
+    for r in runs:
+        what = " ".join(str(a) for a in r.get("argv") or []) or "all"
+        parts.append(f"{r['finished']}: `python -m bench {what}`".replace(" all`", "`")
+                     + f" ({r['duration_s'] / 60:.1f} min, 1-min load average "
+                     f"{r['load_before']:.2f} before, {r['load_after']:.2f} after)")
+    return "; ".join(parts)
 
 
 def render(data: dict[str, Any]) -> str:
@@ -190,9 +204,7 @@ def render(data: dict[str, Any]) -> str:
         f"| llama.cpp | commit {pin.get('LLAMART_LLAMA_CPP_COMMIT', '?')} from the "
         f"{pin['LLAMART_LLAMA_SDIST_PACKAGE']} {pin['LLAMART_LLAMA_SDIST_VERSION']} sdist "
         "(cmake/llama_cpp_pin.cmake), all builds portable (`GGML_NATIVE=OFF`) |",
-        f"| run | {data.get('finished', '?')}, {data.get('duration_s', 0) / 60:.1f} min; "
-        f"1-min load average {data.get('load_before', 0):.2f} before, "
-        f"{data.get('load_after', 0):.2f} after |",
+        f"| runs | {_runs(data)} |",
         "",
     ]
     if data.get("unavailable"):
@@ -206,16 +218,19 @@ def render(data: dict[str, Any]) -> str:
         "- Every measurement runs in its own child process (peak RSS = the child's `ru_maxrss`);",
         "  the systems alternate round by round (rotated order) so machine drift hits all alike.",
         "- Same procedure everywhere, modelled on llama-bench: load; warm-up (one prompt run,",
-        "  one generated token); **pp** = one batch of the prompt's tokens from an empty KV cache",
+        "  one generated token); then `reps` times (3): **pp** = one batch of the prompt's",
+        "  tokens from an empty KV cache",
         "  (BOS + seeded random tokens); **tg** = greedy generation of `n_gen` tokens after a",
         "  one-token prompt (= `n_gen` single-token decodes). n_ctx 512 (llama-bench sizes its",
         "  own), n_batch = n_ubatch = 512, threads 1 and all cores.",
         "- llamart: `Engine.logits(prompt)` (pp) and `Engine.generate([bos], temperature=0,",
         "  repeat_penalty=1)` (tg), i.e. the public API with its per-token Python work.",
         "  llama-cpp-python: `Llama.eval` (pp) and `Llama.create_completion` (tg), greedy.",
-        "  llama-bench: `-p N -n M -r 1 -b 512 -ub 512 -o json` with its own warm-up, defaults",
+        "  llama-bench: `-p N -n M -r 3 -b 512 -ub 512 -o json` with its own warm-up, defaults",
         "  otherwise; load time = its progress lines \"starting\" to \"warmup\".",
-        "- Cells are median (min–max) over the runs; ratios are medians over llama-bench's.",
+        "- Cells are median (min–max) over all samples (rounds x reps); ratios are medians over",
+        "  llama-bench's. Load = model load + context; peak RSS = the whole child process",
+        "  (Python interpreter included for llamart and llama-cpp-python).",
         "",
         "![tokens/s per system](benchmarks.png)",
         "",

@@ -106,7 +106,7 @@ def _lcpp_env() -> dict[str, str]:
 
 def _job(spec: ModelSpec, threads: int, prompt: list[int], **extra: Any) -> dict[str, Any]:
     return {"model": str(spec.file), "n_ctx": N_CTX, "n_batch": N_BATCH, "n_threads": threads,
-            "prompt": prompt, "n_gen": spec.n_gen, **extra}
+            "prompt": prompt, "n_gen": spec.n_gen, "reps": spec.reps, **extra}
 
 
 def run_llamart(spec: ModelSpec, threads: int, prompt: list[int], kind: str = "speed",
@@ -129,11 +129,11 @@ def run_llama_cpp_python(spec: ModelSpec, threads: int, prompt: list[int]) -> di
 
 
 def run_llama_bench(spec: ModelSpec, threads: int, prompt: list[int]) -> dict[str, Any]:
-    """One llama-bench run (its own warm-up, then 1 repetition of pp and of tg). Load time:
+    """One llama-bench run (its own warm-up, then ``reps`` repetitions of pp and of tg). Load:
     from its "starting" progress line to its first "warmup" line (model load + context)."""
     cmd = [str(llama_bench_binary()), "-m", str(spec.file), "-p", str(len(prompt)),
            "-n", str(spec.n_gen), "-t", str(threads), "-b", str(N_BATCH), "-ub", str(N_BATCH),
-           "-r", "1", "-o", "json", "--progress"]
+           "-r", str(spec.reps), "-o", "json", "--progress"]
     run = run_child(cmd)
     tests = json.loads(run.stdout)
     pp = [t for t in tests if t["n_prompt"] > 0 and t["n_gen"] == 0]

@@ -46,7 +46,8 @@ def missing() -> str | None:
 
 def _job(spec: ModelSpec, prompt: list[int]) -> dict[str, Any]:
     return {"kind": "speed", "backend": None, "model": str(spec.file), "n_ctx": N_CTX,
-            "n_batch": N_BATCH, "n_threads": 1, "prompt": prompt, "n_gen": spec.n_gen}
+            "n_batch": N_BATCH, "n_threads": 1, "prompt": prompt, "n_gen": spec.n_gen,
+            "reps": spec.reps}
 
 
 def run_node(spec: ModelSpec, prompt: list[int]) -> dict[str, Any]:
@@ -189,6 +190,7 @@ def measure(spec: ModelSpec, prompt: list[int], rounds: int, *, browser: bool = 
             entry.setdefault("maxrss_mb", []).append(res.get("maxrss_mb"))
             entry.setdefault("wasm_heap_mb", []).append(res.get("wasm_heap_mb"))
             entry["system_info"] = res.get("system_info")
-            log(f"bench: wasm round {r + 1}/{rounds} {name}: pp {entry['pp_tps'][-1]:.1f} t/s, "
-                f"tg {entry['tg_tps'][-1]:.1f} t/s ({time.monotonic() - started:.1f} s)")
+            log(f"bench: wasm {spec.key} round {r + 1}/{rounds} {name}: "
+                f"pp {max(entry['pp_tps']):.1f} t/s, tg {max(entry['tg_tps']):.1f} t/s "
+                f"({time.monotonic() - started:.1f} s)")
     return out
