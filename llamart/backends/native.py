@@ -15,14 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..params import GenerationParams, ModelParams
+from ._c_api import CODES, STATUS_CONTEXT_FULL, STATUS_EOG, c_log_level, forward_log
 from ._cdefs import cdef_source, lib_dir
 from .base import BackendError, Capabilities, ErrorKind, ModelInfo
 
 log = logging.getLogger("llamart.llama_cpp")
 
-_CODES = {-1: ErrorKind.ARG, -2: ErrorKind.CONTEXT, -3: ErrorKind.DECODE, -4: ErrorKind.ALLOC,
-          -6: ErrorKind.TEMPLATE, -7: ErrorKind.STATE}
-_LEVELS = {"0": logging.DEBUG, "1": logging.INFO, "2": logging.WARNING, "3": logging.ERROR}
 
 _lock = threading.Lock()
 _loaded: tuple[Any, Any] | None = None
@@ -47,15 +45,6 @@ def _library() -> tuple[Any, Any]:
             _loaded = (ffi, ffi.dlopen(str(path)))
         return _loaded
 
-
-def _c_log_level() -> int:
-    """The C-side threshold matching the llamart.llama_cpp logger."""
-    level = log.getEffectiveLevel()
-    if level <= logging.DEBUG:
-        return 0
-    if level <= logging.INFO:
-        return 1
-    return 2 if level <= logging.WARNING else 3
 
 
 class _Model:
@@ -95,7 +84,7 @@ class NativeBackend:
 
     def __init__(self) -> None:
         self._ffi, self._lib = _library()
-        self._lib.lm_log_set_level(_c_log_level())
+        self._lib.lm_log_set_level(c_log_level())
         self._model: _Model | None = None
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
@@ -118,9 +107,7 @@ class NativeBackend:
 
     def _drain_log(self) -> None:
         text = self._ffi.string(self._lib.lm_log_take()).decode("utf-8", "replace")
-        for line in text.splitlines():
-            level, _, msg = line.partition("\t")
-            log.log(_LEVELS.get(level, logging.INFO), "%s", msg)
+        forward_log(text)
 
     def _error(self, kind: str, fallback: str) -> BackendError:
         reason = self._ffi.string(self._lib.lm_last_error()).decode("utf-8", "replace").strip()
@@ -247,7 +234,7 @@ class NativeBackend:
             if n >= 0:
                 return self._ffi.unpack(buf, n).decode("utf-8", "replace")
             if n == -6 or n == -1:
-                raise self._error(_CODES[n], "chat template failed")
+                raise self._error(CODES[n], "chat template failed")
             size = -n
         raise BackendError(ErrorKind.TEMPLATE, "chat template failed")
 
@@ -259,7 +246,7 @@ class NativeBackend:
         m = self._m()
         rc = self._lib.lm_eval(m, self._ffi.new("int32_t[]", list(tokens)), len(tokens))
         if rc != 0:
-            raise self._error(_CODES.get(rc, ErrorKind.DECODE), "evaluation failed")
+            raise self._error(CODES.get(rc, ErrorKind.DECODE), "evaluation failed")
 
     def logits(self) -> array.array:
         ptr = self._lib.lm_logits(self._m())
@@ -276,7 +263,7 @@ class NativeBackend:
             params.repeat_penalty, params.repeat_last_n, seed,
         )
         if rc != 0:
-            raise BackendError(_CODES.get(rc, ErrorKind.ARG), "invalid sampling parameters")
+            raise BackendError(CODES.get(rc, ErrorKind.ARG), "invalid sampling parameters")
 
     def sampler_accept(self, tokens: Sequence[int]) -> None:
         toks = self._ffi.new("int32_t[]", list(tokens))
@@ -285,10 +272,10 @@ class NativeBackend:
     def next_token(self, eval_after: bool) -> tuple[int, bool]:
         tok = self._lib.lm_next_token(self._m(), eval_after, self._status)
         if tok < 0:
-            raise self._error(_CODES.get(tok, ErrorKind.DECODE), "sampling failed")
+            raise self._error(CODES.get(tok, ErrorKind.DECODE), "sampling failed")
         status = self._status[0]
-        self._eog[tok] = status == 1  # LM_EOG: spares the Engine's is_eog call a crossing
-        return tok, status == -2
+        self._eog[tok] = status == STATUS_EOG  # spares the Engine's is_eog call a crossing
+        return tok, status == STATUS_CONTEXT_FULL
 
     # ---- LoRA
     def load_adapter(self, path: str) -> _Adapter:
@@ -310,7 +297,7 @@ class NativeBackend:
         scales = self._ffi.new("float[]", [float(s) for _, s in adapters] or [0.0])
         rc = self._lib.lm_adapters_apply(m, ptrs, scales, n)
         if rc != 0:
-            raise self._error(_CODES.get(rc, ErrorKind.ARG), "could not apply the adapters")
+            raise self._error(CODES.get(rc, ErrorKind.ARG), "could not apply the adapters")
 
     def adapter_metadata(self, handle: _Adapter) -> dict[str, str]:
         lib = self._lib

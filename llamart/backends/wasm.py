@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..params import GenerationParams, ModelParams
+from ._c_api import CODES, STATUS_CONTEXT_FULL, STATUS_EOG, c_log_level, forward_log
 from .base import BackendError, Capabilities, ErrorKind, ModelInfo
 
 log = logging.getLogger("llamart.llama_cpp")
@@ -30,9 +31,6 @@ LORA_REASON = (
     "LoRA adapters are not applied on the WebAssembly backend in this release; "
     "use the native backend."
 )
-_CODES = {-1: ErrorKind.ARG, -2: ErrorKind.CONTEXT, -3: ErrorKind.DECODE, -4: ErrorKind.ALLOC,
-          -6: ErrorKind.TEMPLATE, -7: ErrorKind.STATE}
-_LEVELS = {"0": logging.DEBUG, "1": logging.INFO, "2": logging.WARNING, "3": logging.ERROR}
 _COPY_CHUNK = 1 << 20
 
 
@@ -50,14 +48,6 @@ def wasm_module() -> Any:
         ) from exc
     return llamart_wasm
 
-
-def _c_log_level() -> int:
-    level = log.getEffectiveLevel()
-    if level <= logging.DEBUG:
-        return 0
-    if level <= logging.INFO:
-        return 1
-    return 2 if level <= logging.WARNING else 3
 
 
 def _u32(ptr: Any) -> int:
@@ -123,7 +113,7 @@ class WasmBackend:
     def __init__(self, module: Any | None = None) -> None:
         self._m = module if module is not None else wasm_module()
         self._heap = _Heap(self._m)
-        self._m._lm_log_set_level(_c_log_level())
+        self._m._lm_log_set_level(c_log_level())
         self._model = 0
         self._n_vocab = 0
         self._pieces: dict[int, bytes] = {}
@@ -146,9 +136,7 @@ class WasmBackend:
 
     def _drain_log(self) -> None:
         text = self._heap.cstr(self._m._lm_log_take())
-        for line in text.splitlines():
-            level, _, msg = line.partition("\t")
-            log.log(_LEVELS.get(level, logging.INFO), "%s", msg)
+        forward_log(text)
 
     def _error(self, kind: str, fallback: str) -> BackendError:
         reason = self._heap.cstr(self._m._lm_last_error()).strip()
@@ -338,7 +326,7 @@ class WasmBackend:
                 finally:
                     heap.free(buf)
                 if n in (-6, -1):
-                    raise self._error(_CODES[n], "chat template failed")
+                    raise self._error(CODES[n], "chat template failed")
                 size = -n
         finally:
             heap.free(roles, contents, *strings)
@@ -356,7 +344,7 @@ class WasmBackend:
         finally:
             self._heap.free(toks)
         if rc != 0:
-            raise self._error(_CODES.get(rc, ErrorKind.DECODE), "evaluation failed")
+            raise self._error(CODES.get(rc, ErrorKind.DECODE), "evaluation failed")
         self._drain_log()
 
     def logits(self) -> array.array:
@@ -375,7 +363,7 @@ class WasmBackend:
             float(params.min_p), float(params.repeat_penalty), int(params.repeat_last_n), lo, hi,
         ))
         if rc != 0:
-            raise BackendError(_CODES.get(rc, ErrorKind.ARG), "invalid sampling parameters")
+            raise BackendError(CODES.get(rc, ErrorKind.ARG), "invalid sampling parameters")
 
     def sampler_accept(self, tokens: Sequence[int]) -> None:
         toks = self._heap.put_ints(list(tokens))
@@ -387,10 +375,10 @@ class WasmBackend:
     def next_token(self, eval_after: bool) -> tuple[int, bool]:
         tok = int(self._m._lm_next_token(self._mp(), int(eval_after), self._status))
         if tok < 0:
-            raise self._error(_CODES.get(tok, ErrorKind.DECODE), "sampling failed")
+            raise self._error(CODES.get(tok, ErrorKind.DECODE), "sampling failed")
         status = self._heap.i32(self._status)
-        self._eog[tok] = status == 1  # LM_EOG: spares the Engine's is_eog call a crossing
-        return tok, status == -2
+        self._eog[tok] = status == STATUS_EOG  # spares the Engine's is_eog call a crossing
+        return tok, status == STATUS_CONTEXT_FULL
 
     # ---- LoRA: not in this build's release (capabilities.lora is False)
     def load_adapter(self, path: str) -> Any:
