@@ -18,6 +18,7 @@ import warnings
 
 import pytest
 from fake_backend import BOS, EOS, N_VOCAB, FakeBackend, byte_tokens, word_token
+from platform_support import run_coroutine, threads_available
 
 import llamart
 from llamart import (
@@ -37,18 +38,7 @@ from llamart.backends.base import BackendError, ErrorKind
 from llamart.engine import default_backend_name, default_threads
 from llamart.errors import from_backend_error
 
-
-def _can_start_threads() -> bool:
-    try:
-        t = threading.Thread(target=lambda: None)
-        t.start()
-        t.join()
-        return True
-    except RuntimeError:
-        return False
-
-
-needs_threads = pytest.mark.skipif(not _can_start_threads(),
+needs_threads = pytest.mark.skipif(not threads_available(),
                                    reason="this Python cannot start threads (Pyodide)")
 
 # ---- a minimal GGUF writer (v3, little-endian, F32 tensors) ----
@@ -991,16 +981,6 @@ def test_concurrent_calls_are_serialized(loaded: Engine, fake: FakeBackend, file
 
 # ---- async ----
 
-def _run(coro):
-    """asyncio.run, or where Python has no threads (Pyodide, whose event loop cannot block)
-    step the coroutine by hand: the engine's thread-less async path only yields bare."""
-    if _can_start_threads():
-        return asyncio.run(coro)
-    try:
-        while True:
-            coro.send(None)
-    except StopIteration as stop:
-        return stop.value
 
 
 def test_agenerate_matches_generate(loaded: Engine, fake: FakeBackend) -> None:
@@ -1009,10 +989,10 @@ def test_agenerate_matches_generate(loaded: Engine, fake: FakeBackend) -> None:
     async def main() -> list[str]:
         return [c async for c in loaded.agenerate("x", max_tokens=6)]
 
-    chunks = _run(main())
+    chunks = run_coroutine(main())
     assert "".join(chunks) == "héllo" and loaded.last_finish_reason == "length"
     fake.script = byte_tokens(b"abc")
-    assert _run(loaded.acomplete("x", max_tokens=3)) == "abc"
+    assert run_coroutine(loaded.acomplete("x", max_tokens=3)) == "abc"
 
 
 def test_agenerate_validates_eagerly(loaded: Engine) -> None:
@@ -1029,7 +1009,7 @@ def test_agenerate_aclose_releases(loaded: Engine, fake: FakeBackend, files) -> 
         await it.aclose()
         return first
 
-    assert _run(main()) == "a"
+    assert run_coroutine(main()) == "a"
     assert loaded.last_finish_reason == "cancelled"
     assert loaded.set_lora(files["a"]) is True
 
@@ -1055,7 +1035,7 @@ def test_agenerate_does_not_block_the_loop(loaded: Engine, fake: FakeBackend) ->
         await task
         return out
 
-    assert _run(main()) == "ab" and seen["released"] is True
+    assert run_coroutine(main()) == "ab" and seen["released"] is True
 
 
 @needs_threads
@@ -1086,7 +1066,7 @@ def test_agenerate_task_cancel_releases(loaded: Engine, fake: FakeBackend, files
             await task
         release.set()
 
-    _run(main())
+    run_coroutine(main())
     for _ in range(3000):  # the worker finishes its token, then closes the generation
         if loaded.last_finish_reason is not None:
             break

@@ -8,14 +8,14 @@ real llama.cpp behaves as the Engine promises.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import struct
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from platform_support import run_coroutine, threads_available
 
 from llamart import (
     ContextOverflowError,
@@ -38,26 +38,8 @@ BAD_FILES = (
 )
 
 
-def _threads_available() -> bool:
-    try:
-        t = threading.Thread(target=lambda: None)
-        t.start()
-        t.join()
-        return True
-    except RuntimeError:
-        return False
 
 
-def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    """asyncio.run where Python has threads; in Pyodide (whose event loop cannot block) step
-    the coroutine by hand: the engine's thread-less async path only yields bare."""
-    if _threads_available():
-        return asyncio.run(coro)
-    try:
-        while True:
-            coro.send(None)
-    except StopIteration as stop:
-        return stop.value
 
 
 @pytest.fixture
@@ -272,9 +254,9 @@ def test_agenerate_matches_generate(loaded: Engine) -> None:
     async def main() -> list[str]:
         return [c async for c in loaded.agenerate(PROMPT, **GREEDY)]
 
-    chunks = _run(main())
+    chunks = run_coroutine(main())
     assert len(chunks) >= 5 and "".join(chunks) == _greedy(loaded)
-    assert _run(loaded.acomplete(PROMPT, **GREEDY)) == _greedy(loaded)
+    assert run_coroutine(loaded.acomplete(PROMPT, **GREEDY)) == _greedy(loaded)
 
 
 # ---- generations abandoned part-way ----
@@ -314,12 +296,12 @@ def test_async_generation_closed_early(loaded: Engine) -> None:
         await it.aclose()
         return first
 
-    assert full.startswith(_run(main()))
+    assert full.startswith(run_coroutine(main()))
     assert loaded.last_finish_reason == "cancelled"
     assert _greedy(loaded) == full
 
 
-@pytest.mark.skipif(not _threads_available(),
+@pytest.mark.skipif(not threads_available(),
                     reason="Pyodide cannot start Python threads (no pthreads in its build)")
 def test_other_threads_during_a_real_generation(loaded: Engine) -> None:
     full = _greedy(loaded)
