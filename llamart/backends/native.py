@@ -8,7 +8,6 @@ adapters left before itself.
 from __future__ import annotations
 
 import array
-import logging
 import sys
 import threading
 from collections.abc import Sequence
@@ -18,9 +17,6 @@ from ..params import GenerationParams, ModelParams
 from ._c_api import CODES, STATUS_CONTEXT_FULL, STATUS_EOG, c_log_level, forward_log
 from ._cdefs import cdef_source, lib_dir
 from .base import BackendError, Capabilities, ErrorKind, ModelInfo
-
-log = logging.getLogger("llamart.llama_cpp")
-
 
 _lock = threading.Lock()
 _loaded: tuple[Any, Any] | None = None

@@ -24,7 +24,6 @@ from ..params import GenerationParams, ModelParams
 from ._c_api import CODES, STATUS_CONTEXT_FULL, STATUS_EOG, c_log_level, forward_log
 from .base import BackendError, Capabilities, ErrorKind, ModelInfo
 
-log = logging.getLogger("llamart.llama_cpp")
 _log = logging.getLogger("llamart.wasm")
 
 LORA_REASON = (
