@@ -303,13 +303,6 @@ int32_t lm_meta_val(const lm_model * m, int32_t i, char * buf, int32_t size) {
 int32_t lm_token_bos(const lm_model * m) { return m ? llama_vocab_bos(m->vocab) : -1; }
 int32_t lm_token_eos(const lm_model * m) { return m ? llama_vocab_eos(m->vocab) : -1; }
 
-int32_t lm_token_is_eog(const lm_model * m, int32_t token) {
-    if (m == nullptr || token < 0 || token >= m->n_vocab) {
-        return 0;
-    }
-    return llama_vocab_is_eog(m->vocab, token) ? 1 : 0;
-}
-
 // ---------------------------------------------------------------- text
 
 int32_t lm_tokenize(const lm_model * m, const char * text, int32_t text_len, int32_t * tokens,
@@ -494,44 +487,104 @@ void lm_sampler_accept(lm_model * m, const int32_t * tokens, int32_t n_tokens) {
     }
 }
 
-int32_t lm_next_token(lm_model * m, int32_t eval_after, int32_t * status) {
-    if (status) {
-        *status = LM_OK;
+// First maximum of logits[0..n) (the token llama_sampler_init_greedy picks), in one
+// branch-free pass over 4-float vectors (GCC/clang vector extensions: SSE natively, SIMD128 in
+// WebAssembly): each lane keeps its first maximum and that index, then the lanes are merged
+// (largest value, smallest index on ties).  NaN logits never win; all NaN gives token 0.
+typedef float   lm_v4f __attribute__((vector_size(16)));
+typedef int32_t lm_v4i __attribute__((vector_size(16)));
+
+static llama_token argmax(const float * logits, int32_t n) {
+    int32_t best_i = 0;
+    float best = logits[0];
+    int32_t i = 0;
+    if (n >= 8) {
+        const float ninf = -INFINITY;  // a lane starts below any logit; NaN never replaces
+        lm_v4f va = {ninf, ninf, ninf, ninf};
+        lm_v4f vb = va;
+        lm_v4i ia = {-8, -7, -6, -5};
+        lm_v4i ib = {-4, -3, -2, -1};
+        lm_v4i idx_a = {0, 0, 0, 0};
+        lm_v4i idx_b = idx_a;
+        const lm_v4i step = {8, 8, 8, 8};
+        for (i = 0; i + 8 <= n; i += 8) {
+            ia += step;
+            ib += step;
+            lm_v4f xa, xb;
+            std::memcpy(&xa, logits + i, sizeof xa);
+            std::memcpy(&xb, logits + i + 4, sizeof xb);
+            const lm_v4i ga = xa > va;
+            const lm_v4i gb = xb > vb;
+            va = ga ? xa : va;
+            vb = gb ? xb : vb;
+            idx_a = ga ? ia : idx_a;
+            idx_b = gb ? ib : idx_b;
+        }
+        best = ninf;
+        best_i = 0;
+        for (int k = 0; k < 4; k++) {
+            const float cand[2] = {va[k], vb[k]};
+            const int32_t cand_i[2] = {idx_a[k], idx_b[k]};
+            for (int j = 0; j < 2; j++) {
+                if (cand[j] > best || (cand[j] == best && cand_i[j] < best_i)) {
+                    best = cand[j];
+                    best_i = cand_i[j];
+                }
+            }
+        }
     }
+    for (; i < n; i++) {  // the tail (or all of a tiny vocabulary)
+        if (logits[i] > best) {
+            best = logits[i];
+            best_i = i;
+        }
+    }
+    return best_i;
+}
+
+static llama_token sample_one(lm_model * m) {
+    if (m->greedy_only) {
+        // the argmax straight over the logits: the chain would copy n_vocab candidates per token
+        const float * logits = llama_get_logits_ith(m->ctx, -1);
+        return logits == nullptr ? -1 : argmax(logits, m->n_vocab);
+    }
+    // llama_sampler_sample also accepts the token into the sampler's history
+    return llama_sampler_sample(m->sampler, m->ctx, -1);
+}
+
+int32_t lm_generate(lm_model * m, int32_t max_n, int32_t eval_last, int32_t * tokens,
+                    int32_t * status, int32_t * cancel) {
+    if (status == nullptr || tokens == nullptr || max_n < 0) {
+        return LM_ERR_ARG;
+    }
+    *status = LM_OK;
     if (m == nullptr || m->ctx == nullptr || m->sampler == nullptr || !m->have_logits) {
         return LM_ERR_STATE;
     }
-    llama_token tok = -1;
-    if (m->greedy_only) {
-        // argmax straight over the logits (first maximum, as llama_sampler_init_greedy picks):
-        // the chain would copy n_vocab candidates per token for the same answer
-        const float * logits = llama_get_logits_ith(m->ctx, -1);
-        if (logits == nullptr) {
-            return LM_ERR_STATE;
+    const int32_t n_ctx = (int32_t) llama_n_ctx(m->ctx);
+    int32_t n = 0;
+    while (n < max_n) {
+        // consumed on read, so a stale request is reported once and the caller decides
+        if (cancel != nullptr && __atomic_exchange_n(cancel, 0, __ATOMIC_ACQ_REL) != 0) {
+            *status = LM_CANCELLED;
+            return n;
         }
-        tok = 0;
-        for (int32_t i = 1; i < m->n_vocab; i++) {
-            if (logits[i] > logits[tok]) {
-                tok = i;
-            }
+        const llama_token tok = sample_one(m);
+        if (tok < 0 || tok >= m->n_vocab) {
+            *status = LM_ERR_DECODE;
+            return n;
         }
-    } else {
-        // llama_sampler_sample also accepts the token into the sampler's history
-        tok = llama_sampler_sample(m->sampler, m->ctx, -1);
-    }
-    if (tok < 0 || tok >= m->n_vocab) {
-        return LM_ERR_DECODE;
-    }
-    const bool eog = llama_vocab_is_eog(m->vocab, tok);
-    if (eog && status) {
-        *status = LM_EOG;
-    }
-    if (eval_after && !eog) {
-        if (m->n_past >= (int32_t) llama_n_ctx(m->ctx)) {
-            if (status) {
-                *status = LM_ERR_CONTEXT;
-            }
-            return tok;
+        if (llama_vocab_is_eog(m->vocab, tok)) {
+            *status = LM_EOG;
+            return n;
+        }
+        tokens[n++] = tok;
+        if (n == max_n && !eval_last) {
+            break;
+        }
+        if (m->n_past >= n_ctx) {
+            *status = LM_ERR_CONTEXT;
+            return n;
         }
         llama_token t = tok;
         const int32_t rc = llama_decode(m->ctx, llama_batch_get_one(&t, 1));
@@ -539,11 +592,12 @@ int32_t lm_next_token(lm_model * m, int32_t eval_after, int32_t * status) {
             clear_error();
             set_error("llama_decode failed (" + std::to_string(rc) + ")");
             m->have_logits = false;
-            return rc == 1 ? LM_ERR_CONTEXT : LM_ERR_DECODE;
+            *status = LM_ERR_DECODE;  // tokens[n - 1] was sampled but not evaluated
+            return n;
         }
         m->n_past += 1;
     }
-    return tok;
+    return n;
 }
 
 // ---------------------------------------------------------------- LoRA adapters

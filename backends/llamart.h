@@ -48,7 +48,8 @@ enum {
     LM_ERR_BUFFER    = -5,  /* output buffer too small: call again with -(return) bytes/items */
     LM_ERR_TEMPLATE  = -6,  /* the model has no usable chat template */
     LM_ERR_STATE     = -7,  /* call made in the wrong state (e.g. sampling before any eval) */
-    LM_EOG           =  1   /* status of lm_next_token: the token ends the generation */
+    LM_EOG           =  1,  /* status of lm_generate: an end-of-generation token was sampled */
+    LM_CANCELLED     =  2   /* status of lm_generate: stopped on a cancel request */
 };
 
 /* ---- version, logging, errors ---- */
@@ -80,7 +81,6 @@ LM_API int32_t  lm_meta_key(const lm_model * m, int32_t i, char * buf, int32_t s
 LM_API int32_t  lm_meta_val(const lm_model * m, int32_t i, char * buf, int32_t size);
 LM_API int32_t  lm_token_bos(const lm_model * m);
 LM_API int32_t  lm_token_eos(const lm_model * m);
-LM_API int32_t  lm_token_is_eog(const lm_model * m, int32_t token);
 
 /* ---- text <-> tokens (string lengths in bytes; no NUL terminator needed) ---- */
 /* Returns the number of tokens, or LM_ERR_BUFFER-style -(needed) when n_max is too small. */
@@ -112,12 +112,17 @@ LM_API int32_t lm_sampler_init(lm_model * m, float temperature, int32_t top_k, f
                                int64_t seed);
 /* Feed prompt tokens to the sampler's history (repeat penalty) without evaluating them. */
 LM_API void    lm_sampler_accept(lm_model * m, const int32_t * tokens, int32_t n_tokens);
-/* Sample the next token from the current logits; if eval_after is non-zero and the token is
-   not end-of-generation, evaluate it too (one call per generated token).  Returns the token,
-   or a negative LM_ERR_*.  *status gets LM_OK; LM_EOG when the token ends the generation (it
-   is not evaluated); LM_ERR_CONTEXT when it was sampled but the context is full (not evaluated).
+/* Sample up to max_n tokens into tokens[], evaluating each one (the last one only when eval_last
+   is non-zero): the streaming loop's step, one crossing for several tokens.  Returns how many
+   were written, or a negative LM_ERR_* when nothing could start (no logits yet: LM_ERR_STATE).
+   *status says why it stopped: LM_OK (max_n reached); LM_EOG (an end-of-generation token was
+   sampled: not written, not evaluated); LM_ERR_CONTEXT (the context is full: the last token
+   written was not evaluated); LM_ERR_DECODE (llama_decode failed on the last token written,
+   reason in lm_last_error); LM_CANCELLED (*cancel was non-zero before a token; it is reset to
+   0, so another thread can set it during the call).  cancel may be NULL.
    A greedy sampler (temperature <= 0, no penalties) takes the argmax without the chain. */
-LM_API int32_t lm_next_token(lm_model * m, int32_t eval_after, int32_t * status);
+LM_API int32_t lm_generate(lm_model * m, int32_t max_n, int32_t eval_last, int32_t * tokens,
+                           int32_t * status, int32_t * cancel);
 
 /* ---- LoRA adapters ---- */
 /* Load an adapter for this model (NULL + lm_last_error on failure).  Not applied yet. */

@@ -34,11 +34,12 @@ import random
 import struct
 import sys
 import threading
+import time
 import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
-from .backends.base import Backend, BackendError, Capabilities, ModelInfo
+from .backends.base import Backend, BackendError, Capabilities, ModelInfo, StepEnd
 from .errors import (
     AdapterError,
     ContextOverflowError,
@@ -167,6 +168,21 @@ def _kv_text(value: object) -> str:
     if isinstance(value, list):
         return f"[{len(value)} items]"
     return str(value)
+
+
+STEP_BUDGET_S = 0.05  # generation steps (tokens per C call) grow up to about this long
+MAX_STEP = 32
+
+
+def _next_step(elapsed: float, n: int) -> int:
+    """Tokens to ask for in the next step: as many as fit the time budget at the last pace.
+
+    Each step is one crossing into C (one JavaScript call in Pyodide); tokens still stream one
+    by one to the caller, and a cancel request stops a step before its next token.
+    """
+    if n <= 0 or elapsed <= 0:
+        return MAX_STEP if n > 0 else 1
+    return max(1, min(MAX_STEP, int(STEP_BUDGET_S * n / elapsed)))
 
 
 class _StopMatcher:
@@ -628,6 +644,7 @@ class Engine:
         if gen is None:
             return False
         self._cancelled = gen  # names the generation, so a later one is not affected
+        self._backend.request_cancel()  # stops a running step before its next token
         return True
 
     @staticmethod
@@ -777,33 +794,46 @@ class Engine:
                 except BackendError as e:
                     raise from_backend_error(e, op="eval") from e
             reason = "length"
-            for i in range(gp.max_tokens):
+            remaining = gp.max_tokens
+            step = 1  # the first token alone, so chunking never delays the first text
+            while remaining:
                 with self._lock:
                     self._check_current(token)
                     if self._cancelled is token:
                         reason = "cancelled"
                         break
+                    n = min(step, remaining)
+                    started = time.perf_counter()
                     try:
-                        tok, full = backend.next_token(i < gp.max_tokens - 1)
-                        eog = backend.is_eog(tok)
-                        piece = b"" if eog else backend.token_to_piece(tok)
+                        toks, end = backend.next_tokens(n, n < remaining)
+                        pieces = [backend.token_to_piece(t) for t in toks]
                     except BackendError as e:
                         raise from_backend_error(e, op="eval") from e
-                if eog:
-                    reason = "stop"
-                    break
-                produced += 1
-                text, matched = stops.feed(decoder.decode(bytes(piece)))
-                if matched:
-                    finish = "stop"
+                    step = _next_step(time.perf_counter() - started, len(toks))
+                remaining -= len(toks)
+                for piece in pieces:
+                    if self._cancelled is token:  # asked between two tokens of one step
+                        break
+                    produced += 1
+                    text, matched = stops.feed(decoder.decode(piece))
+                    if matched:
+                        finish = "stop"
+                        if text:
+                            yield text
+                        return
                     if text:
                         yield text
-                    return
-                if text:
-                    yield text
-                if full:
+                if self._cancelled is token:
+                    reason = "cancelled"
+                    break
+                if end == StepEnd.EOG:
+                    reason = "stop"
+                    break
+                if end == StepEnd.CONTEXT:
                     reason = "context"
                     break
+                # StepEnd.CANCELLED without self._cancelled: a request that came too late for
+                # an earlier generation; the tokens returned are good, so carry on
             text, matched = stops.feed(decoder.decode(b"", final=True), final=True)
             finish = "stop" if matched else reason
             if text:

@@ -5,8 +5,9 @@ Deterministic and dependency-free (runs in Pyodide). Tokens: 0 <unk>, 1 <s> (BOS
 pseudo-random function of the evaluated tokens and of the active adapter set (sorted, zero
 scales dropped, like llama.cpp), so LoRA changes show up in logits and stacking order does not.
 
-Test hooks: ``script`` (tokens next_token returns instead of sampling), ``fail_next(method,
-kind, reason)``, ``on_next_token`` (called inside next_token), ``counts`` (calls per method),
+Test hooks: ``script`` (tokens next_tokens samples instead of sampling), ``fail_next(method,
+kind, reason)``, ``on_next_token`` (called before each token next_tokens samples), ``counts``
+(calls per method, and "sampled": tokens sampled),
 ``adapter_loads`` (load_adapter calls per path), ``violations`` (protocol misuse seen: freeing
 an applied or freed adapter, leaking one at unload, calls after dispose, calls interleaved from
 two threads).
@@ -24,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from llamart.backends.base import BackendError, Capabilities, ErrorKind, ModelInfo
+from llamart.backends.base import BackendError, Capabilities, ErrorKind, ModelInfo, StepEnd
 from llamart.params import GenerationParams, ModelParams
 
 UNK, BOS, EOS = 0, 1, 2
@@ -78,6 +79,7 @@ class FakeBackend:
         self.active: list[tuple[FakeAdapter, float]] = []
         self.live: set[int] = set()
         self.disposed = False
+        self._cancel = False
         self.sampler: GenerationParams | None = None
         self.seed: int | None = None
         self._rng = random.Random(0)
@@ -201,9 +203,6 @@ class FakeBackend:
         finally:
             self._leave()
 
-    def is_eog(self, token: int) -> bool:
-        return token == EOS
-
     def apply_chat_template(self, messages: Sequence[tuple[str, str]],
                             add_assistant: bool) -> str:
         self._enter("apply_chat_template", list(messages), add_assistant)
@@ -259,31 +258,46 @@ class FakeBackend:
         self._enter("sampler_accept", list(tokens))
         self._leave()
 
-    def next_token(self, eval_after: bool) -> tuple[int, bool]:
-        self._enter("next_token", eval_after)
+    def next_tokens(self, max_n: int, eval_last: bool) -> tuple[list[int], str]:
+        self._enter("next_tokens", max_n, eval_last)
         try:
-            if self.on_next_token is not None:
-                self.on_next_token()
             if not self.has_logits or self.sampler is None:
                 raise BackendError(ErrorKind.STATE, "sampling before any eval")
-            if self.script:
-                tok = self.script.pop(0)
-            else:
-                logits = self._logits()
-                if self.sampler.temperature <= 0:
-                    tok = max(range(N_VOCAB), key=logits.__getitem__)
-                else:
-                    m = max(logits)
-                    w = [math.exp((x - m) / self.sampler.temperature) for x in logits]
-                    tok = self._rng.choices(range(N_VOCAB), weights=w)[0]
-            if eval_after and tok != EOS:
+            out: list[int] = []
+            while len(out) < max_n:
+                if self._cancel:
+                    self._cancel = False
+                    return out, StepEnd.CANCELLED
+                if self.on_next_token is not None:
+                    self.on_next_token()
+                self.counts["sampled"] += 1
+                tok = self._sample()
+                if tok == EOS:
+                    return out, StepEnd.EOG
+                out.append(tok)
+                if len(out) == max_n and not eval_last:
+                    break
                 assert self.model_params is not None
                 if len(self.ctx) + 1 > (self.model_params.n_ctx or 256):
-                    return tok, True
+                    return out, StepEnd.CONTEXT
                 self.ctx.append(tok)
-            return tok, False
+            return out, StepEnd.FULL
         finally:
             self._leave()
+
+    def _sample(self) -> int:
+        if self.script:
+            return self.script.pop(0)
+        assert self.sampler is not None
+        logits = self._logits()
+        if self.sampler.temperature <= 0:
+            return max(range(N_VOCAB), key=logits.__getitem__)
+        m = max(logits)
+        w = [math.exp((x - m) / self.sampler.temperature) for x in logits]
+        return self._rng.choices(range(N_VOCAB), weights=w)[0]
+
+    def request_cancel(self) -> None:
+        self._cancel = True  # no _enter: the one call allowed from another thread mid-call
 
     def load_adapter(self, path: str) -> FakeAdapter:
         self._enter("load_adapter", path)

@@ -431,11 +431,13 @@ def test_stream_and_finish_reasons(loaded: Engine, fake: FakeBackend) -> None:
 def test_max_tokens_and_eval_after(loaded: Engine, fake: FakeBackend) -> None:
     fake.script = byte_tokens(b"abcdefgh")
     assert loaded.complete("x", max_tokens=4) == "abcd"
-    calls = [args[0] for name, args in fake.calls if name == "next_token"]
-    assert calls == [True, True, True, False]  # the last token is not evaluated
-    fake.calls.clear()
+    steps = [args for name, args in fake.calls if name == "next_tokens"]
+    assert steps[0] == (1, True)  # the first token alone: no delay before the first text
+    assert sum(n for n, _ in steps) == 4 and steps[-1][1] is False
+    assert all(eval_last for _, eval_last in steps[:-1])
+    assert fake.ctx == [BOS, *byte_tokens(b"xabc")]  # the last token is not evaluated
     assert loaded.complete("x", max_tokens=0) == ""
-    assert loaded.last_finish_reason == "length" and fake.counts["next_token"] == 4
+    assert loaded.last_finish_reason == "length" and len(steps) == fake.counts["next_tokens"]
 
 
 def test_each_generation_starts_clean(loaded: Engine, fake: FakeBackend) -> None:
@@ -469,7 +471,7 @@ def test_stop_strings(loaded: Engine, fake: FakeBackend) -> None:
     chunks = list(loaded.generate("x", max_tokens=20, stop="STOP"))
     assert "".join(chunks) == "abc" and loaded.last_finish_reason == "stop"
     assert all("S" not in c for c in chunks)  # a possible stop prefix was never emitted
-    assert fake.counts["next_token"] == 7  # stopped right at the match
+    assert loaded.last_usage["completion_tokens"] == 7  # stopped right at the match
     fake.script = byte_tokens(b"abSTxySTOP")  # a prefix that does not complete is released
     assert loaded.complete("x", max_tokens=8, stop=["STOP"]) == "abSTxyST"
     assert loaded.last_finish_reason == "length"
@@ -493,7 +495,7 @@ def test_context_full(engine: Engine, fake: FakeBackend, files) -> None:
     out = engine.complete("xy", max_tokens=100)  # prompt: BOS x y = 3 tokens
     assert engine.last_finish_reason == "context"
     assert out == "abcdef"  # 5 evaluated fill the context; the 6th is sampled, not evaluated
-    assert fake.counts["next_token"] == 6
+    assert fake.counts["sampled"] == 6
 
 
 def test_prompt_overflow(engine: Engine, fake: FakeBackend, files) -> None:
@@ -522,7 +524,7 @@ def test_backend_error_during_generation(loaded: Engine, fake: FakeBackend) -> N
     fake.script = byte_tokens(b"abcdef")
     it = loaded.generate("x", max_tokens=5)
     assert next(it) == "a"
-    fake.fail_next("next_token", ErrorKind.DECODE, "llama_decode failed")
+    fake.fail_next("next_tokens", ErrorKind.DECODE, "llama_decode failed")
     with pytest.raises(LlamartError, match="llama_decode failed"):
         next(it)
     assert loaded.last_finish_reason == "error"
@@ -902,8 +904,29 @@ def test_cancel_from_another_thread(loaded: Engine, fake: FakeBackend) -> None:
             t.join()
 
     fake.on_next_token = hook
-    assert loaded.complete("x", max_tokens=8) == "abc"  # token 3 completes, no 4th
-    assert loaded.last_finish_reason == "cancelled" and fake.counts["next_token"] == 3
+    out = loaded.complete("x", max_tokens=8)
+    assert fake.counts["sampled"] == 3  # token 3 completes inside the step, no 4th
+    assert "abc".startswith(out)  # nothing is handed out once cancel() has returned
+    assert loaded.last_finish_reason == "cancelled"
+
+
+def test_stale_cancel_request_does_not_end_a_later_generation(loaded: Engine,
+                                                            fake: FakeBackend) -> None:
+    fake.request_cancel()  # e.g. cancel() racing the end of an earlier generation
+    fake.script = byte_tokens(b"abcd")
+    assert loaded.complete("x", max_tokens=4) == "abcd"
+    assert loaded.last_finish_reason == "length"
+
+
+def test_cancel_between_tokens_of_one_step(loaded: Engine, fake: FakeBackend) -> None:
+    fake.script = byte_tokens(b"abcdefgh")
+    seen = []
+    for chunk in loaded.generate("x", max_tokens=8):
+        seen.append(chunk)
+        if chunk == "b":  # "b".."h" came back from one step: the rest is dropped
+            loaded.cancel()
+    assert seen == ["a", "b"] and loaded.last_finish_reason == "cancelled"
+    assert loaded.last_usage["completion_tokens"] == 2
 
 
 @needs_threads

@@ -66,12 +66,7 @@ def _run_native(model: str) -> dict:
                                   repeat_penalty=1.0, repeat_last_n=64)
         backend.sampler_init(greedy, 0)
         backend.sampler_accept(tokens)
-        generated: list[int] = []
-        for _ in range(N_TOKENS):
-            tok, full = backend.next_token(eval_after=True)
-            generated.append(tok)
-            if backend.is_eog(tok) or full:
-                break
+        generated, _end = backend.next_tokens(N_TOKENS, eval_last=True)
         return {"prompt_tokens": tokens, "logits": logits, "generated": generated}
     finally:
         backend.dispose()

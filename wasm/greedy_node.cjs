@@ -53,13 +53,10 @@ async function main() {
   if (M._lm_sampler_init(m, 0, 0, 1, 0, 1, 64, 0, 0) !== 0) fail("sampler_init");
   M._lm_sampler_accept(m, toks, n);
   const status = M._lm_malloc(4);
-  const generated = [];
-  for (let i = 0; i < Number(nTokens); i++) {
-    const t = M._lm_next_token(m, 1, status);
-    if (t < 0) fail("next_token");
-    generated.push(t);
-    if (M._lm_token_is_eog(m, t) || M.HEAP32[status >> 2] !== 0) break;
-  }
+  const out = M._lm_malloc(4 * Number(nTokens));
+  const got = M._lm_generate(m, Number(nTokens), 1, out, status, 0);
+  if (got < 0) fail("generate");
+  const generated = Array.from(M.HEAP32.subarray(out >> 2, (out >> 2) + got));
   M._lm_model_free(m);
   process.stdout.write(JSON.stringify({
     prompt_tokens: promptTokens,

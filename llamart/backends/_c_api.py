@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from .base import ErrorKind
+from .base import ErrorKind, StepEnd
 
 log = logging.getLogger("llamart.llama_cpp")
 
 # LM_ERR_* return codes -> why the call failed
 CODES = {-1: ErrorKind.ARG, -2: ErrorKind.CONTEXT, -3: ErrorKind.DECODE, -4: ErrorKind.ALLOC,
          -6: ErrorKind.TEMPLATE, -7: ErrorKind.STATE}
-STATUS_EOG = 1  # LM_EOG: lm_next_token's token ends the generation
-STATUS_CONTEXT_FULL = -2  # LM_ERR_CONTEXT as a status: sampled but not evaluated
+# lm_generate's *status -> why the step ended (LM_ERR_DECODE, -3, is an error instead)
+STEP_ENDS = {0: StepEnd.FULL, 1: StepEnd.EOG, 2: StepEnd.CANCELLED, -2: StepEnd.CONTEXT}
 
 # lm_log_take's level digits -> logging levels
 LEVELS = {"0": logging.DEBUG, "1": logging.INFO, "2": logging.WARNING, "3": logging.ERROR}

@@ -28,6 +28,15 @@ class ErrorKind:
     UNSUPPORTED = "unsupported"
 
 
+class StepEnd:
+    """Why :meth:`Backend.next_tokens` returned before ``max_n`` tokens (mirrors LM_EOG etc.)."""
+
+    FULL = ""  # max_n tokens sampled
+    EOG = "eog"  # an end-of-generation token was sampled (not returned)
+    CONTEXT = "context"  # the context is full: the last token returned was not evaluated
+    CANCELLED = "cancelled"  # request_cancel() was called (possibly by another thread)
+
+
 class BackendError(Exception):
     """A backend call failed; ``reason`` is llama.cpp's message (from its log)."""
 
@@ -88,7 +97,6 @@ class Backend(Protocol):
     def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]: ...
     def token_to_piece(self, token: int) -> bytes: ...
     def detokenize(self, tokens: Sequence[int]) -> bytes: ...
-    def is_eog(self, token: int) -> bool: ...
     def apply_chat_template(
         self, messages: Sequence[tuple[str, str]], add_assistant: bool
     ) -> str: ...
@@ -98,11 +106,19 @@ class Backend(Protocol):
     def eval(self, tokens: Sequence[int]) -> None: ...
     def logits(self) -> array.array: ...  # typecode "f", n_vocab floats, a copy
 
-    # sampling: init once per generation, then one next_token per generated token
+    # sampling: init once per generation, then next_tokens until it ends
     def sampler_init(self, params: GenerationParams, seed: int) -> None: ...
     def sampler_accept(self, tokens: Sequence[int]) -> None: ...
-    def next_token(self, eval_after: bool) -> tuple[int, bool]:
-        """Sample a token; evaluate it if asked. Returns (token, context_full)."""
+    def next_tokens(self, max_n: int, eval_last: bool) -> tuple[list[int], str]:
+        """Sample up to max_n tokens, evaluating each (the last only if eval_last).
+
+        Returns the tokens and a :class:`StepEnd` saying why it stopped early ("" if not).
+        """
+        ...
+
+    def request_cancel(self) -> None:
+        """Make a running (or the next) next_tokens return StepEnd.CANCELLED before its next
+        token. The one call safe from another thread while next_tokens runs."""
         ...
 
     # LoRA (only called when capabilities.lora is True)

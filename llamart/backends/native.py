@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..params import GenerationParams, ModelParams
-from ._c_api import CODES, STATUS_CONTEXT_FULL, STATUS_EOG, c_log_level, forward_log
+from ._c_api import CODES, STEP_ENDS, c_log_level, forward_log
 from ._cdefs import cdef_source, lib_dir
 from .base import BackendError, Capabilities, ErrorKind, ModelInfo
 
@@ -83,9 +83,10 @@ class NativeBackend:
         self._lib.lm_log_set_level(c_log_level())
         self._model: _Model | None = None
         self._pieces: dict[int, bytes] = {}
-        self._eog: dict[int, bool] = {}
         self._n_vocab = 0
         self._status = self._ffi.new("int32_t *")
+        self._cancel = self._ffi.new("int32_t *")  # Python-owned: safe to set at any time
+        self._tokens = self._ffi.new("int32_t[]", 64)
         self._piece_buf = self._ffi.new("char[]", 256)
         self._caps = Capabilities(
             backend=self.name,
@@ -160,7 +161,6 @@ class NativeBackend:
             self._model.close()
             self._model = None
             self._pieces.clear()
-            self._eog.clear()
             self._drain_log()
 
     def dispose(self) -> None:
@@ -211,12 +211,6 @@ class NativeBackend:
             size = -n + 1
         raise BackendError(ErrorKind.ARG, "detokenization failed")
 
-    def is_eog(self, token: int) -> bool:
-        known = self._eog.get(token)
-        if known is None:
-            known = self._eog[token] = bool(self._lib.lm_token_is_eog(self._m(), token))
-        return known
-
     def apply_chat_template(self, messages: Sequence[tuple[str, str]], add_assistant: bool) -> str:
         m = self._m()
         keep = [self._ffi.new("char[]", s.encode()) for pair in messages for s in pair]
@@ -265,13 +259,20 @@ class NativeBackend:
         toks = self._ffi.new("int32_t[]", list(tokens))
         self._lib.lm_sampler_accept(self._m(), toks, len(tokens))
 
-    def next_token(self, eval_after: bool) -> tuple[int, bool]:
-        tok = self._lib.lm_next_token(self._m(), eval_after, self._status)
-        if tok < 0:
-            raise self._error(CODES.get(tok, ErrorKind.DECODE), "sampling failed")
-        status = self._status[0]
-        self._eog[tok] = status == STATUS_EOG  # spares the Engine's is_eog call a crossing
-        return tok, status == STATUS_CONTEXT_FULL
+    def next_tokens(self, max_n: int, eval_last: bool) -> tuple[list[int], str]:
+        if max_n > len(self._tokens):
+            self._tokens = self._ffi.new("int32_t[]", max_n)
+        n = self._lib.lm_generate(self._m(), max_n, eval_last, self._tokens, self._status,
+                                  self._cancel)
+        if n < 0:
+            raise self._error(CODES.get(n, ErrorKind.DECODE), "sampling failed")
+        end = STEP_ENDS.get(self._status[0])
+        if end is None:
+            raise self._error(CODES.get(self._status[0], ErrorKind.DECODE), "decoding failed")
+        return self._ffi.unpack(self._tokens, n), end
+
+    def request_cancel(self) -> None:
+        self._cancel[0] = 1
 
     # ---- LoRA
     def load_adapter(self, path: str) -> _Adapter:

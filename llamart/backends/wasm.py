@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..params import GenerationParams, ModelParams
-from ._c_api import CODES, STATUS_CONTEXT_FULL, STATUS_EOG, c_log_level, forward_log
+from ._c_api import CODES, STEP_ENDS, c_log_level, forward_log
 from .base import BackendError, Capabilities, ErrorKind, ModelInfo
 
 _log = logging.getLogger("llamart.wasm")
@@ -116,8 +116,9 @@ class WasmBackend:
         self._model = 0
         self._n_vocab = 0
         self._pieces: dict[int, bytes] = {}
-        self._eog: dict[int, bool] = {}
-        self._status = self._heap.alloc(4)
+        self._status = self._heap.alloc(8)  # int32 status, then the int32 cancel flag
+        self._cancel = self._status + 4
+        self._tokens, self._tokens_cap = self._heap.alloc(4 * 64), 64
         self._caps = Capabilities(
             backend=self.name,
             lora=False,
@@ -228,14 +229,13 @@ class WasmBackend:
             ptr, self._model = self._model, 0
             self._m._lm_model_free(ptr)
             self._pieces.clear()
-            self._eog.clear()
             self._drain_log()
 
     def dispose(self) -> None:
         self.unload_model()
         if self._status:
-            self._heap.free(self._status)
-            self._status = 0
+            self._heap.free(self._status, self._tokens)
+            self._status = self._cancel = self._tokens = 0
 
     # ---- text
     def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
@@ -301,12 +301,6 @@ class WasmBackend:
             self._heap.free(toks)
         raise BackendError(ErrorKind.ARG, "detokenization failed")
 
-    def is_eog(self, token: int) -> bool:
-        known = self._eog.get(token)
-        if known is None:
-            known = self._eog[token] = bool(self._m._lm_token_is_eog(self._mp(), token))
-        return known
-
     def apply_chat_template(self, messages: Sequence[tuple[str, str]], add_assistant: bool) -> str:
         mp = self._mp()
         heap = self._heap
@@ -371,13 +365,24 @@ class WasmBackend:
         finally:
             self._heap.free(toks)
 
-    def next_token(self, eval_after: bool) -> tuple[int, bool]:
-        tok = int(self._m._lm_next_token(self._mp(), int(eval_after), self._status))
-        if tok < 0:
-            raise self._error(CODES.get(tok, ErrorKind.DECODE), "sampling failed")
+    def next_tokens(self, max_n: int, eval_last: bool) -> tuple[list[int], str]:
+        if max_n > self._tokens_cap:
+            grown = self._heap.alloc(4 * max_n)
+            self._heap.free(self._tokens)
+            self._tokens, self._tokens_cap = grown, max_n
+        n = int(self._m._lm_generate(self._mp(), max_n, int(eval_last), self._tokens,
+                                     self._status, self._cancel))
+        if n < 0:
+            raise self._error(CODES.get(n, ErrorKind.DECODE), "sampling failed")
         status = self._heap.i32(self._status)
-        self._eog[tok] = status == STATUS_EOG  # spares the Engine's is_eog call a crossing
-        return tok, status == STATUS_CONTEXT_FULL
+        end = STEP_ENDS.get(status)
+        if end is None:
+            raise self._error(CODES.get(status, ErrorKind.DECODE), "decoding failed")
+        return array.array("i", self._heap.read(self._tokens, 4 * n)).tolist(), end
+
+    def request_cancel(self) -> None:
+        if self._cancel:
+            self._heap.write(self._cancel, (1).to_bytes(4, "little"))
 
     # ---- LoRA: not in this build's release (capabilities.lora is False)
     def load_adapter(self, path: str) -> Any:
