@@ -35,8 +35,11 @@ def run_child(cmd: list[str], *, env: dict[str, str] | None = None, cwd: str | N
     """Run ``cmd``; stderr lines are timestamped (seconds since start) as they arrive; the
     peak RSS comes from the kernel's rusage of the reaped child (``wait4``)."""
     started = time.perf_counter()
+    child_env = {**os.environ, **(env or {})}
+    # Python children run as an installed package would: with their bytecode cache
+    child_env.pop("PYTHONDONTWRITEBYTECODE", None)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
-                            env={**os.environ, **(env or {})}, text=True)
+                            env=child_env, text=True)
     lines: list[tuple[float, str]] = []
 
     def pump() -> None:

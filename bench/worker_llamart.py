@@ -10,6 +10,10 @@ import json
 import logging
 import sys
 
+# imported before the timed load, as the llama-cpp-python worker imports llama_cpp first;
+# Engine() (loading libllamart) stays inside llamart's load time
+import llamart  # noqa: F401
+
 from . import llamart_job
 
 

@@ -21,9 +21,7 @@ llama.cpp. Decisions worth knowing (also in the README):
 from __future__ import annotations
 
 import array
-import asyncio
 import codecs
-import concurrent.futures
 import contextlib
 import errno
 import importlib
@@ -726,6 +724,9 @@ class Engine:
             await it.aclose()  # type: ignore[attr-defined]
 
     async def _async_stream(self, it: Iterator[str]) -> AsyncIterator[str]:
+        import asyncio  # here, not at the top: importing asyncio costs ~40 ms per process
+        import concurrent.futures
+
         if not _THREADS_AVAILABLE:
             try:
                 for chunk in it:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -354,6 +356,41 @@ def test_greedy_picks_the_argmax_of_the_logits(loaded: Engine) -> None:
     best = max(range(len(logits)), key=logits.__getitem__)
     first = loaded.complete(PROMPT, max_tokens=1, temperature=0.0, repeat_penalty=1.0)
     assert first.strip() == loaded.detokenize([best]).strip() != ""
+
+
+def test_greedy_steps_follow_the_logits_token_by_token(loaded: Engine) -> None:
+    prompt = loaded.tokenize(PROMPT)
+    generated: list[int] = []
+    for _ in range(6):  # the reference: one logits() call per token, argmax in Python
+        logits = loaded.logits(prompt + generated)
+        generated.append(max(range(len(logits)), key=logits.__getitem__))
+    chunks = list(loaded.generate(prompt, max_tokens=6, temperature=0.0, repeat_penalty=1.0))
+    # (detokenize drops the space a leading piece carries, as for any text it returns)
+    assert "".join(chunks).lstrip(" ") == loaded.detokenize(generated)
+    assert len(chunks) <= 6 and loaded.last_usage["completion_tokens"] == 6
+
+
+def test_cancel_request_stops_a_step_before_its_next_token(loaded: Engine) -> None:
+    from llamart.backends.base import StepEnd
+
+    backend = loaded._backend  # the protocol call cancel() makes from another thread
+    backend.reset()
+    backend.eval(loaded.tokenize(PROMPT))
+    backend.sampler_init(GenerationParams(temperature=0.0, repeat_penalty=1.0), 0)
+    backend.request_cancel()
+    assert backend.next_tokens(8, True) == ([], StepEnd.CANCELLED)
+    tokens, end = backend.next_tokens(8, True)  # the request was used up
+    assert len(tokens) == 8 and end == StepEnd.FULL
+    assert loaded.complete(PROMPT, max_tokens=3) != "" and loaded.last_finish_reason == "length"
+
+
+@pytest.mark.skipif(sys.platform == "emscripten", reason="native backend only")
+def test_native_declarations_come_prebuilt() -> None:
+    code = ("import sys; from llamart.backends.native import _library; _library(); "
+            "print('pycparser' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "False"  # the build's _llamart_cffi.py was used, no parsing
 
 
 # ---- errors with real files ----

@@ -8,14 +8,17 @@ adapters left before itself.
 from __future__ import annotations
 
 import array
+import importlib.util
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ..params import GenerationParams, ModelParams
 from ._c_api import CODES, STEP_ENDS, c_log_level, forward_log
 from ._cdefs import cdef_source, lib_dir
+from ._ffi_build import MODULE, digest
 from .base import BackendError, Capabilities, ErrorKind, ModelInfo
 
 _lock = threading.Lock()
@@ -27,20 +30,36 @@ def _library() -> tuple[Any, Any]:
     global _loaded
     with _lock:
         if _loaded is None:
-            import cffi
-
-            ffi = cffi.FFI()
-            ffi.cdef(cdef_source())
+            folder = lib_dir()
             name = "libllamart.dylib" if sys.platform == "darwin" else "libllamart.so"
-            path = lib_dir() / name
+            path = folder / name
             if not path.exists():
                 raise ImportError(
                     f"llamart's native library is missing ({path}); install llamart with "
                     "'pip install .' or set LLAMART_LIB_DIR to a folder holding libllamart"
                 )
+            ffi = _ffi(folder)
             _loaded = (ffi, ffi.dlopen(str(path)))
         return _loaded
 
+
+def _ffi(folder: Path) -> Any:
+    """The FFI for llamart.h: the module the build wrote beside the library when it matches
+    the header (declarations parsed once, at build time), else parsed now."""
+    cdef = cdef_source()
+    prebuilt = folder / f"{MODULE}.py"
+    if prebuilt.exists():
+        spec = importlib.util.spec_from_file_location(f"llamart._lib.{MODULE}", prebuilt)
+        if spec is not None and spec.loader is not None:
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            if getattr(module, "CDEF_SHA256", None) == digest(cdef):
+                return module.ffi
+    import cffi
+
+    ffi = cffi.FFI()
+    ffi.cdef(cdef)
+    return ffi
 
 
 class _Model:
