@@ -716,6 +716,68 @@ int32_t lm_adapter_alora_n_invocation_tokens(const lm_adapter * a) {
     return a ? (int32_t) llama_adapter_get_alora_n_invocation_tokens(a->lora) : 0;
 }
 
+// ---------------------------------------------------------------- GGUF validation helper
+
+int64_t lm_gguf_scan_strings(const uint8_t * buf, int64_t size, int64_t n, int64_t max_len,
+                             int32_t unique) {
+    if (buf == nullptr || size < 0 || n < 0 || max_len < 0 || n > size / 8) {
+        return n > size / 8 ? LM_ERR_BUFFER : LM_ERR_ARG;  // each string takes 8 bytes at least
+    }
+    if (unique && (n > (1 << 21) || size > INT32_MAX)) {
+        return LM_ERR_ARG;  // beyond any real vocabulary: the Python walk decides
+    }
+    // open addressing over (offset, length) pairs: one allocation for the whole vocabulary
+    struct slot { int32_t off; int32_t len; };
+    std::vector<slot> table;
+    size_t mask = 0;
+    if (unique) {
+        size_t cap = 16;
+        while (cap < (size_t) n * 2) {
+            cap <<= 1;
+        }
+        table.assign(cap, slot{-1, 0});
+        mask = cap - 1;
+    }
+    int64_t pos = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (size - pos < 8) {
+            return LM_ERR_BUFFER;
+        }
+        uint64_t len = 0;  // little-endian whatever the host
+        for (int b = 7; b >= 0; b--) {
+            len = (len << 8) | buf[pos + b];
+        }
+        pos += 8;
+        if (len > (uint64_t) max_len) {
+            return LM_ERR_ARG;
+        }
+        if ((uint64_t) (size - pos) < len) {
+            return LM_ERR_BUFFER;
+        }
+        if (unique) {
+            if (len == 0) {
+                return LM_ERR_ARG;
+            }
+            uint64_t h = 1469598103934665603ull;  // FNV-1a
+            for (uint64_t k = 0; k < len; k++) {
+                h = (h ^ buf[pos + k]) * 1099511628211ull;
+            }
+            for (size_t j = (size_t) h & mask;; j = (j + 1) & mask) {
+                slot & e = table[j];
+                if (e.off < 0) {
+                    e = slot{(int32_t) pos, (int32_t) len};
+                    break;
+                }
+                if (e.len == (int32_t) len && std::memcmp(buf + e.off, buf + pos, len) == 0) {
+                    return LM_ERR_ARG;  // the same text twice
+                }
+            }
+        }
+        pos += (int64_t) len;
+    }
+    return pos;
+}
+
 // ---------------------------------------------------------------- memory helpers
 
 void * lm_malloc(int32_t size) { return size > 0 ? std::malloc((size_t) size) : nullptr; }

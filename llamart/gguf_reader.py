@@ -15,9 +15,11 @@ operations (``_Reader._short_strings``), and arrays of 1024+ items stay undecode
 from __future__ import annotations
 
 import array
+import io
 import os
 import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -114,6 +116,29 @@ _MAX_FAST_BUFFER = 8 << 20  # the string-array fast path never buffers more than
 _FAST_MIN_STRINGS = 64  # shorter string arrays (and odd stretches) take the plain loop
 _FAST_CHUNK = 16384  # strings guessed per split
 _LAZY_MIN = 1024  # arrays this long are turned into lists only when GGUFHeader.kv is read
+_MAX_SCAN_BUFFER = 64 << 20  # the native string walk never buffers more than this
+_SCAN_NEEDS_MORE = -5  # LM_ERR_BUFFER from lm_gguf_scan_strings: the strings run past buf
+
+# (buf, pos, n, max_len, unique) -> bytes the n strings at buf[pos:] take, or a negative code
+StringScan = Callable[[bytes, int, int, int, bool], int]
+_scanner: list[StringScan | None] = []
+
+
+def native_string_scan() -> StringScan | None:
+    """libllamart's lm_gguf_scan_strings when the native library loads (never in Pyodide):
+    the walk over big string arrays (tokenizer vocabularies, merges) runs in C there, and any
+    array it refuses is walked again in Python, which names the exact problem."""
+    if not _scanner:
+        scan = None
+        if sys.platform != "emscripten":
+            try:
+                from .backends.native import gguf_string_scan
+
+                scan = gguf_string_scan()
+            except (ImportError, OSError):
+                scan = None
+        _scanner.append(scan)
+    return _scanner[0]
 _MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, smallest value
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
 _MAX_TENSOR_INFO_BYTES = 8 + GGML_MAX_NAME + 4 + 8 * GGML_MAX_DIMS + 4 + 8
@@ -232,10 +257,12 @@ class _Reader:
     The buffer grows geometrically (few large reads) and keeps only what is still unread.
     """
 
-    def __init__(self, f: BinaryIO, size: int, path: str) -> None:
+    def __init__(self, f: BinaryIO, size: int, path: str,
+                 scan: StringScan | None = None) -> None:
         self.f = f
         self.size = size
         self.path = path
+        self.scan = scan  # the native string walker (fast path for big string arrays)
         self.buf = b""
         self.pos = 0  # position inside buf
         self.base = 0  # file offset of buf[0]
@@ -409,7 +436,25 @@ class _Reader:
         self.pos += size
         return bool(v) if vtype == BOOL else v
 
-    def array(self, vtype: int, n: int, what: str) -> object:
+    def _scanned_strings(self, n: int, unique: bool) -> _Lazy | None:
+        """n strings walked (and, if unique, checked for empty or repeated entries) by the
+        native scanner, kept packed; None when it refuses them: the Python walk then runs
+        and reports the exact reason."""
+        assert self.scan is not None
+        want = min(16 * n + 4096, self.remaining())
+        while True:
+            avail = self._fill(want)
+            used = self.scan(self.buf, self.pos, n, GGUF_MAX_STRING_LENGTH, unique)
+            if used >= 0:
+                region = self.buf[self.pos:self.pos + used]
+                self.pos += used
+                return _Lazy(STRING, _Packed(region, n, self.path), unique_checked=unique)
+            if (used != _SCAN_NEEDS_MORE or avail >= self.remaining()
+                    or avail >= _MAX_SCAN_BUFFER):
+                return None
+            want = min(2 * avail, self.remaining())
+
+    def array(self, vtype: int, n: int, what: str, unique: bool = False) -> object:
         """The array's items as a list, or a _Lazy one for n >= _LAZY_MIN."""
         if vtype == STRING:
             if n * 8 > self.remaining():
@@ -417,6 +462,10 @@ class _Reader:
                     f"{what}: array of {n} strings needs at least {n * 8} bytes but only "
                     f"{self.remaining()} remain in the file"
                 )
+            if self.scan is not None and n >= _LAZY_MIN:
+                scanned = self._scanned_strings(n, unique)
+                if scanned is not None:
+                    return scanned
             raw = self.strings(n, what)
             return _Lazy(vtype, raw) if n >= _LAZY_MIN else _decode_all(raw)
         _, size, code = _SCALARS[vtype]
@@ -440,21 +489,44 @@ class _Lazy:
     """A big array as read (undecoded strings, or an array.array): GGUFHeader.kv turns it
     into the list on first use, so validation does not build what it does not look at."""
 
-    __slots__ = ("data", "vtype")
+    __slots__ = ("data", "unique_checked", "vtype")
 
-    def __init__(self, vtype: int, data: list[bytes] | array.array) -> None:
+    def __init__(self, vtype: int, data: list[bytes] | array.array | _Packed,
+                 unique_checked: bool = False) -> None:
         self.vtype = vtype
         self.data = data
+        self.unique_checked = unique_checked  # the scanner found no empty or repeated entry
 
     def __len__(self) -> int:
         return len(self.data)
 
+    def raw(self) -> list[bytes]:
+        """A string array's undecoded entries."""
+        data = self.data
+        return data.unpack() if isinstance(data, _Packed) else data  # type: ignore[return-value]
+
     def value(self) -> list:
         if self.vtype == STRING:
-            return _decode_all(self.data)  # type: ignore[arg-type]
+            return _decode_all(self.raw())
         if self.vtype == BOOL:
             return [bool(v) for v in self.data]
         return self.data.tolist()  # type: ignore[union-attr]
+
+
+class _Packed:
+    """n GGUF strings as stored (length-prefixed), walked in Python only if someone reads them."""
+
+    __slots__ = ("n", "path", "region")
+
+    def __init__(self, region: bytes, n: int, path: str) -> None:
+        self.region, self.n, self.path = region, n, path
+
+    def __len__(self) -> int:
+        return self.n
+
+    def unpack(self) -> list[bytes]:
+        r = _Reader(io.BytesIO(self.region), len(self.region), self.path)
+        return r.strings(self.n, "string array")
 
 
 def _qs_format(lengths: bytes) -> bytes:
@@ -489,7 +561,8 @@ def _read_value(r: _Reader, key: str) -> tuple[object, int, int | None]:
         if n > GGUF_MAX_ARRAY_ELEMENTS:
             raise r.fail(f"key '{key}' has {n} array elements, above the limit "
                          f"{GGUF_MAX_ARRAY_ELEMENTS}")
-        return r.array(itype, n, f"key '{key}'"), ARRAY, itype
+        unique = key == "tokenizer.ggml.tokens"  # llama.cpp aborts on repeated tokens
+        return r.array(itype, n, f"key '{key}'", unique), ARRAY, itype
     if vtype == STRING:
         return r.string(f"value of key '{key}'"), STRING, None
     if vtype not in _SCALARS:
@@ -562,11 +635,11 @@ def _check_type(r: _Reader, name: str, shape: tuple[int, ...], ggml_type: int) -
     return n_el // blck * tsize
 
 
-def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
+def read_header(path: str | os.PathLike[str], *, native: bool = True) -> GGUFHeader:
     """Read and check a GGUF file's header, metadata and tensor infos (never tensor data).
 
     Raises FileNotFoundError for a missing file and GGUFError naming the file and the reason
-    for anything malformed.
+    for anything malformed. ``native=False`` keeps big string arrays on the pure-Python walk.
     """
     spath = os.fspath(path)
     if not os.path.exists(spath):
@@ -577,7 +650,7 @@ def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
     if size == 0:
         raise GGUFError("file is empty (0 bytes), not a GGUF file", spath)
     with open(spath, "rb") as f:
-        r = _Reader(f, size, spath)
+        r = _Reader(f, size, spath, native_string_scan() if native else None)
         return _parse(r, spath, size)
 
 
@@ -690,9 +763,10 @@ _ARRAY_KEYS = {
 }
 
 
-def validate_model(path: str | os.PathLike[str], *, allow_no_tensors: bool = False) -> GGUFHeader:
+def validate_model(path: str | os.PathLike[str], *, allow_no_tensors: bool = False,
+                   native: bool = True) -> GGUFHeader:
     """Check that a file is a loadable GGUF model (not an adapter); return its header."""
-    h = read_header(path)
+    h = read_header(path, native=native)
     gtype = _str_key(h, "general.type", required=False)
     if gtype == "adapter":
         raise GGUFError("is a LoRA adapter, not a model (general.type is 'adapter')", h.path)
@@ -725,10 +799,12 @@ def validate_model(path: str | os.PathLike[str], *, allow_no_tensors: bool = Fal
 def _check_unique_tokens(h: GGUFHeader, tokens: list[str] | _Lazy) -> None:
     """llama.cpp asserts (aborts) when two vocabulary entries have the same text."""
     if isinstance(tokens, _Lazy):
+        if tokens.unique_checked:
+            return
         # Distinct bytes decode to distinct texts unless one is undecodable, and texts with
         # U+FFFD are not compared below: all-distinct, non-empty bytes pass exactly when
         # the loop below would.
-        unique: set[object] = set(tokens.data)
+        unique: set[object] = set(tokens.raw())
         if len(unique) == len(tokens) and b"" not in unique:  # the usual case, checked in C
             return
         tokens = _value(h, "tokenizer.ggml.tokens")  # type: ignore[assignment]

@@ -17,6 +17,7 @@ from llamart.gguf_reader import (
     GGUFError,
     adapter_summary,
     model_summary,
+    native_string_scan,
     read_header,
     validate_adapter,
     validate_model,
@@ -410,17 +411,48 @@ def test_values_llama_cpp_would_abort_on(fx: dict[str, str], tmp_path) -> None:
 
 
 def test_duplicate_vocabulary_tokens(fx: dict[str, str], tmp_path) -> None:
-    def dup(d, lay):  # a word piece becomes a copy of another
-        data = bytes(d)
-        k = lay.key("tokenizer.ggml.tokens")
-        pos, texts = k.count_at + 8, []
-        for _ in range(400):
-            n = struct.unpack_from("<Q", data, pos)[0]
-            texts.append((pos, data[pos + 8:pos + 8 + n]))
-            pos += 8 + n
-        same = [(a, b) for a in texts[300:] for b in texts[300:]
-                if a[0] < b[0] and len(a[1]) == len(b[1]) and a[1] != b[1]][0]
-        (_, first), (at, _) = same
-        d[at + 8:at + 8 + len(first)] = first
-    reason = _refused(_mutated(fx, tmp_path, dup))
+    reason = _refused(_mutated(fx, tmp_path, _dup_token))
     assert "tokenizer.ggml.tokens has token" in reason and "twice" in reason
+
+
+# ---- the native string walk (libllamart) against the pure-Python one ----
+
+def _outcome(path: str, native: bool) -> object:
+    try:
+        h = validate_model(path, native=native)
+    except GGUFError as e:
+        return ("refused", e.reason)
+    return ("ok", h.kv, [(t.name, t.shape, t.ggml_type, t.offset) for t in h.tensors])
+
+
+def _dup_token(d: bytearray, lay) -> None:
+    """A word piece becomes a copy of another of the same length."""
+    data = bytes(d)
+    pos, texts = lay.key("tokenizer.ggml.tokens").count_at + 8, []
+    for _ in range(400):
+        n = struct.unpack_from("<Q", data, pos)[0]
+        texts.append((pos, data[pos + 8:pos + 8 + n]))
+        pos += 8 + n
+    same = [(a, b) for a in texts[300:] for b in texts[300:]
+            if a[0] < b[0] and len(a[1]) == len(b[1]) and a[1] != b[1]][0]
+    (_, first), (at, _) = same
+    d[at + 8:at + 8 + len(first)] = first
+
+
+@pytest.mark.skipif(native_string_scan() is None, reason="no native library in this Python")
+def test_native_string_walk_agrees_with_python(fx: dict[str, str], tmp_path) -> None:
+    from llamart.gguf_reader import _raw_kv
+    from llamart.testing import fuzz
+
+    paths = [p for name, p in fx.items() if name.startswith(("model", "bad_"))]
+    paths.append(_mutated(fx, tmp_path, _dup_token))
+    paths += [c.path for c in fuzz.make_cases(fuzz.fixture_sources(fx), str(tmp_path), 300,
+                                              seed=5) if c.kind == "model"]
+    refused = 0
+    for path in paths:
+        native = _outcome(path, True)
+        assert native == _outcome(path, False), path  # same header, or the same reason
+        refused += native[0] == "refused"
+    assert refused > 50 and len(paths) - refused > 10
+    tokens = _raw_kv(read_header(fx["model_f32"]))["tokenizer.ggml.tokens"]
+    assert type(tokens.data).__name__ == "_Packed" and tokens.unique_checked  # C walked it

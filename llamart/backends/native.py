@@ -11,7 +11,7 @@ import array
 import importlib.util
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,17 @@ def _ffi(folder: Path) -> Any:
     ffi = cffi.FFI()
     ffi.cdef(cdef)
     return ffi
+
+
+def gguf_string_scan() -> Callable[[bytes, int, int, int, bool], int]:
+    """lm_gguf_scan_strings over a Python bytes object, without copying it."""
+    ffi, lib = _library()
+
+    def scan(buf: bytes, pos: int, n: int, max_len: int, unique: bool) -> int:
+        ptr = ffi.from_buffer("uint8_t[]", buf)
+        return int(lib.lm_gguf_scan_strings(ptr + pos, len(buf) - pos, n, max_len, unique))
+
+    return scan
 
 
 class _Model:
