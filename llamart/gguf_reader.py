@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import array
 import io
+import math
 import os
 import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 __all__ = [
     "GGML_TYPES",
@@ -111,7 +112,7 @@ _SCALARS: dict[int, tuple[str, int, str]] = {
     INT64: ("<q", 8, "q"),
     FLOAT64: ("<d", 8, "d"),
 }
-_CHUNK = 1 << 20  # first read; later reads at least double the buffer
+_CHUNK = 1 << 20  # first read (at most; less for small files); later reads double the buffer
 _MAX_FAST_BUFFER = 8 << 20  # the string-array fast path never buffers more than this
 _FAST_MIN_STRINGS = 64  # shorter string arrays (and odd stretches) take the plain loop
 _FAST_CHUNK = 16384  # strings guessed per split
@@ -163,10 +164,10 @@ class GGUFError(ValueError):
         super().__init__(f"{self.path}: {reason}" if self.path is not None else reason)
 
 
-@dataclass(frozen=True)
-class TensorInfo:
+class TensorInfo(NamedTuple):
     """One tensor's header entry.  ``shape`` is in ggml ``ne`` order (innermost first) and
-    ``offset`` is the absolute position of its data in the file."""
+    ``offset`` is the absolute position of its data in the file.  (Immutable; a NamedTuple
+    because a large model has hundreds and each header read makes them all.)"""
 
     name: str
     shape: tuple[int, ...]
@@ -207,7 +208,11 @@ class GGUFHeader:
     file_size: int = 0
 
     def tensor_map(self) -> dict[str, TensorInfo]:
-        return {t.name: t for t in self.tensors}
+        """Tensors by name (built once per header: adapters are checked against it)."""
+        cached = self.__dict__.get("_tensor_map")
+        if cached is None or len(cached) != len(self.tensors):
+            cached = self.__dict__["_tensor_map"] = {t.name: t for t in self.tensors}
+        return cached
 
     @property
     def architecture(self) -> str | None:
@@ -263,6 +268,7 @@ class _Reader:
         self.size = size
         self.path = path
         self.scan = scan  # the native string walker (fast path for big string arrays)
+        self.chunk = min(_CHUNK, max(64 << 10, size // 16))  # an adapter's header: ~64 KB
         self.buf = b""
         self.pos = 0  # position inside buf
         self.base = 0  # file offset of buf[0]
@@ -282,7 +288,7 @@ class _Reader:
         have = len(self.buf) - self.pos
         if have >= n:
             return have
-        want = min(max(n - have, 2 * len(self.buf), _CHUNK), self.remaining() - have)
+        want = min(max(n - have, 2 * len(self.buf), self.chunk), self.remaining() - have)
         rest = self.buf[self.pos:]
         self.base += self.pos
         self.pos = 0
@@ -570,6 +576,53 @@ def _read_value(r: _Reader, key: str) -> tuple[object, int, int | None]:
     return r.scalar(vtype, f"value of key '{key}'"), vtype, None
 
 
+def _read_tensor_infos(r: _Reader, n: int) -> list[tuple[str, tuple[int, ...], int, int, int]]:
+    """All tensor infos: (name, shape, type, offset, nbytes), checked, names unique.
+
+    Entries that are buffered whole, with an ASCII name, a known type and sane dimensions go
+    through one tight loop; any other entry takes _read_tensor_info, which names the problem.
+    """
+    raw: list[tuple[str, tuple[int, ...], int, int, int]] = []
+    seen: set[str] = set()
+    u64, u32, dims, type_offset, types = _U64, _U32, _DIMS, _TYPE_OFFSET, GGML_TYPES
+    i = 0
+    while i < n:
+        buf, pos = r.buf, r.pos
+        end = len(buf) - _MAX_TENSOR_INFO_BYTES
+        while i < n and pos <= end:
+            (k,) = u64.unpack_from(buf, pos)
+            if k >= GGML_MAX_NAME:
+                break
+            name_b = buf[pos + 8:pos + 8 + k]
+            p = pos + 8 + k
+            (n_dims,) = u32.unpack_from(buf, p)
+            if n_dims > GGML_MAX_DIMS or not name_b.isascii():
+                break
+            shape = dims[n_dims].unpack_from(buf, p + 4)
+            ggml_type, offset = type_offset.unpack_from(buf, p + 4 + 8 * n_dims)
+            known = types.get(ggml_type)
+            n_el = math.prod(shape)
+            if (known is None or (shape and min(shape) < 0) or n_el > INT64_MAX
+                    or (shape[0] if shape else 1) % known[1]):
+                break
+            name = name_b.decode("ascii")
+            if name in seen:
+                raise r.fail(f"duplicate tensor name '{name}'")
+            seen.add(name)
+            raw.append((name, shape, ggml_type, offset, n_el // known[1] * known[2]))
+            pos = p + 16 + 8 * n_dims
+            i += 1
+        r.pos = pos
+        if i < n:  # the careful path for one entry, then back to the loop
+            info = _read_tensor_info(r, i)
+            if info[0] in seen:
+                raise r.fail(f"duplicate tensor name '{info[0]}'")
+            seen.add(info[0])
+            raw.append(info)
+            i += 1
+    return raw
+
+
 def _read_tensor_info(r: _Reader, i: int) -> tuple[str, tuple[int, ...], int, int, int]:
     buf, pos = r.buf, r.pos
     if pos + 8 <= len(buf):  # fast path: the whole entry is buffered (no reads can fail)
@@ -694,14 +747,7 @@ def _parse(r: _Reader, spath: str, size: int) -> GGUFHeader:
         if alignment == 0 or alignment & (alignment - 1):
             raise r.fail(f"general.alignment {alignment} is not a power of 2")
 
-    raw: list[tuple[str, tuple[int, ...], int, int, int]] = []
-    seen: set[str] = set()
-    for i in range(n_tensors):
-        info = _read_tensor_info(r, i)
-        if info[0] in seen:
-            raise r.fail(f"duplicate tensor name '{info[0]}'")
-        seen.add(info[0])
-        raw.append(info)
+    raw = _read_tensor_infos(r, n_tensors)
 
     data_offset = r.tell()
     if n_tensors:
@@ -875,6 +921,8 @@ def _check_hparams(h: GGUFHeader, arch: str) -> None:
 
 
 def _check_compute_types(h: GGUFHeader) -> None:
+    if {t.ggml_type for t in h.tensors} <= COMPUTE_TYPES:
+        return
     for t in h.tensors:
         if t.ggml_type not in COMPUTE_TYPES:
             raise GGUFError(f"tensor '{t.name}' has type {t.type_name}, which llama.cpp cannot "
@@ -928,30 +976,41 @@ def validate_adapter(path: str | os.PathLike[str], base: GGUFHeader | None = Non
         if a is None or b is None:
             half = "lora_a" if a is None else "lora_b"
             raise GGUFError(f"LoRA tensor pair for '{name}' is missing its {half} half", h.path)
-        for t in (a, b):
-            if t.ne[2] != 1 or t.ne[3] != 1:
-                raise GGUFError(f"LoRA tensor '{t.name}' must be 2-D, has shape {list(t.shape)}",
-                                h.path)
+        a_ne, b_ne = _ne2(a), _ne2(b)
+        if a_ne is None or b_ne is None:
+            t = a if a_ne is None else b
+            raise GGUFError(f"LoRA tensor '{t.name}' must be 2-D, has shape {list(t.shape)}",
+                            h.path)
         is_embd = name.endswith("token_embd.weight")
         if base is not None:
             w = base_tensors.get(name)
             if w is None:
                 raise GGUFError(f"LoRA tensor '{name}' does not exist in the base model: "
                                 f"adapter made for another base model?", h.path)
+            w_ne = w.ne
             if is_embd:
-                ok = w.ne[0] == b.ne[1] and w.ne[1] == a.ne[1]
+                ok = w_ne[0] == b_ne[1] and w_ne[1] == a_ne[1]
             else:
-                ok = w.ne[0] == a.ne[0] and w.ne[1] == b.ne[1]
+                ok = w_ne[0] == a_ne[0] and w_ne[1] == b_ne[1]
             if not ok:
                 raise GGUFError(
                     f"tensor '{name}' has incorrect shape: adapter made for another base model? "
                     f"(base {list(w.shape)}, lora_a {list(a.shape)}, lora_b {list(b.shape)})",
                     h.path)
-        if not is_embd and a.ne[1] != b.ne[0]:
+        if not is_embd and a_ne[1] != b_ne[0]:
             raise GGUFError(f"LoRA tensor pair '{name}' has inconsistent rank: lora_a "
                             f"{list(a.shape)} vs lora_b {list(b.shape)} (lora_a not transposed?)",
                             h.path)
     return h
+
+
+def _ne2(t: TensorInfo) -> tuple[int, int] | None:
+    """(ne0, ne1) of a tensor that is 2-D in ggml's sense (ne2 == ne3 == 1), else None."""
+    shape = t.shape
+    if len(shape) == 2:
+        return shape  # type: ignore[return-value]
+    ne = t.ne
+    return (ne[0], ne[1]) if ne[2] == 1 and ne[3] == 1 else None
 
 
 # ---- summaries ----
