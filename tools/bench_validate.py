@@ -4,8 +4,10 @@
                                   [--backend native] [--no-load] [--baseline OLD_READER.py]
 
 For each file, ``--repeat`` rounds (interleaved: validate, then a full Engine load and
-unload) are timed and the medians printed: validation ms (``gguf_reader.validate_model``,
-pure Python), Engine load ms (``Engine.load_model``, which includes that validation), and
+unload) are timed and the medians printed: validation ms (``gguf_reader.validate_model``, with
+big string arrays walked by libllamart's ``lm_gguf_scan_strings`` when the native library is
+there), the same with the pure-Python walk (``native=False``, what Pyodide runs), Engine load
+ms (``Engine.load_model``, which includes that validation), and
 validation as a share of the load.  Vocab-only files (no tensors) are validated with
 ``allow_no_tensors`` and not loaded.  ``--baseline`` also times ``validate_model`` of another
 gguf_reader.py (e.g. ``git show 6a853c9:llamart/gguf_reader.py > /tmp/old_reader.py``, the
@@ -50,6 +52,7 @@ def bench_file(path: str, repeat: int, n_ctx: int, backend: str | None, load: bo
     vocab_only = not header.tensors
     validate: list[float] = []
     before: list[float] = []
+    python_only: list[float] = []
     loads: list[float] = []
     engine = None
     if load and not vocab_only:
@@ -61,6 +64,9 @@ def bench_file(path: str, repeat: int, n_ctx: int, backend: str | None, load: bo
             t0 = time.perf_counter()
             gguf_reader.validate_model(path, allow_no_tensors=vocab_only)
             validate.append(_ms(t0))
+            t0 = time.perf_counter()
+            gguf_reader.validate_model(path, allow_no_tensors=vocab_only, native=False)
+            python_only.append(_ms(t0))
             if baseline is not None:
                 t0 = time.perf_counter()
                 baseline.validate_model(path, allow_no_tensors=vocab_only)
@@ -81,6 +87,8 @@ def bench_file(path: str, repeat: int, n_ctx: int, backend: str | None, load: bo
         "n_tensors": len(header.tensors),
         "validate_ms": round(v, 1),
         "validate_ms_all": [round(x, 1) for x in validate],
+        "native_walk": gguf_reader.native_string_scan() is not None,
+        "python_walk_ms": round(statistics.median(python_only), 1),
     }
     if before:
         out.update(baseline_ms=round(statistics.median(before), 1),
@@ -112,6 +120,7 @@ def main() -> int:
                 f"tensors): validate {r['validate_ms']} ms")
         if "load_ms" in r:
             line += f", Engine load {r['load_ms']} ms (validation = {r['validate_share']})"
+        line += f"; pure-Python string walk {r['python_walk_ms']} ms"
         if "baseline_ms" in r:
             line += f"; baseline reader {r['baseline_ms']} ms"
         print(line)
