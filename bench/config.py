@@ -69,6 +69,11 @@ class ModelSpec:
                              f"-kv{self.n_head_kv}-ff{self.n_ff}-v{self.n_vocab}.gguf")
 
     @property
+    def n_ctx(self) -> int:
+        """The context llama-bench gives itself (n_prompt + n_gen); the others use the same."""
+        return self.n_prompt + self.n_gen
+
+    @property
     def n_params(self) -> int:
         head_dim = self.n_embd // self.n_head
         per_layer = (2 * self.n_embd * self.n_embd + 2 * self.n_embd * head_dim * self.n_head_kv
@@ -79,15 +84,14 @@ class ModelSpec:
 # small: the shape of llama2.c's stories15M (untied output, so ~24M parameters);
 # large: the shape of SmolLM-360M (grouped-query attention, 15 heads over 5 KV heads).
 _SMALL = dict(shape_of="stories15M (llama2.c)", n_embd=288, n_layer=6, n_head=6, n_head_kv=6,
-              n_ff=768, n_vocab=32000, n_prompt=128, n_gen=64, rounds=5)
+              n_ff=768, n_vocab=32000, n_prompt=128, n_gen=64, rounds=7)
 MODELS = {
     "small-q8_0": ModelSpec(key="small-q8_0", dtype="q8_0", **_SMALL),
     "small-f32": ModelSpec(key="small-f32", dtype="f32", **_SMALL),
     "large-q8_0": ModelSpec(key="large-q8_0", shape_of="SmolLM-360M", dtype="q8_0", n_embd=960,
                             n_layer=32, n_head=15, n_head_kv=5, n_ff=2560, n_vocab=49152,
-                            n_prompt=64, n_gen=32, rounds=3),
+                            n_prompt=64, n_gen=32, rounds=5),
 }
-N_CTX = 512
 N_BATCH = 512
 LORA_RANK = 8
 LORA_TARGETS = ("attn_q", "attn_v")

@@ -22,7 +22,6 @@ from typing import Any
 from .config import (
     LLAMA_BENCH_BUILD,
     N_BATCH,
-    N_CTX,
     REPO,
     VENV,
     ModelSpec,
@@ -105,7 +104,7 @@ def _lcpp_env() -> dict[str, str]:
 
 
 def _job(spec: ModelSpec, threads: int, prompt: list[int], **extra: Any) -> dict[str, Any]:
-    return {"model": str(spec.file), "n_ctx": N_CTX, "n_batch": N_BATCH, "n_threads": threads,
+    return {"model": str(spec.file), "n_ctx": spec.n_ctx, "n_batch": N_BATCH, "n_threads": threads,
             "prompt": prompt, "n_gen": spec.n_gen, "reps": spec.reps, **extra}
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import systems
-from .config import N_BATCH, N_CTX, REPO, ModelSpec
+from .config import N_BATCH, REPO, ModelSpec
 from .proc import BenchError, run_child
 
 PYODIDE_DIR = REPO / "node_modules" / "pyodide"
@@ -45,7 +45,7 @@ def missing() -> str | None:
 
 
 def _job(spec: ModelSpec, prompt: list[int]) -> dict[str, Any]:
-    return {"kind": "speed", "backend": None, "model": str(spec.file), "n_ctx": N_CTX,
+    return {"kind": "speed", "backend": None, "model": str(spec.file), "n_ctx": spec.n_ctx,
             "n_batch": N_BATCH, "n_threads": 1, "prompt": prompt, "n_gen": spec.n_gen,
             "reps": spec.reps}
 
