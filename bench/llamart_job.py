@@ -1,9 +1,10 @@
 """The llamart measurements, through the public Engine API; stdlib + llamart only, so the same
 code runs natively (in a child process, see bench/worker_llamart.py) and inside Pyodide.
 
-``speed(job)`` mirrors llama-bench's procedure: load, one warm-up prompt run plus one generated
-token, then a timed prompt run (pp: ``n_prompt`` tokens from a clean state) and a timed
-generation (tg: ``n_gen`` greedy tokens after a one-token prompt, i.e. ``n_gen`` decodes).
+``speed(job)`` mirrors llama-bench's procedure: load; the pp test (one warm-up prompt run, then
+``reps`` timed prompt runs: ``n_prompt`` tokens from a clean state); the tg test (one warm-up
+generated token, then ``reps`` timed generations: ``n_gen`` greedy tokens after a one-token
+prompt, i.e. ``n_gen`` decodes).
 ``lora(job)`` times the LoRA operations and generation with 0, 1 and 2 adapters.
 """
 
@@ -42,13 +43,15 @@ def speed(job: dict[str, Any]) -> dict[str, Any]:
     try:
         prompt = job["prompt"]
         bos = prompt[0]
-        engine.logits(prompt)                     # warm-up, as llama-bench does
-        _generate(engine, bos, 1)
+        # as llama-bench: the pp test (a warm-up, then its reps back to back), then the tg test
+        engine.logits(prompt)
         pp_s, tg_s, produced = [], [], []
         for _ in range(job.get("reps", 1)):
             started = clock()
             engine.logits(prompt)
             pp_s.append(clock() - started)
+        _generate(engine, bos, 1)
+        for _ in range(job.get("reps", 1)):
             elapsed, n, _first = _generate(engine, bos, job["n_gen"])
             tg_s.append(elapsed)
             produced.append(n)

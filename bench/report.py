@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,23 @@ FINDINGS = Path(__file__).with_name("findings.md")
 
 
 def _fmt_ratio(r: float | None, digits: int = 2) -> str:
-    return "n/a" if r is None else f"{r:.{digits}f}x"
+    """Truncated, not rounded: a ratio shown as 0.980x is at least 0.980."""
+    if r is None:
+        return "n/a"
+    scale = 10 ** digits
+    return f"{math.floor(r * scale) / scale:.{digits}f}x"
+
+
+def _per_round(a: list[float], b: list[float], reps: int) -> str:
+    """The ratio round by round (each system's median of its ``reps`` samples in that round;
+    the systems alternate, so each round is a paired comparison): median (min-max)."""
+    n = min(len(a), len(b)) // max(1, reps)
+    if n < 2:
+        return ""
+    rs = [statistics.median(a[i * reps:(i + 1) * reps])
+          / statistics.median(b[i * reps:(i + 1) * reps]) for i in range(n)]
+    return (f"; per round {_fmt_ratio(statistics.median(rs), 3)} "
+            f"({_fmt_ratio(min(rs), 3)}–{_fmt_ratio(max(rs), 3)})")
 
 
 def _speed_tables(data: dict[str, Any]) -> list[str]:
@@ -131,12 +149,15 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     """(target, measured, met) rows."""
     rows: list[tuple[str, str, bool | None]] = []
     for key, per_thread in data["speed"].items():
+        reps = int(data["models"].get(key, {}).get("reps", 3))
         for t, cell in per_thread.items():
             me, lb = cell.get("llamart", {}), cell.get("llama-bench", {})
             for what in ("pp", "tg"):
-                r = ratio(me.get(f"{what}_tps", []), lb.get(f"{what}_tps", []))
+                a, b = me.get(f"{what}_tps", []), lb.get(f"{what}_tps", [])
+                r = ratio(a, b)
                 rows.append((f"llamart {what} >= 0.98x llama-bench ({key}, {t} thr)",
-                             _fmt_ratio(r, 3), None if r is None else r >= 0.98))
+                             _fmt_ratio(r, 3) + _per_round(a, b, reps),
+                             None if r is None else r >= 0.98))
             if key.startswith("small"):
                 lp = cell.get("llama-cpp-python", {})
                 r = ratio(me.get("tg_tps", []), lp.get("tg_tps", []))
@@ -217,11 +238,12 @@ def render(data: dict[str, Any]) -> str:
         "  test tokenizer padded to the real vocabulary size) into `.cache/bench/models`.",
         "- Every measurement runs in its own child process (peak RSS = the child's `ru_maxrss`);",
         "  the systems alternate round by round (rotated order) so machine drift hits all alike.",
-        "- Same procedure everywhere, modelled on llama-bench: load; warm-up (one prompt run,",
-        "  one generated token); then `reps` times (3): **pp** = one batch of the prompt's",
-        "  tokens from an empty KV cache",
-        "  (BOS + seeded random tokens); **tg** = greedy generation of `n_gen` tokens after a",
-        "  one-token prompt (= `n_gen` single-token decodes). n_ctx = n_prompt + n_gen for every",
+        "- Same procedure everywhere, modelled on llama-bench: load; the pp test (a warm-up",
+        "  prompt run, then `reps` (3) timed runs back to back), then the tg test (a warm-up",
+        "  token, then `reps` timed runs). **pp** = one batch of the prompt's tokens (BOS +",
+        "  seeded random tokens) from an empty KV cache; **tg** = greedy generation of `n_gen`",
+        "  tokens after a one-token prompt (= `n_gen` single-token decodes). n_ctx = n_prompt +",
+        "  n_gen for every",
         "  system (what llama-bench gives itself), n_batch = n_ubatch = 512, threads 1 and all",
         "  cores.",
         "- llamart: `Engine.logits(prompt)` (pp) and `Engine.generate([bos], temperature=0,",
@@ -233,7 +255,9 @@ def render(data: dict[str, Any]) -> str:
         "  llama-bench: `-p N -n M -r 3 -b 512 -ub 512 -o json` with its own warm-up, defaults",
         "  otherwise; load time = its progress lines \"starting\" to \"warmup\".",
         "- Cells are median (min–max) over all samples (rounds x reps); ratios are medians over",
-        "  llama-bench's. Load = model load + context; peak RSS = the whole child process",
+        "  llama-bench's (the targets also give the ratio round by round, each round a paired",
+        "  comparison of the two systems' medians, as median (min–max)). Load = model load +",
+        "  context; peak RSS = the whole child process",
         "  (Python interpreter included for llamart and llama-cpp-python).",
         "",
         "![tokens/s per system](benchmarks.png)",

@@ -32,15 +32,17 @@ def main() -> None:
                 n_threads_batch=job["n_threads"], verbose=False)
     load_s = clock() - started
     prompt, bos = job["prompt"], job["prompt"][0]
+    # as llama-bench: the pp test (a warm-up, then its reps back to back), then the tg test
     llm.reset()
     llm.eval(prompt)
-    _generate(llm, bos, 1)
     pp_s, tg_s, produced = [], [], []
     for _ in range(job.get("reps", 1)):
         llm.reset()
         started = clock()
         llm.eval(prompt)
         pp_s.append(clock() - started)
+    _generate(llm, bos, 1)
+    for _ in range(job.get("reps", 1)):
         elapsed, n = _generate(llm, bos, job["n_gen"])
         tg_s.append(elapsed)
         produced.append(n)
