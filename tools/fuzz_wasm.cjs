@@ -93,10 +93,10 @@ function exercise(m) {
     for (let i = 0; i < logits.length; i++) if (Number.isFinite(logits[i])) finite++;
     if (M._lm_sampler_init(m, 0, 0, 1, 0, 1, 64, 0, 0) !== 0) return `sampler: ${lastError()}`;
     M._lm_sampler_accept(m, toks, n);
-    for (let i = 0; i < 2; i++) {
-      const t = M._lm_next_token(m, 1, status);
-      if (t < 0) return `next_token returned ${t}: ${lastError()}`;
-    }
+    const got = M._lm_generate(m, 2, 1, toks, status, 0);  // two greedy tokens, evaluated
+    if (got < 0) return `generate returned ${got}: ${lastError()}`;
+    const st = M.HEAP32[status >> 2];
+    if (st < 0) return `generate ended with status ${st}: ${lastError()}`;
     return finite === nVocab ? null : `${nVocab - finite} of ${nVocab} logits not finite`;
   } finally {
     M._lm_free(text);
