@@ -718,12 +718,15 @@ int32_t lm_adapter_alora_n_invocation_tokens(const lm_adapter * a) {
 
 // ---------------------------------------------------------------- GGUF validation helper
 
-int64_t lm_gguf_scan_strings(const uint8_t * buf, int64_t size, int64_t n, int64_t max_len,
+int32_t lm_gguf_scan_strings(const uint8_t * buf, int32_t size, int32_t n, int32_t max_len,
                              int32_t unique) {
-    if (buf == nullptr || size < 0 || n < 0 || max_len < 0 || n > size / 8) {
-        return n > size / 8 ? LM_ERR_BUFFER : LM_ERR_ARG;  // each string takes 8 bytes at least
+    if (buf == nullptr || size < 0 || n < 0 || max_len < 0) {
+        return LM_ERR_ARG;
     }
-    if (unique && (n > (1 << 21) || size > INT32_MAX)) {
+    if (n > size / 8) {
+        return LM_ERR_BUFFER;  // each string takes 8 bytes at least
+    }
+    if (unique && n > (1 << 21)) {
         return LM_ERR_ARG;  // beyond any real vocabulary: the Python walk decides
     }
     // open addressing over (offset, length) pairs: one allocation for the whole vocabulary
@@ -739,7 +742,7 @@ int64_t lm_gguf_scan_strings(const uint8_t * buf, int64_t size, int64_t n, int64
         mask = cap - 1;
     }
     int64_t pos = 0;
-    for (int64_t i = 0; i < n; i++) {
+    for (int32_t i = 0; i < n; i++) {
         if (size - pos < 8) {
             return LM_ERR_BUFFER;
         }
@@ -775,7 +778,7 @@ int64_t lm_gguf_scan_strings(const uint8_t * buf, int64_t size, int64_t n, int64
         }
         pos += (int64_t) len;
     }
-    return pos;
+    return (int32_t) pos;  // <= size
 }
 
 // ---------------------------------------------------------------- memory helpers

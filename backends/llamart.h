@@ -142,8 +142,8 @@ LM_API int32_t lm_adapter_alora_n_invocation_tokens(const lm_adapter * a);
 /* Walk n GGUF strings (uint64 little-endian length, then the bytes) in buf[0..size).  Returns
    the bytes they take; LM_ERR_BUFFER when they run past size; LM_ERR_ARG when one is longer
    than max_len or, with unique non-zero, one is empty or equal to an earlier one. */
-LM_API int64_t lm_gguf_scan_strings(const uint8_t * buf, int64_t size, int64_t n,
-                                    int64_t max_len, int32_t unique);
+LM_API int32_t lm_gguf_scan_strings(const uint8_t * buf, int32_t size, int32_t n,
+                                    int32_t max_len, int32_t unique);
 
 /* ---- memory helpers for the WebAssembly side (plain malloc/free) ---- */
 LM_API void * lm_malloc(int32_t size);

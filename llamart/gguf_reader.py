@@ -120,26 +120,31 @@ _LAZY_MIN = 1024  # arrays this long are turned into lists only when GGUFHeader.
 _MAX_SCAN_BUFFER = 64 << 20  # the native string walk never buffers more than this
 _SCAN_NEEDS_MORE = -5  # LM_ERR_BUFFER from lm_gguf_scan_strings: the strings run past buf
 
-# (buf, pos, n, max_len, unique) -> bytes the n strings at buf[pos:] take, or a negative code
-StringScan = Callable[[bytes, int, int, int, bool], int]
+# (data, n, max_len, unique) -> bytes the n strings at the start of data take, or a negative code
+StringScan = Callable[[memoryview, int, int, bool], int]
 _scanner: list[StringScan | None] = []
+_INT32_MAX = (1 << 31) - 1  # lm_gguf_scan_strings takes int32 sizes and counts
 
 
 def native_string_scan() -> StringScan | None:
-    """libllamart's lm_gguf_scan_strings when the native library loads (never in Pyodide):
-    the walk over big string arrays (tokenizer vocabularies, merges) runs in C there, and any
-    array it refuses is walked again in Python, which names the exact problem."""
+    """The llamart C library's lm_gguf_scan_strings (libllamart natively, the WebAssembly
+    module in Pyodide once it is registered), or None: the walk over big string arrays
+    (tokenizer vocabularies, merges) runs in C, and any array it refuses is walked again in
+    Python, which names the exact problem."""
     if not _scanner:
-        scan = None
-        if sys.platform != "emscripten":
-            try:
+        try:
+            if sys.platform == "emscripten":
+                from .backends.wasm import gguf_string_scan
+            else:
                 from .backends.native import gguf_string_scan
-
-                scan = gguf_string_scan()
-            except (ImportError, OSError):
-                scan = None
-        _scanner.append(scan)
+            _scanner.append(gguf_string_scan())
+        except (ImportError, OSError):
+            if sys.platform != "emscripten":
+                _scanner.append(None)  # natively: asked once
+            return None
     return _scanner[0]
+
+
 _MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, smallest value
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
 _MAX_TENSOR_INFO_BYTES = 8 + GGML_MAX_NAME + 4 + 8 * GGML_MAX_DIMS + 4 + 8
@@ -450,7 +455,8 @@ class _Reader:
         want = min(16 * n + 4096, self.remaining())
         while True:
             avail = self._fill(want)
-            used = self.scan(self.buf, self.pos, n, GGUF_MAX_STRING_LENGTH, unique)
+            data = memoryview(self.buf)[self.pos:self.pos + min(avail, _INT32_MAX)]
+            used = self.scan(data, n, GGUF_MAX_STRING_LENGTH, unique)
             if used >= 0:
                 region = self.buf[self.pos:self.pos + used]
                 self.pos += used
@@ -468,7 +474,7 @@ class _Reader:
                     f"{what}: array of {n} strings needs at least {n * 8} bytes but only "
                     f"{self.remaining()} remain in the file"
                 )
-            if self.scan is not None and n >= _LAZY_MIN:
+            if self.scan is not None and _LAZY_MIN <= n <= _INT32_MAX:
                 scanned = self._scanned_strings(n, unique)
                 if scanned is not None:
                     return scanned

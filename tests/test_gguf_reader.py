@@ -415,7 +415,7 @@ def test_duplicate_vocabulary_tokens(fx: dict[str, str], tmp_path) -> None:
     assert "tokenizer.ggml.tokens has token" in reason and "twice" in reason
 
 
-# ---- the native string walk (libllamart) against the pure-Python one ----
+# ---- the string walk in the llamart C library against the pure-Python one ----
 
 def _outcome(path: str, native: bool) -> object:
     try:
@@ -439,8 +439,9 @@ def _dup_token(d: bytearray, lay) -> None:
     d[at + 8:at + 8 + len(first)] = first
 
 
-@pytest.mark.skipif(native_string_scan() is None, reason="no native library in this Python")
-def test_native_string_walk_agrees_with_python(fx: dict[str, str], tmp_path) -> None:
+@pytest.mark.skipif(native_string_scan() is None,
+                    reason="no llamart C library (native or WebAssembly) in this Python")
+def test_c_string_walk_agrees_with_python(fx: dict[str, str], tmp_path) -> None:
     from llamart.gguf_reader import _raw_kv
     from llamart.testing import fuzz
 

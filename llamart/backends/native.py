@@ -62,13 +62,17 @@ def _ffi(folder: Path) -> Any:
     return ffi
 
 
-def gguf_string_scan() -> Callable[[bytes, int, int, int, bool], int]:
-    """lm_gguf_scan_strings over a Python bytes object, without copying it."""
+def gguf_string_scan() -> Callable[[memoryview, int, int, bool], int]:
+    """lm_gguf_scan_strings over bytes Python holds, without copying them (ImportError when the
+    library is older than the function)."""
     ffi, lib = _library()
+    try:
+        fn = lib.lm_gguf_scan_strings
+    except AttributeError as exc:
+        raise ImportError("libllamart has no lm_gguf_scan_strings") from exc
 
-    def scan(buf: bytes, pos: int, n: int, max_len: int, unique: bool) -> int:
-        ptr = ffi.from_buffer("uint8_t[]", buf)
-        return int(lib.lm_gguf_scan_strings(ptr + pos, len(buf) - pos, n, max_len, unique))
+    def scan(data: memoryview, n: int, max_len: int, unique: bool) -> int:
+        return int(fn(ffi.from_buffer("uint8_t[]", data), len(data), n, max_len, unique))
 
     return scan
 

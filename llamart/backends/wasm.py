@@ -17,7 +17,7 @@ import array
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..params import GenerationParams, ModelParams
@@ -49,6 +49,25 @@ def wasm_module() -> Any:
 
 
 
+def gguf_string_scan() -> Callable[[memoryview, int, int, bool], int]:
+    """lm_gguf_scan_strings in the registered module (ImportError when there is none, or it is
+    older than the function): the bytes are copied into its memory for the call."""
+    module = wasm_module()
+    if not hasattr(module, "_lm_gguf_scan_strings"):
+        raise ImportError("this llamart WebAssembly module has no lm_gguf_scan_strings")
+    heap = _Heap(module)
+
+    def scan(data: memoryview, n: int, max_len: int, unique: bool) -> int:
+        ptr = heap.alloc(len(data))
+        try:
+            heap.write(ptr, data)
+            return int(module._lm_gguf_scan_strings(ptr, len(data), n, max_len, int(unique)))
+        finally:
+            heap.free(ptr)
+
+    return scan
+
+
 def _u32(ptr: Any) -> int:
     """A wasm32 pointer as a non-negative int (JS may hand back pointers above 2 GiB signed)."""
     return int(ptr) & 0xFFFFFFFF
@@ -71,7 +90,7 @@ class _Heap:
             if ptr:
                 self.m._lm_free(ptr)
 
-    def write(self, ptr: int, data: bytes) -> None:
+    def write(self, ptr: int, data: bytes | memoryview) -> None:
         if data:
             self.m.HEAPU8.subarray(ptr, ptr + len(data)).assign(data)
 
