@@ -5,7 +5,8 @@ code runs natively (in a child process, see bench/worker_llamart.py) and inside 
 ``reps`` timed prompt runs: ``n_prompt`` tokens from a clean state); the tg test (one warm-up
 generated token, then ``reps`` timed generations: ``n_gen`` greedy tokens after a one-token
 prompt, i.e. ``n_gen`` decodes).
-``lora(job)`` times the LoRA operations and generation with 0, 1 and 2 adapters.
+``lora(job)`` times the LoRA operations and generation with 0, 1 and 2 adapters; ``validate(job)``
+the GGUF validation next to a load.
 """
 
 from __future__ import annotations
@@ -110,6 +111,29 @@ def lora(job: dict[str, Any]) -> dict[str, Any]:
                     engine.set_lora(path, 1.0)
                 elapsed, n, _first = _generate(engine, bos, n_gen)
                 out[key].append(n / elapsed)
+        return out
+    finally:
+        engine.dispose()
+
+
+def validate(job: dict[str, Any]) -> dict[str, Any]:
+    """GGUF validation (with the C string walk, then pure Python) and Engine load, in seconds,
+    ``reps`` rounds; tools/bench_validate.py --pyodide runs it in Pyodide."""
+    from llamart import Engine, gguf_reader
+
+    out: dict[str, Any] = {"validate_s": [], "python_walk_s": [], "load_s": []}
+    engine = Engine(job.get("backend"))
+    try:
+        for _ in range(job.get("reps", 5)):
+            out["validate_s"].append(_timed(gguf_reader.validate_model, job["model"]))
+            started = clock()
+            gguf_reader.validate_model(job["model"], native=False)
+            out["python_walk_s"].append(clock() - started)
+            started = clock()
+            engine.load_model(job["model"], n_ctx=job["n_ctx"], n_threads=1)
+            out["load_s"].append(clock() - started)
+            engine.unload_model()
+        out["c_walk"] = gguf_reader.native_string_scan() is not None
         return out
     finally:
         engine.dispose()

@@ -51,10 +51,15 @@ def _job(spec: ModelSpec, prompt: list[int]) -> dict[str, Any]:
 
 
 def run_node(spec: ModelSpec, prompt: list[int]) -> dict[str, Any]:
+    return run_node_job(_job(spec, prompt))
+
+
+def run_node_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One bench.llamart_job function (``job["kind"]``) in Pyodide under Node."""
     d = wasm_dir()
     config = {"pyodideDir": str(PYODIDE_DIR), "glueJs": str(GLUE), "repo": str(REPO),
               "wasm": {"glue": str(d / "llamart_wasm.js"), "wasm": str(d / "llamart_wasm.wasm")},
-              "entry": str(ENTRY), "job": _job(spec, prompt)}
+              "entry": str(ENTRY), "job": job}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(config, f)
     try:

@@ -2,6 +2,7 @@
 
     python tools/bench_validate.py MODEL.gguf [MODEL2.gguf ...] [--repeat 7] [--n-ctx 512]
                                   [--backend native] [--no-load] [--baseline OLD_READER.py]
+    python tools/bench_validate.py MODEL.gguf ... --pyodide   # the same in Pyodide under Node
 
 For each file, ``--repeat`` rounds (interleaved: validate, then a full Engine load and
 unload) are timed and the medians printed: validation ms (``gguf_reader.validate_model``, with
@@ -100,6 +101,24 @@ def bench_file(path: str, repeat: int, n_ctx: int, backend: str | None, load: bo
     return out
 
 
+def pyodide_main(models: list[str], repeat: int, n_ctx: int) -> int:
+    """Medians of bench.llamart_job.validate run in Pyodide under Node (bench/wasm.py)."""
+    from bench import wasm
+
+    why = wasm.missing()
+    if why:
+        raise SystemExit(f"cannot run in Pyodide: {why}")
+    for path in models:
+        r = wasm.run_node_job({"kind": "validate", "backend": None, "model": os.path.abspath(path),
+                               "n_ctx": n_ctx, "reps": repeat})
+        v, p, ld = (statistics.median(r[k]) * 1000 for k in ("validate_s", "python_walk_s",
+                                                             "load_s"))
+        print(f"{os.path.basename(path)} in Pyodide/Node (C string walk: {r['c_walk']}): "
+              f"validate {v:.1f} ms, Engine load {ld:.1f} ms (validation = {100 * v / ld:.1f}%); "
+              f"pure-Python string walk {p:.1f} ms")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+")
@@ -109,7 +128,11 @@ def main() -> int:
     ap.add_argument("--no-load", action="store_true", help="time validation only")
     ap.add_argument("--baseline", help="another gguf_reader.py to time as well")
     ap.add_argument("--json", action="store_true", help="print one JSON line per file")
+    ap.add_argument("--pyodide", action="store_true",
+                    help="validate and load with the WebAssembly backend in Pyodide under Node")
     a = ap.parse_args()
+    if a.pyodide:
+        return pyodide_main(a.models, a.repeat, a.n_ctx)
     baseline = load_reader(a.baseline) if a.baseline else None
     for path in a.models:
         r = bench_file(path, a.repeat, a.n_ctx, a.backend, not a.no_load, baseline)
