@@ -266,7 +266,12 @@ def render(data: dict[str, Any]) -> str:
         "",
     ]
     lines += _speed_tables(data)
-    lines += ["## WebAssembly (Pyodide) against native", ""]
+    lines += ["## WebAssembly (Pyodide) against native", "",
+              "Node and Chromium run with V8's `--no-liftoff` (every WebAssembly function compiled",
+              "by the optimizing tier up front): with V8's default lazy tier-up the first timed",
+              "generation ran partly on baseline code (160-170 tokens/s against 210-230 once hot",
+              "on the small Q8_0 model), which is start-up, not the steady state native code is",
+              "compared in. Load times include that up-front compilation.", ""]
     lines += _wasm_tables(data)
     lines += ["## LoRA operations (llamart native)", ""]
     lines += _lora_tables(data)
