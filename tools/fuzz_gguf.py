@@ -46,7 +46,7 @@ def main() -> int:
     ap.add_argument("--cases", type=int, default=300)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--fixtures", help="folder with manifest.json (default: build them)")
-    ap.add_argument("--out", default="fuzz_summary.json", help="summary JSON path")
+    ap.add_argument("--out", default=".cache/fuzz/summary.json", help="summary JSON path")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per case")
     ap.add_argument("--keep", help="copy crashing/hanging case files here")
     ap.add_argument("--backend", choices=("native", "wasm"), default="native")
@@ -68,6 +68,7 @@ def main() -> int:
             os.makedirs(a.keep, exist_ok=True)
             for bad in summary["bad"]:  # type: ignore[union-attr]
                 shutil.copy(bad["path"], a.keep)
+    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(summary, f, indent=1)
     print(json.dumps({"backend": a.backend, "raw": a.raw}
