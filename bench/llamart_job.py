@@ -62,9 +62,9 @@ def speed(job: dict[str, Any]) -> dict[str, Any]:
         engine.dispose()
 
 
-def _timed(fn: Any, *args: Any) -> float:
+def _timed(fn: Any, *args: Any, **kwargs: Any) -> float:
     started = clock()
-    fn(*args)
+    fn(*args, **kwargs)
     return clock() - started
 
 
@@ -125,15 +125,13 @@ def validate(job: dict[str, Any]) -> dict[str, Any]:
     engine = Engine(job.get("backend"))
     try:
         for _ in range(job.get("reps", 5)):
-            out["validate_s"].append(_timed(gguf_reader.validate_model, job["model"]))
-            started = clock()
-            gguf_reader.validate_model(job["model"], native=False)
-            out["python_walk_s"].append(clock() - started)
-            started = clock()
-            engine.load_model(job["model"], n_ctx=job["n_ctx"], n_threads=1)
-            out["load_s"].append(clock() - started)
+            model = job["model"]
+            out["validate_s"].append(_timed(gguf_reader.validate_model, model))
+            out["python_walk_s"].append(_timed(gguf_reader.validate_model, model, c_walk=False))
+            out["load_s"].append(_timed(engine.load_model, model, n_ctx=job["n_ctx"],
+                                        n_threads=1))
             engine.unload_model()
-        out["c_walk"] = gguf_reader.native_string_scan() is not None
+        out["c_walk"] = gguf_reader.c_string_scan() is not None
         return out
     finally:
         engine.dispose()

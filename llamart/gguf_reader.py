@@ -126,7 +126,7 @@ _scanner: list[StringScan | None] = []
 _INT32_MAX = (1 << 31) - 1  # lm_gguf_scan_strings takes int32 sizes and counts
 
 
-def native_string_scan() -> StringScan | None:
+def c_string_scan() -> StringScan | None:
     """The llamart C library's lm_gguf_scan_strings (libllamart natively, the WebAssembly
     module in Pyodide once it is registered), or None: the walk over big string arrays
     (tokenizer vocabularies, merges) runs in C, and any array it refuses is walked again in
@@ -449,7 +449,7 @@ class _Reader:
 
     def _scanned_strings(self, n: int, unique: bool) -> _Lazy | None:
         """n strings walked (and, if unique, checked for empty or repeated entries) by the
-        native scanner, kept packed; None when it refuses them: the Python walk then runs
+        C scanner, kept packed; None when it refuses them: the Python walk then runs
         and reports the exact reason."""
         assert self.scan is not None
         want = min(16 * n + 4096, self.remaining())
@@ -630,18 +630,7 @@ def _read_tensor_infos(r: _Reader, n: int) -> list[tuple[str, tuple[int, ...], i
 
 
 def _read_tensor_info(r: _Reader, i: int) -> tuple[str, tuple[int, ...], int, int, int]:
-    buf, pos = r.buf, r.pos
-    if pos + 8 <= len(buf):  # fast path: the whole entry is buffered (no reads can fail)
-        (k,) = _U64.unpack_from(buf, pos)
-        if k < GGML_MAX_NAME and pos + k + _MAX_TENSOR_INFO_BYTES <= len(buf):
-            name = buf[pos + 8:pos + 8 + k].decode("utf-8", errors="replace")
-            pos += 8 + k
-            (n_dims,) = _U32.unpack_from(buf, pos)
-            if n_dims <= GGML_MAX_DIMS:
-                shape = _DIMS[n_dims].unpack_from(buf, pos + 4)
-                ggml_type, offset = _TYPE_OFFSET.unpack_from(buf, pos + 4 + 8 * n_dims)
-                r.pos = pos + 16 + 8 * n_dims
-                return _check_tensor_info(r, i, name, n_dims, shape, ggml_type, offset)
+    """One tensor info, read field by field with every check and its message."""
     name = r.string(f"name of tensor {i}")
     if len(name.encode("utf-8", errors="replace")) >= GGML_MAX_NAME:
         raise r.fail(f"tensor {i} name '{name[:80]}' is too long "
@@ -655,17 +644,6 @@ def _read_tensor_info(r: _Reader, i: int) -> tuple[str, tuple[int, ...], int, in
     nbytes = _check_type(r, name, shape, ggml_type)
     offset = r.u64(f"data offset of tensor '{name}'")
     return name, shape, ggml_type, offset, nbytes
-
-
-def _check_tensor_info(r: _Reader, i: int, name: str, n_dims: int, shape: tuple[int, ...],
-                       ggml_type: int, offset: int
-                       ) -> tuple[str, tuple[int, ...], int, int, int]:
-    """The checks of the slow path, in the same order, on fields already read."""
-    if len(name.encode("utf-8", errors="replace")) >= GGML_MAX_NAME:
-        raise r.fail(f"tensor {i} name '{name[:80]}' is too long "
-                     f"({len(name)} >= {GGML_MAX_NAME})")
-    _check_shape(r, name, shape)
-    return name, shape, ggml_type, offset, _check_type(r, name, shape, ggml_type)
 
 
 def _check_shape(r: _Reader, name: str, shape: tuple[int, ...]) -> None:
@@ -694,11 +672,11 @@ def _check_type(r: _Reader, name: str, shape: tuple[int, ...], ggml_type: int) -
     return n_el // blck * tsize
 
 
-def read_header(path: str | os.PathLike[str], *, native: bool = True) -> GGUFHeader:
+def read_header(path: str | os.PathLike[str], *, c_walk: bool = True) -> GGUFHeader:
     """Read and check a GGUF file's header, metadata and tensor infos (never tensor data).
 
     Raises FileNotFoundError for a missing file and GGUFError naming the file and the reason
-    for anything malformed. ``native=False`` keeps big string arrays on the pure-Python walk.
+    for anything malformed. ``c_walk=False`` keeps big string arrays on the pure-Python walk.
     """
     spath = os.fspath(path)
     if not os.path.exists(spath):
@@ -709,7 +687,7 @@ def read_header(path: str | os.PathLike[str], *, native: bool = True) -> GGUFHea
     if size == 0:
         raise GGUFError("file is empty (0 bytes), not a GGUF file", spath)
     with open(spath, "rb") as f:
-        r = _Reader(f, size, spath, native_string_scan() if native else None)
+        r = _Reader(f, size, spath, c_string_scan() if c_walk else None)
         return _parse(r, spath, size)
 
 
@@ -816,9 +794,9 @@ _ARRAY_KEYS = {
 
 
 def validate_model(path: str | os.PathLike[str], *, allow_no_tensors: bool = False,
-                   native: bool = True) -> GGUFHeader:
+                   c_walk: bool = True) -> GGUFHeader:
     """Check that a file is a loadable GGUF model (not an adapter); return its header."""
-    h = read_header(path, native=native)
+    h = read_header(path, c_walk=c_walk)
     gtype = _str_key(h, "general.type", required=False)
     if gtype == "adapter":
         raise GGUFError("is a LoRA adapter, not a model (general.type is 'adapter')", h.path)

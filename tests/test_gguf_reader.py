@@ -16,8 +16,8 @@ from llamart.gguf_reader import (
     GGML_TYPES,
     GGUFError,
     adapter_summary,
+    c_string_scan,
     model_summary,
-    native_string_scan,
     read_header,
     validate_adapter,
     validate_model,
@@ -417,9 +417,9 @@ def test_duplicate_vocabulary_tokens(fx: dict[str, str], tmp_path) -> None:
 
 # ---- the string walk in the llamart C library against the pure-Python one ----
 
-def _outcome(path: str, native: bool) -> object:
+def _outcome(path: str, c_walk: bool) -> object:
     try:
-        h = validate_model(path, native=native)
+        h = validate_model(path, c_walk=c_walk)
     except GGUFError as e:
         return ("refused", e.reason)
     return ("ok", h.kv, [(t.name, t.shape, t.ggml_type, t.offset) for t in h.tensors])
@@ -439,7 +439,7 @@ def _dup_token(d: bytearray, lay) -> None:
     d[at + 8:at + 8 + len(first)] = first
 
 
-@pytest.mark.skipif(native_string_scan() is None,
+@pytest.mark.skipif(c_string_scan() is None,
                     reason="no llamart C library (native or WebAssembly) in this Python")
 def test_c_string_walk_agrees_with_python(fx: dict[str, str], tmp_path) -> None:
     from llamart.gguf_reader import _raw_kv
@@ -451,9 +451,9 @@ def test_c_string_walk_agrees_with_python(fx: dict[str, str], tmp_path) -> None:
                                               seed=5) if c.kind == "model"]
     refused = 0
     for path in paths:
-        native = _outcome(path, True)
-        assert native == _outcome(path, False), path  # same header, or the same reason
-        refused += native[0] == "refused"
+        in_c = _outcome(path, True)
+        assert in_c == _outcome(path, False), path  # same header, or the same reason
+        refused += in_c[0] == "refused"
     assert refused > 50 and len(paths) - refused > 10
     tokens = _raw_kv(read_header(fx["model_f32"]))["tokenizer.ggml.tokens"]
     assert type(tokens.data).__name__ == "_Packed" and tokens.unique_checked  # C walked it

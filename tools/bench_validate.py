@@ -6,10 +6,10 @@
 
 For each file, ``--repeat`` rounds (interleaved: validate, then a full Engine load and
 unload) are timed and the medians printed: validation ms (``gguf_reader.validate_model``, with
-big string arrays walked by libllamart's ``lm_gguf_scan_strings`` when the native library is
-there), the same with the pure-Python walk (``native=False``, what Pyodide runs), Engine load
-ms (``Engine.load_model``, which includes that validation), and
-validation as a share of the load.  Vocab-only files (no tensors) are validated with
+big string arrays walked by ``lm_gguf_scan_strings`` in libllamart, or in the WebAssembly
+module with ``--pyodide``), the same with the pure-Python walk (``c_walk=False``), Engine load
+ms (``Engine.load_model``, which includes that validation), and validation as a share of the
+load.  Vocab-only files (no tensors) are validated with
 ``allow_no_tensors`` and not loaded.  ``--baseline`` also times ``validate_model`` of another
 gguf_reader.py (e.g. ``git show 6a853c9:llamart/gguf_reader.py > /tmp/old_reader.py``, the
 reader before it was made fast) in the same rounds.  Run it on a quiet machine, or take
@@ -66,7 +66,7 @@ def bench_file(path: str, repeat: int, n_ctx: int, backend: str | None, load: bo
             gguf_reader.validate_model(path, allow_no_tensors=vocab_only)
             validate.append(_ms(t0))
             t0 = time.perf_counter()
-            gguf_reader.validate_model(path, allow_no_tensors=vocab_only, native=False)
+            gguf_reader.validate_model(path, allow_no_tensors=vocab_only, c_walk=False)
             python_only.append(_ms(t0))
             if baseline is not None:
                 t0 = time.perf_counter()
@@ -88,7 +88,7 @@ def bench_file(path: str, repeat: int, n_ctx: int, backend: str | None, load: bo
         "n_tensors": len(header.tensors),
         "validate_ms": round(v, 1),
         "validate_ms_all": [round(x, 1) for x in validate],
-        "native_walk": gguf_reader.native_string_scan() is not None,
+        "c_walk": gguf_reader.c_string_scan() is not None,
         "python_walk_ms": round(statistics.median(python_only), 1),
     }
     if before:

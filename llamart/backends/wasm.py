@@ -48,7 +48,6 @@ def wasm_module() -> Any:
     return llamart_wasm
 
 
-
 def gguf_string_scan() -> Callable[[memoryview, int, int, bool], int]:
     """lm_gguf_scan_strings in the registered module (ImportError when there is none, or it is
     older than the function): the bytes are copied into its memory for the call."""
