@@ -119,19 +119,20 @@ def lora(job: dict[str, Any]) -> dict[str, Any]:
 def validate(job: dict[str, Any]) -> dict[str, Any]:
     """GGUF validation (with the C string walk, then pure Python) and Engine load, in seconds,
     ``reps`` rounds; tools/bench_validate.py --pyodide runs it in Pyodide."""
-    from llamart import Engine, gguf_reader
+    from llamart import Engine, gguf
+    from llamart.c_scan import c_string_scan
 
     out: dict[str, Any] = {"validate_s": [], "python_walk_s": [], "load_s": []}
     engine = Engine(job.get("backend"))
     try:
         for _ in range(job.get("reps", 5)):
             model = job["model"]
-            out["validate_s"].append(_timed(gguf_reader.validate_model, model))
-            out["python_walk_s"].append(_timed(gguf_reader.validate_model, model, c_walk=False))
+            out["validate_s"].append(_timed(gguf.validate_model, model, scan=c_string_scan()))
+            out["python_walk_s"].append(_timed(gguf.validate_model, model))
             out["load_s"].append(_timed(engine.load_model, model, n_ctx=job["n_ctx"],
                                         n_threads=1))
             engine.unload_model()
-        out["c_walk"] = gguf_reader.c_string_scan() is not None
+        out["c_walk"] = c_string_scan() is not None
         return out
     finally:
         engine.dispose()

@@ -64,10 +64,11 @@ def _engine(backend: str | None) -> Any:
 
 def _default_n_ctx(model: str) -> int:
     """2048, or the model's training context when smaller (unknown: 2048)."""
-    from . import gguf_reader
+    from . import gguf
+    from .c_scan import c_string_scan
 
     try:
-        ctx = gguf_reader.model_summary(gguf_reader.read_header(model))["context_length"]
+        ctx = gguf.model_summary(gguf.read_header(model, scan=c_string_scan()))["context_length"]
     except (OSError, ValueError):
         return 2048  # load_model reports the problem
     return min(2048, ctx) if isinstance(ctx, int) and ctx > 0 else 2048
@@ -109,13 +110,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 # ---- info ----
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from . import gguf_reader
+    from . import gguf
+    from .c_scan import c_string_scan
 
     try:
-        header = gguf_reader.validate_model(args.model)
-    except gguf_reader.GGUFError as e:
+        header = gguf.validate_model(args.model, scan=c_string_scan())
+    except gguf.GGUFError as e:
         raise CLIError(str(e)) from e
-    summary = gguf_reader.model_summary(header)
+    summary = gguf.model_summary(header)
     info = None
     metadata: dict[str, str] = {}
     if not args.no_load:
@@ -168,27 +170,28 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ---- lora inspect ----
 
 def cmd_lora_inspect(args: argparse.Namespace) -> int:
-    from . import gguf_reader
+    from . import gguf
+    from .c_scan import c_string_scan
 
     try:
-        header = gguf_reader.read_header(args.adapter)
-    except gguf_reader.GGUFError as e:
+        header = gguf.read_header(args.adapter)
+    except gguf.GGUFError as e:
         raise CLIError(str(e)) from e
-    summary = gguf_reader.adapter_summary(header)
+    summary = gguf.adapter_summary(header)
     problem = None
     base_header = None
     try:
-        gguf_reader.validate_adapter(args.adapter)
-    except gguf_reader.GGUFError as e:
+        gguf.validate_adapter(args.adapter)
+    except gguf.GGUFError as e:
         problem = e.reason
     if args.base is not None and problem is None:
         try:
-            base_header = gguf_reader.validate_model(args.base)
-        except gguf_reader.GGUFError as e:
+            base_header = gguf.validate_model(args.base, scan=c_string_scan())
+        except gguf.GGUFError as e:
             raise CLIError(f"base model {e}") from e
         try:
-            gguf_reader.validate_adapter(args.adapter, base_header)
-        except gguf_reader.GGUFError as e:
+            gguf.validate_adapter(args.adapter, base_header)
+        except gguf.GGUFError as e:
             problem = e.reason
     valid = problem is None or base_header is not None
     fits: bool | None = None if args.base is None or not valid else problem is None

@@ -228,7 +228,7 @@ class Engine:
         self._lock = threading.RLock()
         self._disposed = False
         self._info: ModelInfo | None = None
-        self._header: Any = None  # gguf_reader.GGUFHeader of the loaded model
+        self._header: Any = None  # gguf.GGUFHeader of the loaded model
         self._model_params: ModelParams | None = None
         self._n_threads = 0
         self._epoch = 0  # bumped on every load/unload: a pending generate() sees the change
@@ -422,22 +422,23 @@ class Engine:
                 log.warning("could not re-apply adapters: %s", e.reason)
 
     def _validate_model(self, path: str) -> Any:
-        from . import gguf_reader
+        from . import gguf
+        from .c_scan import c_string_scan
 
         try:
-            return gguf_reader.validate_model(path)
-        except gguf_reader.GGUFError as e:
+            return gguf.validate_model(path, scan=c_string_scan())
+        except gguf.GGUFError as e:
             raise ModelLoadError(f"{path}: {e.reason}", path=path, reason=e.reason) from e
         except (ValueError, OverflowError, struct.error, EOFError) as e:
             reason = f"unreadable GGUF header ({e})"
             raise ModelLoadError(f"{path}: {reason}", path=path, reason=reason) from e
 
     def _validate_adapter(self, path: str, base: Any) -> Any:
-        from . import gguf_reader
+        from . import gguf
 
         try:
-            return gguf_reader.validate_adapter(path, base)
-        except gguf_reader.GGUFError as e:
+            return gguf.validate_adapter(path, base)
+        except gguf.GGUFError as e:
             raise AdapterError(f"{path}: {e.reason}", path=path, reason=e.reason) from e
         except (ValueError, OverflowError, struct.error, EOFError) as e:
             reason = f"unreadable GGUF header ({e})"
@@ -545,13 +546,13 @@ class Engine:
         """An adapter file's alpha, rank, targets, task_name and architecture, plus
         ``loaded``, ``scale`` and ``metadata`` (the backend's view when loaded, else the
         file's keys). Works for any adapter file, loaded or not, on every backend."""
-        from . import gguf_reader
+        from . import gguf
 
         spath = _fspath("path", path)
         with self._call("read adapter metadata", idle=False):
             _check_file(spath)
             header = self._validate_adapter(spath, None)
-            out: dict[str, Any] = dict(gguf_reader.adapter_summary(header))
+            out: dict[str, Any] = dict(gguf.adapter_summary(header))
             out["path"] = spath
             out["loaded"] = spath in self._handles
             out["scale"] = self._loras.get(spath)

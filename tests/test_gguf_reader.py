@@ -1,27 +1,31 @@
-"""llamart.gguf_reader: headers of good files, and the precise refusal of bad ones.
+"""llamart.gguf: headers of good files, and the precise refusal of bad ones.
 
-Pure Python (no numpy/gguf imports): runs in Pyodide on fixtures made natively.  Broken
-variants are made here by editing bytes of the fixture files.
+Pure Python (numpy and gguf-py only in the tests that compare with gguf-py, skipped without
+them): runs in Pyodide on fixtures made natively.  Broken variants are made here by editing
+bytes of the fixture files.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import struct
 import tracemalloc
 
 import pytest
 
-from llamart.gguf_reader import (
+from llamart.c_scan import c_string_scan
+from llamart.gguf import (
     GGML_TYPES,
     GGUFError,
+    GGUFHeader,
     adapter_summary,
-    c_string_scan,
     model_summary,
     read_header,
     validate_adapter,
     validate_model,
 )
+from llamart.gguf.spec import GGML_TYPE_COUNT
 from llamart.testing import mutate
 
 N_VOCAB = 1115  # llamart.testing.models.make_vocab()
@@ -58,11 +62,17 @@ def test_good_models_validate(fx: dict[str, str], name: str) -> None:
     assert h.kv["tokenizer.ggml.tokens"][3 + 0x0A] == "<0x0A>"
     assert h.file_size == os.path.getsize(fx[name])
     assert len(h.tensors) == 21  # embd + 2 layers x 9 + output_norm + output
-    for t in h.tensors:
-        _, blck, tsize = GGML_TYPES[t.ggml_type]
-        assert t.nbytes == t.n_elements // blck * tsize
+    _assert_sizes_fit_the_writers_layout(h)
+
+
+def _assert_sizes_fit_the_writers_layout(h: GGUFHeader) -> None:
+    """Each tensor's size, as the reader computes it from its type table, is the room gguf-py's
+    writer (which sizes data with its own table) left for it: up to the next tensor's data,
+    padded to the alignment (the last one: up to the end of the file)."""
+    ends = [t.offset for t in h.tensors[1:]] + [h.file_size]
+    for t, end in zip(h.tensors, ends, strict=True):
         assert (t.offset - h.data_offset) % h.alignment == 0
-        assert t.offset + t.nbytes <= h.file_size
+        assert t.nbytes <= end - t.offset < t.nbytes + h.alignment, t.name
 
 
 def test_header_fields_match_the_model_made(fx: dict[str, str]) -> None:
@@ -103,6 +113,83 @@ def test_model_summary(fx: dict[str, str]) -> None:
     assert s["file_type"] == 1
     per_layer = 4 * 64 * 64 + 3 * 64 * 128 + 2 * 64
     assert s["n_params"] == 2 * N_VOCAB * 64 + 2 * per_layer + 64
+
+
+# ---- against gguf-py (native: it needs numpy), an independent reader and type table ----
+
+GOOD_FILES = ["model_f32", "model_f16", "model_q8_0", "model_tiny_ctx", "model_no_template",
+              "model_n32", "lora_a", "lora_b", "lora_c", "lora_zero"]
+
+
+@pytest.mark.parametrize("name", GOOD_FILES)
+def test_header_matches_gguf_py_reader(fx: dict[str, str], name: str) -> None:
+    gguf = pytest.importorskip("gguf", reason="gguf-py (and numpy) not installed here")
+    ref = gguf.GGUFReader(fx[name])
+    h = read_header(fx[name], scan=c_string_scan())
+    assert [(t.name, t.shape, t.ggml_type, t.offset, t.nbytes) for t in h.tensors] == [
+        (t.name, tuple(int(d) for d in t.shape), int(t.tensor_type), int(t.data_offset),
+         int(t.n_bytes)) for t in ref.tensors]
+    assert (h.alignment, h.data_offset) == (ref.alignment, ref.data_offset)
+    fields = {k: f for k, f in ref.fields.items() if not k.startswith("GGUF.")}
+    assert h.version == ref.fields["GGUF.version"].contents()
+    assert list(h.kv) == list(fields)
+    assert h.kv == {k: f.contents() for k, f in fields.items()}
+    assert h.kv_types == {k: (int(f.types[0]), int(f.types[1]) if len(f.types) > 1 else None)
+                          for k, f in fields.items()}
+
+
+# Where the installed gguf-py (0.19 on PyPI) lags the pinned llama.cpp: ggml type id ->
+# (gguf-py's entry, ours).  Q8_1's block became two halves + 32 quants (ggml-common.h), which
+# the pinned commit's own gguf-py says too; Q2_0 is newer than that release.
+GGUF_PY_LAG: dict[int, tuple[tuple[str, int, int] | None, tuple[str, int, int]]] = {
+    9: (("Q8_1", 32, 40), ("Q8_1", 32, 36)),
+    42: (None, ("Q2_0", 64, 18)),
+}
+
+
+def _table(constants) -> dict[int, tuple[str, int, int]]:
+    """A gguf-py constants module's type table in GGML_TYPES' form."""
+    return {int(t): (t.name, *constants.GGML_QUANT_SIZES[t])
+            for t in constants.GGMLQuantizationType if t in constants.GGML_QUANT_SIZES}
+
+
+def test_type_table_matches_gguf_py() -> None:
+    constants = pytest.importorskip("gguf.constants", reason="gguf-py not installed here")
+    ref = _table(constants)
+    differ = {k: (ref.get(k), GGML_TYPES.get(k)) for k in ref.keys() | GGML_TYPES.keys()
+              if ref.get(k) != GGML_TYPES.get(k)}
+    assert differ == {k: GGUF_PY_LAG[k] for k in differ if k in GGUF_PY_LAG}, differ
+    assert len(GGML_TYPES) - len(differ) >= 30  # the rest is the same
+
+
+def _pinned_source() -> str:
+    """The llama.cpp tree the build uses (the pinned sdist extracted into .cache)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        with open(os.path.join(root, "cmake", "llama_cpp_pin.cmake")) as f:
+            version = re.search(r'LLAMART_LLAMA_SDIST_VERSION "([^"]+)"', f.read())
+    except OSError:
+        version = None
+    path = os.path.join(root, ".cache", f"llama_cpp_python-{version[1] if version else '?'}",
+                        "vendor", "llama.cpp")
+    if not os.path.isdir(path):
+        pytest.skip("the pinned llama.cpp source is not in .cache (run make native)")
+    return path
+
+
+def test_type_table_matches_the_pinned_llama_cpp() -> None:
+    import importlib.util
+
+    src = _pinned_source()
+    spec = importlib.util.spec_from_file_location(
+        "pinned_gguf_constants", os.path.join(src, "gguf-py", "gguf", "constants.py"))
+    assert spec is not None and spec.loader is not None
+    constants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(constants)  # stdlib only
+    assert _table(constants) == GGML_TYPES
+    with open(os.path.join(src, "ggml", "include", "ggml.h")) as f:
+        count = re.search(r"GGML_TYPE_COUNT\s*=\s*(\d+)", f.read())
+    assert count is not None and int(count[1]) == GGML_TYPE_COUNT
 
 
 @pytest.mark.parametrize("name", ["lora_a", "lora_b", "lora_c", "lora_zero"])
@@ -419,7 +506,7 @@ def test_duplicate_vocabulary_tokens(fx: dict[str, str], tmp_path) -> None:
 
 def _outcome(path: str, c_walk: bool) -> object:
     try:
-        h = validate_model(path, c_walk=c_walk)
+        h = validate_model(path, scan=c_string_scan() if c_walk else None)
     except GGUFError as e:
         return ("refused", e.reason)
     return ("ok", h.kv, [(t.name, t.shape, t.ggml_type, t.offset) for t in h.tensors])
@@ -442,7 +529,6 @@ def _dup_token(d: bytearray, lay) -> None:
 @pytest.mark.skipif(c_string_scan() is None,
                     reason="no llamart C library (native or WebAssembly) in this Python")
 def test_c_string_walk_agrees_with_python(fx: dict[str, str], tmp_path) -> None:
-    from llamart.gguf_reader import _raw_kv
     from llamart.testing import fuzz
 
     paths = [p for name, p in fx.items() if name.startswith(("model", "bad_"))]
@@ -455,5 +541,5 @@ def test_c_string_walk_agrees_with_python(fx: dict[str, str], tmp_path) -> None:
         assert in_c == _outcome(path, False), path  # same header, or the same reason
         refused += in_c[0] == "refused"
     assert refused > 50 and len(paths) - refused > 10
-    tokens = _raw_kv(read_header(fx["model_f32"]))["tokenizer.ggml.tokens"]
+    tokens = read_header(fx["model_f32"], scan=c_string_scan()).raw_kv["tokenizer.ggml.tokens"]
     assert type(tokens.data).__name__ == "_Packed" and tokens.unique_checked  # C walked it

@@ -398,10 +398,10 @@ LLAMA_CPP_REFUSALS = {
 def test_llama_cpp_refusal_reaches_the_caller(loaded: Engine, fx: dict[str, str], name: str,
                                               monkeypatch: pytest.MonkeyPatch,
                                               record_property: Record) -> None:
-    from llamart import gguf_reader
+    from llamart import gguf
 
-    monkeypatch.setattr(gguf_reader, "validate_adapter",
-                        lambda path, base=None: gguf_reader.read_header(path))
+    monkeypatch.setattr(gguf, "validate_adapter",
+                        lambda path, base=None, **_: gguf.read_header(path))
     path, a = fx[name], fx["lora_a"]
     if loaded.capabilities.lora:
         loaded.set_lora(a, 0.5)

@@ -5,14 +5,14 @@
     python tools/bench_validate.py MODEL.gguf ... --pyodide   # the same in Pyodide under Node
 
 For each file, ``--repeat`` rounds (interleaved: validate, then a full Engine load and
-unload) are timed and the medians printed: validation ms (``gguf_reader.validate_model``, with
+unload) are timed and the medians printed: validation ms (``llamart.gguf.validate_model``, with
 big string arrays walked by ``lm_gguf_scan_strings`` in libllamart, or in the WebAssembly
-module with ``--pyodide``), the same with the pure-Python walk (``c_walk=False``), Engine load
+module with ``--pyodide``), the same with the Python walk (no ``scan``), Engine load
 ms (``Engine.load_model``, which includes that validation), and validation as a share of the
 load.  Vocab-only files (no tensors) are validated with
-``allow_no_tensors`` and not loaded.  ``--baseline`` also times ``validate_model`` of another
-gguf_reader.py (e.g. ``git show 6a853c9:llamart/gguf_reader.py > /tmp/old_reader.py``, the
-reader before it was made fast) in the same rounds.  Run it on a quiet machine, or take
+``allow_no_tensors`` and not loaded.  ``--baseline`` also times ``validate_model`` of an
+earlier one-file reader (e.g. ``git show cd25226:llamart/gguf_reader.py > /tmp/old_reader.py``,
+the last one before llamart/gguf/) in the same rounds.  Run it on a quiet machine, or take
 several runs.
 """
 
@@ -29,7 +29,8 @@ from types import ModuleType
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from llamart import gguf_reader  # noqa: E402
+from llamart import gguf  # noqa: E402
+from llamart.c_scan import c_string_scan  # noqa: E402
 
 
 def _ms(t0: float) -> float:
@@ -37,7 +38,7 @@ def _ms(t0: float) -> float:
 
 
 def load_reader(path: str) -> ModuleType:
-    """Import another version of gguf_reader.py from a file."""
+    """Import an earlier one-file GGUF reader (llamart/gguf_reader.py) from a file."""
     spec = importlib.util.spec_from_file_location("baseline_gguf_reader", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"{path}: cannot import")
@@ -49,7 +50,8 @@ def load_reader(path: str) -> ModuleType:
 
 def bench_file(path: str, repeat: int, n_ctx: int, backend: str | None, load: bool,
                baseline: ModuleType | None = None) -> dict[str, object]:
-    header = gguf_reader.read_header(path)
+    scan = c_string_scan()
+    header = gguf.read_header(path, scan=scan)
     vocab_only = not header.tensors
     validate: list[float] = []
     before: list[float] = []
@@ -63,10 +65,10 @@ def bench_file(path: str, repeat: int, n_ctx: int, backend: str | None, load: bo
     try:
         for _ in range(repeat):
             t0 = time.perf_counter()
-            gguf_reader.validate_model(path, allow_no_tensors=vocab_only)
+            gguf.validate_model(path, allow_no_tensors=vocab_only, scan=scan)
             validate.append(_ms(t0))
             t0 = time.perf_counter()
-            gguf_reader.validate_model(path, allow_no_tensors=vocab_only, c_walk=False)
+            gguf.validate_model(path, allow_no_tensors=vocab_only)
             python_only.append(_ms(t0))
             if baseline is not None:
                 t0 = time.perf_counter()
@@ -88,7 +90,7 @@ def bench_file(path: str, repeat: int, n_ctx: int, backend: str | None, load: bo
         "n_tensors": len(header.tensors),
         "validate_ms": round(v, 1),
         "validate_ms_all": [round(x, 1) for x in validate],
-        "c_walk": gguf_reader.c_string_scan() is not None,
+        "c_walk": scan is not None,
         "python_walk_ms": round(statistics.median(python_only), 1),
     }
     if before:
@@ -115,7 +117,7 @@ def pyodide_main(models: list[str], repeat: int, n_ctx: int) -> int:
                                                              "load_s"))
         print(f"{os.path.basename(path)} in Pyodide/Node (C string walk: {r['c_walk']}): "
               f"validate {v:.1f} ms, Engine load {ld:.1f} ms (validation = {100 * v / ld:.1f}%); "
-              f"pure-Python string walk {p:.1f} ms")
+              f"Python string walk {p:.1f} ms")
     return 0
 
 
@@ -126,7 +128,7 @@ def main() -> int:
     ap.add_argument("--n-ctx", type=int, default=512)
     ap.add_argument("--backend", default=None, help="Engine backend (default: by platform)")
     ap.add_argument("--no-load", action="store_true", help="time validation only")
-    ap.add_argument("--baseline", help="another gguf_reader.py to time as well")
+    ap.add_argument("--baseline", help="an earlier llamart/gguf_reader.py to time as well")
     ap.add_argument("--json", action="store_true", help="print one JSON line per file")
     ap.add_argument("--pyodide", action="store_true",
                     help="validate and load with the WebAssembly backend in Pyodide under Node")
@@ -143,7 +145,7 @@ def main() -> int:
                 f"tensors): validate {r['validate_ms']} ms")
         if "load_ms" in r:
             line += f", Engine load {r['load_ms']} ms (validation = {r['validate_share']})"
-        line += f"; pure-Python string walk {r['python_walk_ms']} ms"
+        line += f"; Python string walk {r['python_walk_ms']} ms"
         if "baseline_ms" in r:
             line += f"; baseline reader {r['baseline_ms']} ms"
         print(line)

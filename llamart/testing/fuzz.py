@@ -47,7 +47,7 @@ class Result:
     id: int
     outcome: str
     detail: str = ""
-    validated: bool | None = None  # did gguf_reader accept it?
+    validated: bool | None = None  # did llamart.gguf accept it?
     seconds: float = 0.0
 
 
@@ -274,7 +274,8 @@ def _safe_layout(d: bytearray) -> mutate.Layout | None:
 def _worker(base_model: str) -> int:
     """Read 'id\\tkind\\tpath' lines on stdin; print one JSON result line per case."""
     from .. import Engine, LlamartError
-    from .. import gguf_reader as gr
+    from .. import gguf as gr
+    from ..c_scan import c_string_scan
 
     engine = Engine(backend="native")
     base_header = gr.read_header(base_model)
@@ -288,7 +289,7 @@ def _worker(base_model: str) -> int:
         res: dict[str, object] = {"id": int(cid)}
         try:
             if kind == "model":
-                gr.validate_model(path)
+                gr.validate_model(path, scan=c_string_scan())
             else:
                 gr.validate_adapter(path, base_header)
             res["validated"] = True
@@ -334,7 +335,7 @@ def run_cases(cases: Sequence[Case], base_model: str, *, timeout: float = 60.0,
     """Run every case in child workers (restarted after a crash or hang).
 
     ``backend="native"``: each case goes through the native Engine (which validates it first).
-    ``backend="wasm"``: each case is validated here with gguf_reader, as the Engine does in
+    ``backend="wasm"``: each case is validated here with llamart.gguf, as the Engine does in
     Pyodide, and the files it accepts are loaded by the WebAssembly module in one Node process
     (tools/fuzz_wasm.cjs, module built in ``wasm_dir``); refused files never reach llama.cpp
     and count as "rejected".  ``raw=True`` sends every file to the module regardless, to see
@@ -366,12 +367,13 @@ def run_cases(cases: Sequence[Case], base_model: str, *, timeout: float = 60.0,
 
 
 def _validate_case(case: Case, base_model: str) -> tuple[bool | None, str]:
-    """(accepted?, reason) from gguf_reader; None when it raised something unexpected."""
-    from .. import gguf_reader as gr
+    """(accepted?, reason) from llamart.gguf; None when it raised something unexpected."""
+    from .. import gguf as gr
+    from ..c_scan import c_string_scan
 
     try:
         if case.kind == "model":
-            gr.validate_model(case.path)
+            gr.validate_model(case.path, scan=c_string_scan())
         else:
             gr.validate_adapter(case.path, gr.read_header(base_model))
         return True, ""

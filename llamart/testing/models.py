@@ -16,7 +16,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from ..gguf_reader import read_header
+from ..gguf import read_header
 from . import mutate
 
 CHATML_TEMPLATE = (
