@@ -173,7 +173,7 @@ def _pinned_source() -> str:
     path = os.path.join(root, ".cache", f"llama_cpp_python-{version[1] if version else '?'}",
                         "vendor", "llama.cpp")
     if not os.path.isdir(path):
-        pytest.skip("the pinned llama.cpp source is not in .cache (run make native)")
+        pytest.skip("the pinned llama.cpp source is not in .cache (the native build fetches it)")
     return path
 
 

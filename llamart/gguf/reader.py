@@ -23,7 +23,7 @@ import os
 import struct
 import sys
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .header import GGUFError, GGUFHeader, LazyArray, TensorInfo, decode_all
 from .spec import (
@@ -63,6 +63,7 @@ _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 _DIMS = [struct.Struct(f"<{n}q") for n in range(GGML_MAX_DIMS + 1)]
 _TYPE_OFFSET = struct.Struct("<IQ")
+_SCALAR_FORMATS = {vtype: struct.Struct(fmt) for vtype, (fmt, _, _) in SCALARS.items()}
 
 
 class _Reader:
@@ -122,23 +123,21 @@ class _Reader:
         self.pos += n
         return out
 
-    def u32(self, what: str) -> int:
-        self.need(4, what)
-        (v,) = _U32.unpack_from(self.buf, self.pos)
-        self.pos += 4
+    def number(self, fmt: struct.Struct, what: str) -> Any:
+        """One little-endian number in the struct format ``fmt``."""
+        self.need(fmt.size, what)
+        (v,) = fmt.unpack_from(self.buf, self.pos)
+        self.pos += fmt.size
         return v
+
+    def u32(self, what: str) -> int:
+        return self.number(_U32, what)
 
     def u64(self, what: str) -> int:
-        self.need(8, what)
-        (v,) = _U64.unpack_from(self.buf, self.pos)
-        self.pos += 8
-        return v
+        return self.number(_U64, what)
 
     def i64(self, what: str) -> int:
-        self.need(8, what)
-        (v,) = _I64.unpack_from(self.buf, self.pos)
-        self.pos += 8
-        return v
+        return self.number(_I64, what)
 
     def string(self, what: str) -> str:
         n = self.u64(f"length of {what}")
@@ -176,10 +175,7 @@ class _Reader:
         return out
 
     def scalar(self, vtype: int, what: str) -> object:
-        fmt, size, _ = SCALARS[vtype]
-        self.need(size, what)
-        (v,) = struct.unpack_from(fmt, self.buf, self.pos)
-        self.pos += size
+        v = self.number(_SCALAR_FORMATS[vtype], what)
         return bool(v) if vtype == BOOL else v
 
     def _scanned_strings(self, n: int, unique: bool) -> LazyArray | None:
