@@ -42,7 +42,8 @@ __all__ = ["ChatTemplate", "ChatTemplateError", "render_chat_template"]
 # ---- limits (one render; each exceeded limit is a ChatTemplateError) ----
 #: Largest template source accepted; real chat templates are under 100 kB.
 MAX_SOURCE_CHARS = 1_000_000
-#: Deepest nesting of brackets and of block tags; deeper would exhaust the parser's recursion.
+#: Deepest nesting of brackets, of block tags (deeper would exhaust the parser's recursion) and
+#: of the data a template keeps in a namespace (freeing deeper lists exhausts Pyodide's stack).
 MAX_NESTING = 100
 #: Wall-clock budget of one render, checked at every loop step, call, operator and filter.
 MAX_RENDER_SECONDS = 2.0
@@ -152,6 +153,25 @@ def _size(value: Any, limit: int = MAX_VALUE_SIZE) -> int:
     return memo[id(value)]
 
 
+def _too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether containers nest deeper than ``limit`` in ``value`` (a cycle counts as too deep).
+
+    Freeing (or printing) a list nested 100,000 deep exhausts the C stack, which kills Pyodide.
+    """
+    deepest: dict[int, int] = {}
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        kids = _children(v)
+        if kids is None or deepest.get(id(v), 0) >= d:
+            continue
+        if d > limit:
+            return True
+        deepest[id(v)] = d
+        stack.extend((c, d + 1) for c in kids)
+    return False
+
+
 def _check_size(value: Any, what: str) -> Any:
     if isinstance(value, (str, list, tuple, dict)) and _size(value) > MAX_VALUE_SIZE:
         raise _LimitExceeded(f"{what} would exceed {MAX_VALUE_SIZE:,} characters/items")
@@ -244,6 +264,8 @@ class _TemplateNamespace(Namespace):
 
     def __setitem__(self, name: str, value: Any) -> None:
         _TemplateNamespace._check_name(name)
+        if _too_deep(value):  # loops can nest values only through a namespace
+            raise _LimitExceeded(f"a value nested deeper than {MAX_NESTING} levels")
         Namespace.__setitem__(self, name, value)
 
     @staticmethod
@@ -417,6 +439,10 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         return _check_size(rv, "a call's result")
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "+" and type(left) is str and type(right) is str:  # the common case
+            if len(left) + len(right) > MAX_VALUE_SIZE:
+                raise _LimitExceeded(f"'+' would exceed {MAX_VALUE_SIZE:,} characters/items")
+            return left + right
         _current().tick()
         if operator == "*":
             if isinstance(left, int) and isinstance(right, int):

@@ -7,10 +7,12 @@ import time
 
 import pytest
 
-from llamart import chat_template as ct
-from llamart.chat_template import ChatTemplate
-from llamart.errors import ChatTemplateError, LlamartError
-from tests.chat_conversations import BOS, CONVERSATIONS, EOS, llama_cpp_templates
+pytest.importorskip("jinja2")  # Pyodide: the runner installs tools/pyodide_wheels.py's wheels
+
+from llamart import chat_template as ct  # noqa: E402
+from llamart.chat_template import ChatTemplate  # noqa: E402
+from llamart.errors import ChatTemplateError, LlamartError  # noqa: E402
+from tests.chat_conversations import BOS, CONVERSATIONS, EOS, llama_cpp_templates  # noqa: E402
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -131,7 +133,9 @@ HOSTILE = {
     "recursive loop": ("{% for x in [1] recursive %}{{ loop([1]) }}{% endfor %}", "nested deeper"),
     "deep nesting": ("{% set ns = namespace(s=[]) %}{% for i in range(1000) %}{% for j in "
                      "range(900) %}{% set ns.s = [ns.s] %}{% endfor %}{% endfor %}{{ ns.s }}",
-                     "longer than"),
+                     "nested deeper than 100 levels"),
+    "slow": ("{% for i in range(99999) %}{% for j in range(99999) %}{% if i > j %}{% set ns = "
+             "namespace(a=[i, j]|sort) %}{% endif %}{% endfor %}{% endfor %}", "longer than|loop"),
     "5000 parens": ("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}", "nested deeper than"),
     "5000 ifs": ("{% if true %}" * 5000 + "x" + "{% endif %}" * 5000, "nested deeper than"),
     "mro": ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "sandbox"),
@@ -159,3 +163,11 @@ def test_output_cap():
     with pytest.raises(ChatTemplateError, match="the prompt would exceed"):
         ChatTemplate("{% for i in range(10) %}{{ messages[0].content }}{% endfor %}").render(
             [{"role": "user", "content": "x" * (ct.MAX_OUTPUT_CHARS // 5)}])
+
+
+@pytest.mark.skipif(not TEMPLATES, reason="the pinned llama.cpp source (.cache) is not here")
+def test_fuzz_subset(capsys):
+    from tools.fuzz_templates import main as fuzz_main
+
+    assert fuzz_main(["-n", "120", "--seed", "7"]) == 0  # no crash, no case over the budget
+    assert "failures 0" in capsys.readouterr().out
