@@ -109,11 +109,13 @@ def make_model(path: str | os.PathLike[str], *, n_embd: int = 64, n_layer: int =
                dtype: str = "f32", seed: int = 0, vocab: tuple | None = None,
                arch: str = "llama", name: str = "llamart-test",
                chat_template: str | None = CHATML_TEMPLATE,
-               extra_kv: Mapping[str, Any] | None = None) -> str:
+               extra_kv: Mapping[str, Any] | None = None,
+               tensors: Mapping[str, np.ndarray] | None = None) -> str:
     """Write a random llama-architecture model; returns the path.
 
     ``dtype`` is "f32", "f16" or "q8_0" for the matrices (norms stay F32). ``vocab`` is
-    (tokens, scores, types) to replace the test tokenizer.
+    (tokens, scores, types) to replace the test tokenizer. ``tensors`` (GGUF name -> float32
+    array of the numpy shape) replaces random weights.
     """
     if dtype not in _FILE_TYPES:
         raise ValueError(f"dtype must be one of {sorted(_FILE_TYPES)}")
@@ -150,6 +152,15 @@ def make_model(path: str | os.PathLike[str], *, n_embd: int = 64, n_layer: int =
         _add_kv(w, k, v)
     for tname, shape in _weight_shapes(n_embd, n_layer, n_head, n_head_kv, n_ff,
                                        len(tokens)).items():
+        if tensors is not None and tname in tensors:
+            given = np.asarray(tensors[tname], dtype=np.float32)
+            if given.shape != shape:
+                raise ValueError(f"{tname}: shape {given.shape}, expected {shape}")
+            if len(shape) == 1:
+                w.add_tensor(tname, given)
+            else:
+                _add_matrix(w, tname, given, dtype)
+            continue
         if len(shape) == 1:
             data = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
             w.add_tensor(tname, data)
