@@ -1,4 +1,4 @@
-"""The ``llamart`` command: generate, info, lora inspect, demo (and web-demo).
+"""The ``llamart`` command: generate, info, lora inspect/convert, demo (and web-demo).
 
 Errors print ``llamart: error: ...`` to stderr and exit 1; usage errors exit 2.
 """
@@ -222,6 +222,28 @@ def cmd_lora_inspect(args: argparse.Namespace) -> int:
     return 0 if problem is None else 1
 
 
+# ---- lora convert ----
+
+def cmd_lora_convert(args: argparse.Namespace) -> int:
+    try:
+        from .lora.converter import convert
+    except ImportError as e:
+        raise CLIError(f"lora convert needs numpy, safetensors and gguf "
+                       f"(pip install 'llamart[lora]'): {e}") from e
+    from . import gguf_reader
+
+    def warn(msg: str) -> None:
+        print(f"llamart: warning: {msg}", file=sys.stderr)
+
+    out = convert(args.peft_dir, args.base, args.output, args.outtype, warn=warn)
+    header = gguf_reader.read_header(out)
+    s = gguf_reader.adapter_summary(header)
+    n = sum(1 for t in header.tensors if t.name.endswith(".lora_a"))
+    print(f"wrote {out}: {n} LoRA pairs ({', '.join(s['targets'])}), "  # type: ignore[arg-type]
+          f"alpha {s['alpha']}, {args.outtype}, for {args.base}")
+    return 0
+
+
 # ---- demo ----
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -324,6 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--base", metavar="MODEL", help="base model to check the adapter against")
     li.add_argument("--json", action="store_true", help="machine-readable output")
     li.set_defaults(func=cmd_lora_inspect)
+    lc = lsub.add_parser("convert", help="convert a PEFT LoRA folder (adapter_config.json + "
+                         "adapter_model.safetensors) to a GGUF adapter for a base model")
+    lc.add_argument("peft_dir", metavar="PEFT_DIR")
+    lc.add_argument("--base", required=True, metavar="MODEL", help="the base model's GGUF")
+    lc.add_argument("-o", "--output", required=True, metavar="ADAPTER", help="GGUF to write")
+    lc.add_argument("--outtype", choices=("f32", "f16", "q8_0"), default="f32")
+    lc.set_defaults(func=cmd_lora_convert)
 
     d = sub.add_parser("demo", help="make a demo model and adapter, generate with and without")
     d.add_argument("--dir", metavar="DIR", help="where to write the files (default: a new "

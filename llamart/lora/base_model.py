@@ -1,12 +1,14 @@
-"""What the converter needs to know about a base GGUF model, read with gguf-py's GGUFReader."""
+"""What the converter needs to know about a base GGUF model (architecture, heads, shapes)."""
 
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 
 import gguf
 
+from .. import gguf_reader
 from .peft_config import ConvertError
 
 
@@ -26,41 +28,36 @@ class BaseModel:
         for member, name in gguf.MODEL_ARCH_NAMES.items():
             if name == self.arch:
                 return member
-        raise ConvertError(f"architecture '{self.arch}' is unknown to gguf-py "
-                           f"{gguf.__version__ if hasattr(gguf, '__version__') else ''}".rstrip(),
+        raise ConvertError(f"architecture '{self.arch}' is unknown to gguf-py's tensor map",
                            self.path)
 
 
-def _scalar(reader: gguf.GGUFReader, key: str) -> object:
-    field = reader.fields.get(key)
-    return None if field is None else field.contents()
-
-
 def read_base(path: str | os.PathLike[str]) -> BaseModel:
-    """Read a base model's header; ConvertError naming the file for anything unusable."""
+    """Read a base model's header; ConvertError naming the file for anything unusable.
+
+    llamart's own header reader, not gguf-py's GGUFReader: the same facts, but GGUFReader
+    takes ~12 s over SmolLM2's 49,152-token vocabulary where this takes ~0.1 s.
+    """
     spath = os.fspath(path)
     if not os.path.isfile(spath):
         raise ConvertError("no such base model file", spath)
     try:
-        reader = gguf.GGUFReader(spath)
-        arch = _scalar(reader, "general.architecture")
-        gtype = _scalar(reader, "general.type")
-        shapes = {t.name: tuple(int(d) for d in reversed(t.shape.tolist()))
-                  for t in reader.tensors}
-        values = {k: _scalar(reader, k.format(arch=arch)) for k in (
-            gguf.Keys.LLM.BLOCK_COUNT, gguf.Keys.Attention.HEAD_COUNT,
-            gguf.Keys.Attention.HEAD_COUNT_KV)}
-    except ConvertError:
-        raise
-    except Exception as e:  # gguf-py raises ValueError, struct errors, IndexError...
-        raise ConvertError(f"not a readable GGUF model ({type(e).__name__}: {e})", spath) from e
+        h = gguf_reader.read_header(spath)
+    except gguf_reader.GGUFError as e:
+        raise ConvertError(f"not a readable GGUF model ({e.reason})", spath) from e
+    except (ValueError, OverflowError, EOFError, struct.error) as e:
+        raise ConvertError(f"not a readable GGUF model ({e})", spath) from e
+    arch = h.kv.get("general.architecture")
     if not isinstance(arch, str):
         raise ConvertError("has no general.architecture", spath)
-    if gtype == "adapter":
+    if h.kv.get("general.type") == "adapter":
         raise ConvertError("is an adapter, not a base model", spath)
-    block_count, n_head, n_head_kv = values.values()
+    block_count, n_head, n_head_kv = (h.kv.get(k.format(arch=arch)) for k in (
+        gguf.Keys.LLM.BLOCK_COUNT, gguf.Keys.Attention.HEAD_COUNT,
+        gguf.Keys.Attention.HEAD_COUNT_KV))
     if not isinstance(block_count, int):
         raise ConvertError(f"has no {arch}.block_count", spath)
     n_head = n_head if isinstance(n_head, int) else None  # per-layer arrays: not handled here
     n_head_kv = n_head_kv if isinstance(n_head_kv, int) else n_head
+    shapes = {t.name: tuple(int(d) for d in reversed(t.shape)) for t in h.tensors}
     return BaseModel(spath, arch, block_count, n_head, n_head_kv, shapes)

@@ -43,10 +43,6 @@ class HFLlama:
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
-    def module_shape(self, module: str) -> tuple[int, int]:
-        """(n_out, n_in) of a module's weight, e.g. ``model.layers.0.self_attn.k_proj``."""
-        return self.weights[module + ".weight"].shape  # type: ignore[return-value]
-
 
 def make_hf_llama(*, n_embd: int = 64, n_layer: int = 2, n_head: int = 4, n_head_kv: int = 2,
                   n_ff: int = 128, seed: int = 0) -> HFLlama:
@@ -96,8 +92,9 @@ _GGUF_NAMES = {
 
 
 def write_gguf(m: HFLlama, path: str | os.PathLike[str], *, dtype: str = "f32",
-               permute_qk: bool = True) -> str:
-    """Write ``m`` as llama.cpp's converter would (``permute_qk=False``: a wrong base)."""
+               permute_qk: bool = True, tied: bool = False) -> str:
+    """Write ``m`` as llama.cpp's converter would (``permute_qk=False``: a wrong base;
+    ``tied``: no output.weight, as for a model whose lm_head is tied to its embeddings)."""
     t: dict[str, np.ndarray] = {
         "token_embd.weight": m.weights["model.embed_tokens.weight"],
         "output_norm.weight": m.weights["model.norm.weight"],
@@ -112,7 +109,8 @@ def write_gguf(m: HFLlama, path: str | os.PathLike[str], *, dtype: str = "f32",
                 data = llama_cpp_permute(data, m.n_head, m.n_head_kv)
             t[f"blk.{i}.{short}.weight"] = data
     return make_model(path, n_embd=m.n_embd, n_layer=m.n_layer, n_head=m.n_head,
-                      n_head_kv=m.n_head_kv, n_ff=m.n_ff, dtype=dtype, tensors=t)
+                      n_head_kv=m.n_head_kv, n_ff=m.n_ff, dtype=dtype, tensors=t,
+                      drop=("output.weight",) if tied else ())
 
 
 def _rms(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
@@ -155,17 +153,38 @@ def forward(m: HFLlama, tokens: Sequence[int],
     return _rms(x, w["model.norm.weight"], m.eps) @ w["lm_head.weight"].T
 
 
-def module_names(m: HFLlama, targets: Sequence[str] = ALL_LINEAR) -> list[str]:
-    """Full module names of ``targets`` (short names like "q_proj", or "embed_tokens",
-    "lm_head") in every layer."""
-    out = []
-    for t in targets:
-        if t in ("embed_tokens", "lm_head"):
-            out.append("model.embed_tokens" if t == "embed_tokens" else "lm_head")
+def module_shapes(m: HFLlama) -> dict[str, tuple[int, int]]:
+    """Module name (``model.layers.0.self_attn.q_proj``...) -> its weight's (n_out, n_in)."""
+    return {k[: -len(".weight")]: v.shape for k, v in m.weights.items() if v.ndim == 2}
+
+
+def gguf_module_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, int]]:
+    """The same for a llama GGUF model (for a PEFT folder fitting a real model's shapes)."""
+    from ..gguf_reader import read_header
+
+    short = {v: k for k, v in _GGUF_NAMES.items()}
+    out: dict[str, tuple[int, int]] = {}
+    for t in read_header(path).tensors:
+        parts = t.name.split(".")
+        if len(t.shape) != 2:
             continue
-        part = "self_attn" if t in ATTN else "mlp"
-        out += [f"model.layers.{i}.{part}.{t}" for i in range(m.n_layer)]
+        shape = (int(t.shape[1]), int(t.shape[0]))
+        if t.name == "token_embd.weight":
+            out["model.embed_tokens"] = shape
+        elif t.name == "output.weight":
+            out["lm_head"] = shape
+        elif parts[0] == "blk" and parts[2] in short:
+            out[f"model.layers.{parts[1]}.{short[parts[2]]}"] = shape
     return out
+
+
+def _module_names(shapes: Mapping[str, tuple[int, int]], targets: Sequence[str]) -> list[str]:
+    """The modules of ``shapes`` whose last part is one of ``targets`` ("q_proj",
+    "embed_tokens", "lm_head"...), in layer order."""
+    def key(name: str) -> tuple[int, str]:
+        digits = [int(p) for p in name.split(".") if p.isdigit()]
+        return (digits[0] if digits else -1, name)
+    return sorted((n for n in shapes if n.split(".")[-1] in targets), key=key)
 
 
 @dataclass
@@ -185,19 +204,24 @@ class PeftPair:
         return d.T if self.embedding else d
 
 
-def make_peft(folder: str | os.PathLike[str], m: HFLlama, *,
+def make_peft(folder: str | os.PathLike[str], shapes: Mapping[str, tuple[int, int]], *,
               targets: Sequence[str] = ALL_LINEAR, r: int = 8, lora_alpha: float = 16.0,
               ranks: Mapping[str, int] | None = None, alphas: Mapping[str, float] | None = None,
               use_rslora: bool = False, seed: int = 1, b_std: float = 0.3,
               dtype: Any = np.float32, config: Mapping[str, Any] | None = None
               ) -> dict[str, PeftPair]:
-    """Write ``adapter_config.json`` + ``adapter_model.safetensors`` with random A and B.
+    """Write ``adapter_config.json`` + ``adapter_model.safetensors`` with random A and B
+    for the ``targets`` among ``shapes`` (module -> weight shape: ``module_shapes(m)``).
 
     ``ranks``/``alphas`` map a module name or its last parts ("q_proj",
     "model.layers.1.mlp.down_proj") to its own rank/alpha; they are written as PEFT's
     ``rank_pattern``/``alpha_pattern``. ``config`` entries override the written config.
+    ``dtype``: a numpy float type, or "bf16" (what PEFT saves from a bfloat16 model).
     Returns module -> PeftPair, in float64 as written (after the dtype's rounding).
     """
+    bf16 = isinstance(dtype, str) and dtype == "bf16"
+    if bf16:
+        dtype = np.float32
     rng = np.random.default_rng(seed)
     ranks, alphas = dict(ranks or {}), dict(alphas or {})
 
@@ -209,14 +233,16 @@ def make_peft(folder: str | os.PathLike[str], m: HFLlama, *,
 
     pairs: dict[str, PeftPair] = {}
     tensors: dict[str, np.ndarray] = {}
-    for module in module_names(m, targets):
+    for module in _module_names(shapes, targets):
         rank = pick(ranks, module, r)
-        n_out, n_in = m.module_shape(module)
+        n_out, n_in = shapes[module]
         embedding = module == "model.embed_tokens"
         if embedding:  # nn.Embedding: A (r, n_vocab), B (n_embd, r); delta = (B @ A).T
             n_out, n_in = n_in, n_out
         a = (rng.standard_normal((rank, n_in)) / np.sqrt(n_in)).astype(dtype)
         b = (b_std / np.sqrt(rank) * rng.standard_normal((n_out, rank))).astype(dtype)
+        if bf16:  # keep the upper 16 bits: exactly representable in bfloat16
+            a, b = (_bf16_round(x) for x in (a, b))
         names = ("lora_embedding_A", "lora_embedding_B") if embedding else \
             ("lora_A.weight", "lora_B.weight")
         tensors[f"base_model.model.{module}.{names[0]}"] = a
@@ -224,8 +250,11 @@ def make_peft(folder: str | os.PathLike[str], m: HFLlama, *,
         pairs[module] = PeftPair(a.astype(np.float64), b.astype(np.float64), rank,
                                  float(pick(alphas, module, lora_alpha)), embedding)
     os.makedirs(folder, exist_ok=True)
-    safetensors.numpy.save_file(tensors, os.path.join(folder, "adapter_model.safetensors"),
-                                metadata={"format": "pt"})
+    st = os.path.join(folder, "adapter_model.safetensors")
+    if bf16:
+        _save_bf16(tensors, st)
+    else:
+        safetensors.numpy.save_file(tensors, st, metadata={"format": "pt"})
     cfg: dict[str, Any] = {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": "tiny-llama",
         "r": r, "lora_alpha": lora_alpha, "lora_dropout": 0.0, "bias": "none",
@@ -238,6 +267,28 @@ def make_peft(folder: str | os.PathLike[str], m: HFLlama, *,
     with open(os.path.join(folder, "adapter_config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     return pairs
+
+
+def _bf16_round(x: np.ndarray) -> np.ndarray:
+    return (np.ascontiguousarray(x, np.float32).view(np.uint32) & 0xFFFF0000).view(np.float32)
+
+
+def _save_bf16(tensors: Mapping[str, np.ndarray], path: str) -> None:
+    """A safetensors file of BF16 tensors (numpy has no bfloat16, so the safetensors package
+    cannot write one from numpy): 8-byte header length, JSON header, data."""
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    blobs, at = [], 0
+    for name, x in tensors.items():
+        data = (np.ascontiguousarray(x, np.float32).view(np.uint32) >> 16).astype("<u2")
+        raw = data.tobytes()
+        header[name] = {"dtype": "BF16", "shape": list(x.shape),
+                        "data_offsets": [at, at + len(raw)]}
+        blobs.append(raw)
+        at += len(raw)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text + b"".join(blobs))
 
 
 def peft_deltas(pairs: Mapping[str, PeftPair], scale: float,
