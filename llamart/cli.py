@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .errors import LlamartError
+from .errors import AdapterError, LlamartError
 
 DEMO_PROMPT = "The history of the"
 
@@ -169,6 +169,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_lora_inspect(args: argparse.Namespace) -> int:
     from . import gguf_reader
+    from .lora import check_applicable
 
     try:
         header = gguf_reader.read_header(args.adapter)
@@ -179,7 +180,10 @@ def cmd_lora_inspect(args: argparse.Namespace) -> int:
     base_header = None
     try:
         gguf_reader.validate_adapter(args.adapter)
+        check_applicable(header)
     except gguf_reader.GGUFError as e:
+        problem = e.reason
+    except AdapterError as e:  # valid for llama.cpp, but llamart refuses to apply it (aLoRA)
         problem = e.reason
     if args.base is not None and problem is None:
         try:

@@ -391,7 +391,7 @@ def test_real_shaped_adapter_loads_and_changes_logits(tmp_path) -> None:
 
 # ---- aLoRA: llama.cpp loads it, llamart must refuse it before set_lora ----
 
-def test_alora_adapter_is_refused(tmp_path, base: str) -> None:
+def test_alora_adapter_is_refused(tmp_path, base: str, capsys) -> None:
     plain = make_adapter(tmp_path / "plain.gguf", base=base, rank=4)
     alora = make_adapter(tmp_path / "alora.gguf", base=base, rank=4, alora_tokens=[300, 301])
     base_header = gguf_reader.validate_model(base)
@@ -401,6 +401,9 @@ def test_alora_adapter_is_refused(tmp_path, base: str) -> None:
         check_applicable(header)  # ...but must not be applied from the first token
     assert info.value.path == str(tmp_path / "alora.gguf")
     assert "2 invocation tokens" in str(info.value)
+    assert main(["lora", "inspect", alora, "--base", base]) == 1
+    assert "aLoRA" in capsys.readouterr().out
+    assert main(["lora", "inspect", plain, "--base", base]) == 0
 
 
 def test_warnings_module_is_quiet_for_a_plain_folder(tmp_path, model: H.HFLlama, base: str,

@@ -143,7 +143,7 @@ def read_config(folder: str | os.PathLike[str]) -> PeftConfig:
         v = cfg.get(key)
         if v is None or v == fine or (fine in (None, False) and v in ([], {}, False)):
             continue
-        raise ConvertError(f"'{key}' is {v!r}: {why}", path)
+        raise ConvertError(f"'{key}' is {json.dumps(v)}: {why}", path)
     init = cfg.get("init_lora_weights", True)
     if isinstance(init, str) and init.lower().startswith(_MODIFIED_BASE_INITS):
         raise ConvertError(f"'init_lora_weights' is {init!r}: such an adapter was trained "
