@@ -248,11 +248,17 @@ def test_corrupt_safetensors(tmp_path, model: H.HFLlama, base: str, out, damage:
     _refused(folder, base, out, "not a valid safetensors file", "adapter_model.safetensors")
 
 
-def test_wrong_shapes_name_module_and_both_shapes(tmp_path, base: str, out) -> None:
+@pytest.mark.parametrize("target,module,peft_shape,base_shape", [
+    ("v_proj", "model.layers.0.self_attn.v_proj", "[16, 32]", "[32, 64]"),
+    ("embed_tokens", "model.embed_tokens", "[1115, 32]", "[1115, 64]"),
+])
+def test_wrong_shapes_name_module_and_both_shapes(tmp_path, base: str, out, target: str,
+                                                  module: str, peft_shape: str,
+                                                  base_shape: str) -> None:
     other = H.make_hf_llama(n_embd=32, n_layer=2, n_head=4, n_head_kv=2, n_ff=64)
-    folder = _peft(tmp_path, other, targets=("v_proj",))
-    err = _refused(folder, base, out, "model.layers.0.self_attn.v_proj", "adapter_model")
-    assert "[16, 32]" in str(err) and "[32, 64]" in str(err)  # PEFT's and the base's
+    folder = _peft(tmp_path, other, targets=(target,))
+    err = _refused(folder, base, out, module, "adapter_model")
+    assert f"delta has shape {peft_shape}" in str(err) and base_shape in str(err)
 
 
 def test_module_missing_from_base(tmp_path, base: str, out) -> None:

@@ -195,11 +195,10 @@ def plan(cfg: PeftConfig, pairs: dict[str, LoraPair], base: BaseModel,
         if a.shape[0] != r or b.shape[1] != r:
             raise ConvertError(f"module '{module}': lora_A {list(a.shape)} and lora_B "
                                f"{list(b.shape)} do not have the config's rank {r}", weights)
-        want = (list(shape[::-1]) if p.embedding else list(shape))
-        got = [b.shape[0], a.shape[1]]
-        if len(shape) != 2 or got != want:
-            what = "B @ A" if not p.embedding else "(B @ A).T"
-            raise ConvertError(f"module '{module}': {what} has shape {got} (lora_A "
+        # PEFT's delta: B @ A, or (B @ A).T for an embedding (A is (r, n_vocab) there)
+        delta = [a.shape[1], b.shape[0]] if p.embedding else [b.shape[0], a.shape[1]]
+        if delta != list(shape):
+            raise ConvertError(f"module '{module}': the LoRA delta has shape {delta} (lora_A "
                                f"{list(a.shape)}, lora_B {list(b.shape)}) but the base's "
                                f"'{name}' has shape {list(shape)}", weights)
         llama_scaling = alpha / r if alpha else 1.0
