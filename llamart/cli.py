@@ -1,4 +1,4 @@
-"""The ``llamart`` command: generate, info, lora inspect, demo (and web-demo).
+"""The ``llamart`` command: generate, info, lora inspect/convert, demo (and web-demo).
 
 Errors print ``llamart: error: ...`` to stderr and exit 1; usage errors exit 2.
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .errors import LlamartError
+from .errors import AdapterError, LlamartError
 
 DEMO_PROMPT = "The history of the"
 
@@ -172,6 +172,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_lora_inspect(args: argparse.Namespace) -> int:
     from . import gguf
     from .c_scan import c_string_scan
+    from .lora import check_applicable
 
     try:
         header = gguf.read_header(args.adapter)
@@ -182,7 +183,10 @@ def cmd_lora_inspect(args: argparse.Namespace) -> int:
     base_header = None
     try:
         gguf.validate_adapter(args.adapter)
+        check_applicable(header)
     except gguf.GGUFError as e:
+        problem = e.reason
+    except AdapterError as e:  # valid for llama.cpp, but llamart refuses to apply it (aLoRA)
         problem = e.reason
     if args.base is not None and problem is None:
         try:
@@ -223,6 +227,28 @@ def cmd_lora_inspect(args: argparse.Namespace) -> int:
             rows.append(("fits base", f"{verdict} ({args.base})" if fits else verdict))
         print(_rows(rows))
     return 0 if problem is None else 1
+
+
+# ---- lora convert ----
+
+def cmd_lora_convert(args: argparse.Namespace) -> int:
+    try:
+        from .lora.converter import convert
+    except ImportError as e:
+        raise CLIError(f"lora convert needs numpy, safetensors and gguf "
+                       f"(pip install 'llamart[lora]'): {e}") from e
+    from . import gguf
+
+    def warn(msg: str) -> None:
+        print(f"llamart: warning: {msg}", file=sys.stderr)
+
+    out = convert(args.peft_dir, args.base, args.output, args.outtype, warn=warn)
+    header = gguf.read_header(out)
+    s = gguf.adapter_summary(header)
+    n = sum(1 for t in header.tensors if t.name.endswith(".lora_a"))
+    print(f"wrote {out}: {n} LoRA pairs ({', '.join(s['targets'])}), "  # type: ignore[arg-type]
+          f"alpha {s['alpha']}, {args.outtype}, for {args.base}")
+    return 0
 
 
 # ---- demo ----
@@ -341,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--base", metavar="MODEL", help="base model to check the adapter against")
     li.add_argument("--json", action="store_true", help="machine-readable output")
     li.set_defaults(func=cmd_lora_inspect)
+    lc = lsub.add_parser("convert", help="convert a PEFT LoRA folder (adapter_config.json + "
+                         "adapter_model.safetensors) to a GGUF adapter for a base model")
+    lc.add_argument("peft_dir", metavar="PEFT_DIR")
+    lc.add_argument("--base", required=True, metavar="MODEL", help="the base model's GGUF")
+    lc.add_argument("-o", "--output", required=True, metavar="ADAPTER", help="GGUF to write")
+    lc.add_argument("--outtype", choices=("f32", "f16", "q8_0"), default="f32")
+    lc.set_defaults(func=cmd_lora_convert)
 
     d = sub.add_parser("demo", help="make a demo model and adapter, generate with and without")
     d.add_argument("--dir", metavar="DIR", help="where to write the files (default: a new "

@@ -109,11 +109,14 @@ def make_model(path: str | os.PathLike[str], *, n_embd: int = 64, n_layer: int =
                dtype: str = "f32", seed: int = 0, vocab: tuple | None = None,
                arch: str = "llama", name: str = "llamart-test",
                chat_template: str | None = CHATML_TEMPLATE,
-               extra_kv: Mapping[str, Any] | None = None) -> str:
+               extra_kv: Mapping[str, Any] | None = None,
+               tensors: Mapping[str, np.ndarray] | None = None, drop: Sequence[str] = ()) -> str:
     """Write a random llama-architecture model; returns the path.
 
     ``dtype`` is "f32", "f16" or "q8_0" for the matrices (norms stay F32). ``vocab`` is
-    (tokens, scores, types) to replace the test tokenizer.
+    (tokens, scores, types) to replace the test tokenizer. ``tensors`` (GGUF name -> float32
+    array of the numpy shape) replaces random weights; ``drop`` names tensors left out
+    (``("output.weight",)``: an output layer tied to token_embd, as llama.cpp reads it).
     """
     if dtype not in _FILE_TYPES:
         raise ValueError(f"dtype must be one of {sorted(_FILE_TYPES)}")
@@ -150,6 +153,17 @@ def make_model(path: str | os.PathLike[str], *, n_embd: int = 64, n_layer: int =
         _add_kv(w, k, v)
     for tname, shape in _weight_shapes(n_embd, n_layer, n_head, n_head_kv, n_ff,
                                        len(tokens)).items():
+        if tname in drop:
+            continue
+        if tensors is not None and tname in tensors:
+            given = np.asarray(tensors[tname], dtype=np.float32)
+            if given.shape != shape:
+                raise ValueError(f"{tname}: shape {given.shape}, expected {shape}")
+            if len(shape) == 1:
+                w.add_tensor(tname, given)
+            else:
+                _add_matrix(w, tname, given, dtype)
+            continue
         if len(shape) == 1:
             data = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
             w.add_tensor(tname, data)
@@ -216,13 +230,15 @@ def make_adapter(path: str | os.PathLike[str], *,
                  scale_of_weights: float = 0.5, zero_b: bool = False,
                  arch: str | None = None, general_type: str = "adapter",
                  adapter_type: str = "lora", task_name: str | None = None,
-                 layers: Iterable[int] | None = None, drop: Sequence[str] = ()) -> str:
+                 layers: Iterable[int] | None = None, drop: Sequence[str] = (),
+                 alora_tokens: Sequence[int] | None = None) -> str:
     """Write a LoRA adapter for ``base`` (make_model params, or a model file); returns the path.
 
     ``targets`` are short names ("attn_q", "ffn_up", ...) applied in every layer (or only
     ``layers``).  lora_a has numpy shape (rank, n_in), lora_b (n_out, rank); B is non-zero
     unless ``zero_b``, so the adapter visibly changes logits.  ``arch``, ``general_type``,
     ``adapter_type`` and ``drop`` (tensor names left out) exist to make broken adapters.
+    ``alora_tokens`` makes an activated LoRA (``adapter.alora.invocation_tokens``, u32).
     """
     base_arch, shapes = _base_shapes(base)
     n_layer = 1 + max(int(n.split(".")[1]) for n in shapes if n.startswith("blk."))
@@ -233,6 +249,9 @@ def make_adapter(path: str | os.PathLike[str], *,
     w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
     if task_name is not None:
         w.add_string(gguf.Keys.Adapter.LORA_TASK_NAME, task_name)
+    if alora_tokens is not None:
+        w.add_key_value(gguf.Keys.Adapter.ALORA_INVOCATION_TOKENS, list(alora_tokens),
+                        gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.UINT32)
     for i in (range(n_layer) if layers is None else layers):
         for t in targets:
             bname = f"blk.{i}.{t}.weight"

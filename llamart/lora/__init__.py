@@ -1,0 +1,18 @@
+"""LoRA workflow tools: PEFT -> GGUF conversion (``convert``, needs numpy, safetensors, gguf:
+the ``lora`` extra) and the applicability check run before ``set_lora`` (pure Python)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .applicable import check_applicable
+
+__all__ = ["check_applicable", "convert"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "convert":  # imported on first use: numpy, safetensors and gguf are optional
+        from .converter import convert
+
+        return convert
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
