@@ -2,7 +2,7 @@
 
 No numpy, gguf or llama.cpp here: this file runs unchanged in Pyodide. Model and adapter files
 are tiny but valid GGUF files written by a small writer below, so the Engine's real checks
-(llamart.gguf_reader) run on them.
+(llamart.gguf) run on them.
 """
 
 from __future__ import annotations

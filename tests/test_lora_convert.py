@@ -24,8 +24,8 @@ import gguf  # noqa: E402
 import numpy as np  # noqa: E402
 
 from llamart import AdapterError, Engine  # noqa: E402
-from llamart.gguf import read_header  # noqa: E402
 from llamart.cli import main  # noqa: E402
+from llamart.gguf import read_header, validate_adapter, validate_model  # noqa: E402
 from llamart.lora import check_applicable, convert, converter  # noqa: E402
 from llamart.lora.converter import ConvertWarning  # noqa: E402
 from llamart.lora.peft_config import ConvertError  # noqa: E402
@@ -163,7 +163,7 @@ def test_written_header_fits_base(base: str, model: H.HFLlama, tmp_path) -> None
     H.make_peft(tmp_path / "peft", H.module_shapes(model), targets=("v_proj",), r=2,
                 lora_alpha=5)
     out = convert(tmp_path / "peft", base, tmp_path / "adapter.gguf")
-    h = gguf_reader.validate_adapter(out, gguf_reader.validate_model(base))
+    h = validate_adapter(out, validate_model(base))
     assert h.kv["general.type"] == "adapter" and h.kv["adapter.type"] == "lora"
     assert h.kv["general.architecture"] == "llama"
     assert h.kv["adapter.lora.alpha"] == 5.0
@@ -401,9 +401,9 @@ def test_real_shaped_adapter_loads_and_changes_logits(tmp_path) -> None:
 def test_alora_adapter_is_refused(tmp_path, base: str, capsys) -> None:
     plain = make_adapter(tmp_path / "plain.gguf", base=base, rank=4)
     alora = make_adapter(tmp_path / "alora.gguf", base=base, rank=4, alora_tokens=[300, 301])
-    base_header = gguf_reader.validate_model(base)
-    check_applicable(gguf_reader.validate_adapter(plain, base_header))  # no error
-    header = gguf_reader.validate_adapter(alora, base_header)  # structurally valid...
+    base_header = validate_model(base)
+    check_applicable(validate_adapter(plain, base_header))  # no error
+    header = validate_adapter(alora, base_header)  # structurally valid...
     with pytest.raises(AdapterError, match="aLoRA") as info:
         check_applicable(header)  # ...but must not be applied from the first token
     assert info.value.path == str(tmp_path / "alora.gguf")
