@@ -8,13 +8,26 @@ for a known path keeps its place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from .backends.base import Backend
-from .errors import logged_backend_errors
+from .backends.base import Backend, Capabilities
+from .errors import LoraUnsupportedWarning, UnsupportedCapabilityError, logged_backend_errors
 
-__all__ = ["AdapterPlan", "AdapterSet"]
+__all__ = ["AdapterPlan", "AdapterSet", "lora_unavailable"]
+
+
+def lora_unavailable(caps: Capabilities, strict: bool, op: str) -> bool:
+    """True if ``caps`` has no LoRA: then a LoraUnsupportedWarning pointing at the caller of
+    the Engine method ``op`` is issued, or (``strict``) UnsupportedCapabilityError raised."""
+    if caps.lora:
+        return False
+    reason = caps.lora_reason or f"LoRA adapters are not applied on the {caps.backend} backend"
+    if strict:
+        raise UnsupportedCapabilityError(f"{op}: {reason}", reason=reason)
+    warnings.warn(LoraUnsupportedWarning(reason), stacklevel=3)
+    return True
 
 
 class AdapterPlan(NamedTuple):
@@ -46,22 +59,27 @@ class AdapterSet:
         entry = self._entries.get(path)
         return entry[1] if entry else None
 
-    def handle(self, path: str) -> Any:
-        return self._entries[path][0]
+    def describe(self, path: str) -> dict[str, Any]:
+        """``loaded``, ``scale`` and (when loaded) the backend's ``metadata`` of ``path``."""
+        if path not in self._entries:
+            return {"loaded": False, "scale": None}
+        handle, scale = self._entries[path]
+        return {"loaded": True, "scale": scale,
+                "metadata": dict(self._backend.adapter_metadata(handle))}
 
     # ---- planning ----
 
-    def plan_set(self, path: str, scale: float, new_handle: Any = None) -> AdapterPlan:
-        """Set ``path`` to ``scale``: a known path keeps its handle, a new one needs
-        ``new_handle`` (just loaded)."""
+    def plan_set(self, path: str, scale: float, check: Callable[[], object]) -> AdapterPlan:
+        """Set ``path`` to ``scale``: a known path keeps its handle; a new one is checked
+        (``check()`` raises if the file does not fit) and loaded, and freed on rollback."""
         entries = dict(self._entries)
         if path in entries:
             entries[path] = (entries[path][0], scale)
             return AdapterPlan(entries, None, ())
-        if new_handle is None:
-            raise ValueError(f"{path} is not loaded: plan_set needs its new handle")
-        entries[path] = (new_handle, scale)
-        return AdapterPlan(entries, new_handle, ())
+        check()
+        handle = self._backend.load_adapter(path)
+        entries[path] = (handle, scale)
+        return AdapterPlan(entries, handle, ())
 
     def plan_remove(self, path: str) -> AdapterPlan:
         entries = dict(self._entries)

@@ -26,29 +26,27 @@ from __future__ import annotations
 
 import array
 import contextlib
+import functools
 import importlib
 import os
 import sys
 import threading
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from .adapter_set import AdapterSet
+from .adapter_set import AdapterSet, lora_unavailable
 from .async_generation import AsyncGeneration
 from .backends.base import Backend, Capabilities, ModelInfo
 from .errors import (
-    ContextOverflowError,
     EngineStateError,
     LlamartError,
-    LoraUnsupportedWarning,
     UnsupportedCapabilityError,
     backend_errors,
     logged_backend_errors,
 )
 from .generation import FINISH_REASONS, Generation, GenerationRun
-from .inputs import check_messages, check_tokens, fspath, is_token_seq
-from .model_files import adapter_summary, check_adapter, check_file, check_model, file_metadata
+from .inputs import check_messages, check_tokens, fspath, prompt_tokens
+from .model_files import adapter_summary, check_adapter, check_model, file_metadata
 from .model_state import LoadedModel
 from .params import (
     GenerationParams,
@@ -131,24 +129,19 @@ class Engine:
 
     # ---- state ----
 
-    def _check_open(self) -> None:
+    def _check(self, busy_what: str | None = None) -> None:
+        """EngineStateError if disposed, or (given what the call does) while streaming."""
         if self._disposed:
             raise EngineStateError("the engine has been disposed; create a new Engine")
-
-    def _check_idle(self, what: str) -> None:
-        if self._generation is not None:
-            raise EngineStateError(f"cannot {what} while a generation is streaming; finish, "
-                                   f"close or cancel it first")
+        if busy_what is not None and self._generation is not None:
+            raise EngineStateError(f"cannot {busy_what} while a generation is streaming; "
+                                   f"finish, close or cancel it first")
 
     @contextlib.contextmanager
     def _call(self, what: str, *, idle: bool = True) -> Iterator[None]:
-        self._check_open()
-        if idle:
-            self._check_idle(what)  # refuse at once, without waiting for a running token
+        self._check(what if idle else None)  # refuse at once, not after a running token
         with self._lock:
-            self._check_open()
-            if idle:
-                self._check_idle(what)
+            self._check(what if idle else None)
             yield
 
     @contextlib.contextmanager
@@ -173,7 +166,7 @@ class Engine:
     @property
     def model_info(self) -> ModelInfo | None:
         """Facts about the loaded model, or None when no model is loaded."""
-        self._check_open()
+        self._check()
         return self._model.info if self._model else None
 
     @property
@@ -201,7 +194,7 @@ class Engine:
     # ---- lifecycle ----
 
     def __enter__(self) -> Engine:
-        self._check_open()
+        self._check()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -221,11 +214,9 @@ class Engine:
         spath = fspath("path", path)
         threads = mp.n_threads if mp.n_threads is not None else default_threads()
         with self._call("load a model"):
-            check_file(spath)
             header = check_model(spath, vocab_only=mp.vocab_only)
             previous = self._model
-            scales = previous.adapters.scales() if previous else {}
-            self._unload_locked()
+            scales = self._unload_locked()
             try:
                 with backend_errors("model", spath):
                     self._model = LoadedModel.load(self._backend, spath, header, mp, threads)
@@ -255,23 +246,16 @@ class Engine:
                 with logged_backend_errors("backend dispose failed"):
                     self._backend.dispose()
 
-    def _unload_locked(self) -> None:
+    def _unload_locked(self) -> dict[str, float]:
+        """Unload the model (if any); the adapter scales it had."""
         model, self._model = self._model, None
-        if model is not None:
-            model.unload(self._backend)
+        if model is None:
+            return {}
+        scales = model.adapters.scales()
+        model.unload(self._backend)
+        return scales
 
     # ---- LoRA ----
-
-    def _lora_unsupported(self, op: str) -> bool:
-        """True (after warning, or raising when strict) if this backend cannot apply LoRA."""
-        caps = self.capabilities
-        if caps.lora:
-            return False
-        reason = caps.lora_reason or f"LoRA adapters are not applied on the {caps.backend} backend"
-        if self._strict:
-            raise UnsupportedCapabilityError(f"{op}: {reason}", reason=reason)
-        warnings.warn(LoraUnsupportedWarning(reason), stacklevel=3)
-        return True
 
     def set_lora(self, path: str | os.PathLike[str], scale: float = 1.0) -> bool:
         """Apply a LoRA adapter at ``scale`` (any finite number; 0 keeps it with no effect).
@@ -280,27 +264,23 @@ class Engine:
         stack. Returns True when applied, False when this backend cannot apply adapters (a
         LoraUnsupportedWarning is issued, or UnsupportedCapabilityError raised when strict).
         """
-        self._check_open()
+        self._check()
         spath = fspath("path", path)
         fscale = check_float("scale", scale)
-        if self._lora_unsupported("set_lora"):
+        if lora_unavailable(self.capabilities, self._strict, "set_lora"):
             return False
         with self._with_model("change LoRA adapters", weights=True) as model, \
                 backend_errors("adapter", spath):
-            handle = None
-            if spath not in model.adapters:
-                check_file(spath)
-                check_adapter(spath, model.header)
-                handle = self._backend.load_adapter(spath)
-            model.adapters.apply(model.adapters.plan_set(spath, fscale, handle))
+            check = functools.partial(check_adapter, spath, model.header)
+            model.adapters.apply(model.adapters.plan_set(spath, fscale, check))
             return True
 
     def remove_lora(self, path: str | os.PathLike[str]) -> bool:
         """Stop applying one adapter and free it. True if it was set; False for an unknown
         path (a no-op) or on a backend without LoRA."""
-        self._check_open()
+        self._check()
         spath = fspath("path", path)
-        if self._lora_unsupported("remove_lora"):
+        if lora_unavailable(self.capabilities, self._strict, "remove_lora"):
             return False
         with self._call("change LoRA adapters"):
             adapters = self._adapters()
@@ -312,8 +292,8 @@ class Engine:
 
     def clear_loras(self) -> None:
         """Stop applying every adapter and free them: the base model again."""
-        self._check_open()
-        if self._lora_unsupported("clear_loras"):
+        self._check()
+        if lora_unavailable(self.capabilities, self._strict, "clear_loras"):
             return
         with self._call("change LoRA adapters"):
             adapters = self._adapters()
@@ -329,18 +309,13 @@ class Engine:
         ``loaded``, ``scale`` and ``metadata`` (the backend's view when loaded, else the
         file's keys). Works for any adapter file, loaded or not, on every backend."""
         spath = fspath("path", path)
-        with self._call("read adapter metadata", idle=False):
-            check_file(spath)
+        with self._call("read adapter metadata", idle=False), backend_errors("adapter", spath):
             header = check_adapter(spath, None)
+            out = {**adapter_summary(header), "path": spath, "loaded": False, "scale": None,
+                   "metadata": file_metadata(header)}
             adapters = self._adapters()
-            loaded = adapters is not None and spath in adapters
-            out = adapter_summary(header)
-            out.update(path=spath, loaded=loaded, scale=adapters.scale(spath) if adapters else None)
-            if adapters is not None and loaded:
-                with backend_errors("adapter", spath):
-                    out["metadata"] = dict(self._backend.adapter_metadata(adapters.handle(spath)))
-            else:
-                out["metadata"] = file_metadata(header)
+            if adapters is not None:
+                out.update(adapters.describe(spath))
             return out
 
     # ---- text ----
@@ -373,26 +348,6 @@ class Engine:
         with self._with_model("apply a chat template", idle=False), backend_errors("template"):
             return self._backend.apply_chat_template(pairs, add_generation_prompt)
 
-    def _prompt_tokens(self, model: LoadedModel, prompt: Any, parse_special: bool, *,
-                       room: bool) -> list[int]:
-        """Tokens of a prompt (str, or a token list) that fit the context (lock held)."""
-        if isinstance(prompt, str):
-            if not prompt:
-                raise ValueError("prompt is empty")
-            tokens = self._tokenize(prompt, True, parse_special)
-        elif is_token_seq(prompt):
-            tokens = check_tokens(prompt, model.info.n_vocab)
-        else:
-            raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
-        if not tokens:
-            raise ValueError("prompt is empty (no tokens)")
-        n_ctx = model.info.n_ctx
-        if len(tokens) > n_ctx - (1 if room else 0):
-            extra = " and leave room for one generated token" if room else ""
-            raise ContextOverflowError(f"prompt is {len(tokens)} tokens; the context window "
-                                       f"(n_ctx={n_ctx}) cannot hold it{extra}")
-        return tokens
-
     # ---- evaluation ----
 
     def logits(self, prompt: str | Sequence[int]) -> array.array:
@@ -422,12 +377,10 @@ class Engine:
     def generate(self, prompt: str | Sequence[int], max_tokens: int | GenerationParams = 64, *,
                  params: GenerationParams | None = None,
                  **options: Unpack[SamplingOptions]) -> Generation:
-        """Stream the completion of ``prompt`` (a str or token ids): a :class:`Generation`.
+        """Stream the completion of ``prompt`` (a str or token ids) as a :class:`Generation`.
 
-        Every GenerationParams field is a keyword (``temperature``, ``top_k``, ``top_p``,
-        ``min_p``, ``repeat_penalty``, ``repeat_last_n``, ``seed``, ``stop``); a
-        GenerationParams may be passed as ``params`` or in place of ``max_tokens``. Arguments
-        are checked now, before the first chunk is requested.
+        Every GenerationParams field is a keyword; a GenerationParams may instead be passed as
+        ``params`` or in place of ``max_tokens``. Arguments are checked now.
         """
         gp = generation_params("generate", max_tokens, options, params)
         return self._start(prompt, gp, parse_special=False)
@@ -455,12 +408,9 @@ class Engine:
              **options: Unpack[SamplingOptions]) -> str | Generation:
         """The assistant's reply to ``messages`` (see :meth:`apply_chat_template`): the text,
         or with ``stream=True`` a :class:`Generation` of it."""
-        pairs = check_messages(messages)
         check_bool("stream", stream)
         gp = generation_params("chat", max_tokens, options, params)
-        with self._with_model("chat"), backend_errors("template"):
-            prompt = self._backend.apply_chat_template(pairs, True)
-        gen = self._start(prompt, gp, parse_special=True)
+        gen = self._start(self.apply_chat_template(messages), gp, parse_special=True)
         return gen if stream else gen.text()
 
     @sampling_signature
@@ -482,6 +432,11 @@ class Engine:
         gp = generation_params("acomplete", max_tokens, options, params)
         return await AsyncGeneration(self._start(prompt, gp, parse_special=False)).text()
 
+    def _prompt_tokens(self, model: LoadedModel, prompt: Any, parse_special: bool, *,
+                       room: bool) -> list[int]:
+        return prompt_tokens(prompt, lambda text: self._tokenize(text, True, parse_special),
+                             model.info.n_vocab, model.info.n_ctx, room=room)
+
     def _start(self, prompt: Any, gp: GenerationParams, *, parse_special: bool) -> Generation:
         with self._with_model("start a generation", weights=True) as model:
             tokens = self._prompt_tokens(model, prompt, parse_special, room=True)
@@ -489,30 +444,32 @@ class Engine:
 
     # ---- what a Generation asks of its engine ----
 
-    def _begin(self, gen: GenerationRun) -> None:
+    @contextlib.contextmanager
+    def _streaming(self, gen: GenerationRun) -> Iterator[None]:
+        """``gen`` is the streaming generation for the block; its result is recorded after."""
         with self._lock:
-            self._check_open()
-            self._check_idle("start a generation")
+            self._check("start a generation")
             if gen.model is not self._model:
                 raise EngineStateError("the model changed after generate() was called; "
                                        "call generate() again")
             self._generation = gen
             self.last_finish_reason = self.last_usage = None
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._generation is gen:
+                    self._generation = None
+                    self.last_finish_reason, self.last_usage = gen.finish_reason, gen.usage
 
     @contextlib.contextmanager
     def _turn(self, gen: GenerationRun) -> Iterator[Backend]:
         """The backend, for one step of ``gen`` (lock held; backend errors mapped)."""
         with self._lock, backend_errors("eval"):
-            self._check_open()
+            self._check()
             if self._generation is not gen:
                 raise EngineStateError("this generation was ended by the engine")
             yield self._backend
-
-    def _end(self, gen: GenerationRun) -> None:
-        with self._lock:
-            if self._generation is gen:
-                self._generation = None
-                self.last_finish_reason, self.last_usage = gen.finish_reason, gen.usage
 
     def _interrupt(self, gen: GenerationRun) -> bool:
         if self._generation is not gen:

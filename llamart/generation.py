@@ -171,18 +171,17 @@ class GenerationRun:
         if self._cancelled:  # cancelled before it started: it never runs
             self.finish_reason = "cancelled"
             return
-        self._engine._begin(self)
-        try:
-            self._prefill()
-            yield from self._decode()
-        except (GeneratorExit, KeyboardInterrupt):
-            raise  # closed early or interrupted: "cancelled" unless already decided
-        except BaseException:
-            self._outcome = "error"
-            raise
-        finally:
-            self.finish_reason = self._outcome
-            self._engine._end(self)
+        with self._engine._streaming(self):
+            try:
+                self._prefill()
+                yield from self._decode()
+            except (GeneratorExit, KeyboardInterrupt):
+                raise  # closed early or interrupted: "cancelled" unless already decided
+            except BaseException:
+                self._outcome = "error"
+                raise
+            finally:
+                self.finish_reason = self._outcome
 
     def _prefill(self) -> None:
         with self._engine._turn(self) as backend:

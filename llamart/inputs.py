@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["check_messages", "check_tokens", "fspath", "is_token_seq"]
+from .errors import ContextOverflowError
+
+__all__ = ["check_messages", "check_tokens", "fspath", "is_token_seq", "prompt_tokens"]
 
 
 def fspath(name: str, value: Any) -> str:
@@ -64,3 +66,24 @@ def check_messages(messages: Any) -> list[tuple[str, str]]:
             raise ValueError(f"messages[{i}]['role'] is empty")
         out.append((m["role"], m["content"]))
     return out
+
+
+def prompt_tokens(prompt: Any, tokenize: Callable[[str], list[int]], n_vocab: int, n_ctx: int,
+                  *, room: bool) -> list[int]:
+    """The tokens of a prompt (a str, through ``tokenize``, or token ids) that fit a context
+    of ``n_ctx`` tokens (leaving ``room`` for one generated token): else ContextOverflowError."""
+    if isinstance(prompt, str):
+        if not prompt:
+            raise ValueError("prompt is empty")
+        tokens = tokenize(prompt)
+    elif is_token_seq(prompt):
+        tokens = check_tokens(prompt, n_vocab)
+    else:
+        raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
+    if not tokens:
+        raise ValueError("prompt is empty (no tokens)")
+    if len(tokens) > n_ctx - (1 if room else 0):
+        extra = " and leave room for one generated token" if room else ""
+        raise ContextOverflowError(f"prompt is {len(tokens)} tokens; the context window "
+                                   f"(n_ctx={n_ctx}) cannot hold it{extra}")
+    return tokens

@@ -25,6 +25,7 @@ def check_model(path: str, *, vocab_only: bool = False) -> Any:
     """The GGUF header of a loadable model (with ``vocab_only``, tensors are optional)."""
     from . import gguf_reader
 
+    check_file(path)
     return _checked(ModelLoadError, path,
                     lambda: gguf_reader.validate_model(path, allow_no_tensors=vocab_only))
 
@@ -33,6 +34,7 @@ def check_adapter(path: str, base: Any) -> Any:
     """The GGUF header of a LoRA adapter, checked against ``base`` (a model header) if given."""
     from . import gguf_reader
 
+    check_file(path)
     return _checked(AdapterError, path, lambda: gguf_reader.validate_adapter(path, base))
 
 

@@ -45,12 +45,12 @@ class GenerationParams:
 
     max_tokens: int = _option(64, "tokens to generate at most", "N")
     temperature: float = _option(0.8, "0 = greedy", "T")
-    top_k: int = _option(40, "sample from the K likeliest tokens (0 = all)", "K")
+    top_k: int = _option(40, "sample from the K likeliest tokens, 0 = all", "K")
     top_p: float = _option(0.95, "nucleus sampling: the likeliest tokens up to mass P", "P")
     min_p: float = _option(0.05, "drop tokens below P times the likeliest's probability", "P")
-    repeat_penalty: float = _option(1.1, "penalty for repeated tokens (1 = none)", "R")
+    repeat_penalty: float = _option(1.1, "penalty for repeated tokens, 1 = none", "R")
     repeat_last_n: int = _option(64, "how many recent tokens the penalty looks at", "N")
-    seed: int | None = _option(None, "sampling seed (default: a random one, see usage)", "S")
+    seed: int | None = _option(None, "sampling seed (default: a random one; -v prints it)", "S")
     stop: tuple[str, ...] = _option((), "stop string (repeatable)", "TEXT")
 
 
