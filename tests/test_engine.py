@@ -1512,8 +1512,11 @@ def test_adapter_set_rollback(adapter_set, fake: FakeBackend) -> None:
     p = s.plan_set("c", 1.0, lambda: None)
     s.rollback(p)  # an explicit rollback frees the plan's new handle
     assert len(fake.live) == 1 and s.scales() == {"a": 0.5}
+    def refuse() -> None:
+        raise ValueError("bad file")
+
     with pytest.raises(ValueError, match="bad file"):
-        s.plan_set("d", 1.0, lambda: (_ for _ in ()).throw(ValueError("bad file")))
+        s.plan_set("d", 1.0, refuse)  # a file that does not fit is never loaded
     assert fake.adapter_loads["d"] == 0
 
 
