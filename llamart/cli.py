@@ -6,17 +6,20 @@ Errors print ``llamart: error: ...`` to stderr and exit 1; usage errors exit 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 import tempfile
+import typing
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
 from .errors import AdapterError, LlamartError
+from .params import GenerationParams
 
 DEMO_PROMPT = "The history of the"
 
@@ -74,13 +77,31 @@ def _default_n_ctx(model: str) -> int:
     return min(2048, ctx) if isinstance(ctx, int) and ctx > 0 else 2048
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from .params import GenerationParams
+def add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--option`` per GenerationParams field, with the help declared beside the field."""
+    hints = typing.get_type_hints(GenerationParams)
+    for f in dataclasses.fields(GenerationParams):
+        flag = "--" + f.name.replace("_", "-")
+        meta = f.metadata
+        hint = hints[f.name]
+        if typing.get_origin(hint) is tuple:  # stop: repeatable
+            parser.add_argument(flag, action="append", metavar=meta["metavar"], help=meta["help"])
+            continue
+        kind = next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
+        default = "" if f.default is None else f" (default {f.default})"
+        parser.add_argument(flag, type=kind, default=f.default, metavar=meta["metavar"],
+                            help=meta["help"] + default)
 
-    gp = GenerationParams(max_tokens=args.max_tokens, temperature=args.temperature,
-                          top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                          repeat_penalty=args.repeat_penalty, seed=args.seed,
-                          stop=tuple(args.stop or ()))
+
+def sampling_from_args(args: argparse.Namespace) -> GenerationParams:
+    """The GenerationParams the options of :func:`add_sampling_options` give."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerationParams)}
+    values["stop"] = tuple(values["stop"] or ())
+    return GenerationParams(**values)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    gp = sampling_from_args(args)
     n_ctx = args.n_ctx if args.n_ctx is not None else _default_n_ctx(args.model)
     with _engine(args.backend) as engine:
         engine.load_model(args.model, n_ctx=n_ctx, n_threads=args.threads)
@@ -92,11 +113,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 print(f"llamart: warning: {w.message}", file=sys.stderr)
         out = sys.stdout
         if args.chat:
-            out.write(engine.chat([{"role": "user", "content": args.prompt}], params=gp))
+            chunks = engine.chat([{"role": "user", "content": args.prompt}], params=gp,
+                                 stream=True)
         else:
-            for chunk in engine.generate(args.prompt, params=gp):
-                out.write(chunk)
-                out.flush()
+            chunks = engine.generate(args.prompt, params=gp)
+        for chunk in chunks:
+            out.write(chunk)
+            out.flush()
         out.write("\n")
         out.flush()
         if args.verbose:
@@ -332,15 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("prompt", metavar="PROMPT")
     g.add_argument("--lora", metavar="PATH[:SCALE]", action="append", type=_lora_arg,
                    help="apply a LoRA adapter (repeatable; scale 1.0 by default)")
-    g.add_argument("--max-tokens", type=int, default=64, metavar="N")
-    g.add_argument("--temperature", type=float, default=0.8, metavar="T",
-                   help="0 = greedy (default 0.8)")
-    g.add_argument("--top-k", type=int, default=40, metavar="K")
-    g.add_argument("--top-p", type=float, default=0.95, metavar="P")
-    g.add_argument("--min-p", type=float, default=0.05, metavar="P")
-    g.add_argument("--repeat-penalty", type=float, default=1.1, metavar="R")
-    g.add_argument("--seed", type=int, default=None, metavar="S")
-    g.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+    add_sampling_options(g)
     g.add_argument("--n-ctx", type=int, default=None, metavar="N",
                    help="context size (default: 2048, or the model's own when smaller)")
     g.add_argument("--threads", type=int, default=None, metavar="N")

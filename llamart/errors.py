@@ -8,7 +8,13 @@ Every error llamart raises on purpose is a :class:`LlamartError` (or a built-in 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+
 from .backends.base import BackendError, ErrorKind
+
+log = logging.getLogger("llamart")
 
 __all__ = [
     "AdapterError",
@@ -20,7 +26,9 @@ __all__ = [
     "ModelFetchError",
     "ModelLoadError",
     "UnsupportedCapabilityError",
+    "backend_errors",
     "from_backend_error",
+    "logged_backend_errors",
 ]
 
 
@@ -86,6 +94,25 @@ def from_backend_error(err: BackendError, *, op: str, path: str | None = None) -
     else:
         cls = LlamartError
     return cls(msg, path=path, reason=reason)
+
+
+@contextlib.contextmanager
+def backend_errors(op: str, path: str | None = None) -> Iterator[None]:
+    """Raise a BackendError from the block as its public exception (:func:`from_backend_error`)."""
+    try:
+        yield
+    except BackendError as e:
+        raise from_backend_error(e, op=op, path=path) from e
+
+
+@contextlib.contextmanager
+def logged_backend_errors(what: str) -> Iterator[None]:
+    """Best-effort cleanup: a BackendError from the block is logged (``"<what>: <reason>"``),
+    not raised; the block stops where it failed."""
+    try:
+        yield
+    except BackendError as e:
+        log.warning("%s: %s", what, e.reason)
 
 
 class ModelFetchError(LlamartError):

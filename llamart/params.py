@@ -7,14 +7,21 @@ tuple of strings).
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, TypedDict, TypeVar
 
 INT32_MAX = 2**31 - 1
 SEED_MAX = 2**32 - 2  # llama.cpp reads 2**32 - 1 as "pick a random seed"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _option(default: Any, help: str, metavar: str) -> Any:
+    """A field with the help text and metavar of its command-line option."""
+    return field(default=default, metadata={"help": help, "metavar": metavar})
 
 
 @dataclass(frozen=True)
@@ -25,21 +32,84 @@ class ModelParams:
     n_batch: int = 512
     n_threads: int | None = None  # None: the cores available to this process
     use_mmap: bool = True  # ignored where the platform cannot map files (WebAssembly)
+    vocab_only: bool = False  # the vocabulary only: tokenize and templates, no weights
 
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """Sampling settings for one generation (temperature 0 = greedy)."""
+    """Sampling settings for one generation (temperature 0 = greedy).
 
-    max_tokens: int = 64
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.1
-    repeat_last_n: int = 64
-    seed: int | None = None
-    stop: tuple[str, ...] = field(default_factory=tuple)
+    The one declaration of the sampling options: every generating entry point takes each
+    field by keyword, and ``llamart generate`` makes its options from them (help beside each).
+    """
+
+    max_tokens: int = _option(64, "tokens to generate at most", "N")
+    temperature: float = _option(0.8, "0 = greedy", "T")
+    top_k: int = _option(40, "sample from the K likeliest tokens, 0 = all", "K")
+    top_p: float = _option(0.95, "nucleus sampling: the likeliest tokens up to mass P", "P")
+    min_p: float = _option(0.05, "drop tokens below P times the likeliest's probability", "P")
+    repeat_penalty: float = _option(1.1, "penalty for repeated tokens, 1 = none", "R")
+    repeat_last_n: int = _option(64, "how many recent tokens the penalty looks at", "N")
+    seed: int | None = _option(None, "sampling seed (default: a random one; -v prints it)", "S")
+    stop: tuple[str, ...] = _option((), "stop string (repeatable)", "TEXT")
+
+
+class SamplingOptions(TypedDict, total=False):
+    """The keyword view of GenerationParams (but ``max_tokens``) for ``**options`` typing.
+
+    A test keeps its keys equal to GenerationParams' fields.
+    """
+
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+    repeat_penalty: float
+    repeat_last_n: int
+    seed: int | None
+    stop: str | Sequence[str]
+
+
+def sampling_signature(func: F) -> F:
+    """Give ``func`` (taking ``**options: Unpack[SamplingOptions]``) a runtime signature that
+    names every sampling option with its default, for help() and inspect."""
+    sig = inspect.signature(func)
+    own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    options = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                 annotation=f.type)
+               for f in fields(GenerationParams) if f.name not in sig.parameters]
+    func.__signature__ = sig.replace(parameters=own + options)  # type: ignore[attr-defined]
+    return func
+
+
+def generation_params(entry: str, max_tokens: Any, options: dict[str, Any],
+                      params: GenerationParams | None) -> GenerationParams:
+    """The checked GenerationParams of one call of ``entry`` (e.g. ``"generate"``).
+
+    ``max_tokens`` may be a GenerationParams (the positional form); ``options`` are the
+    sampling keywords; ``params`` the keyword form. Unknown keywords are a TypeError.
+    """
+    unknown = sorted(set(options) - _OPTION_NAMES)
+    if unknown:
+        raise TypeError(f"{entry}() got an unexpected keyword argument {unknown[0]!r}")
+    if isinstance(max_tokens, GenerationParams):
+        if params is not None:
+            raise TypeError("pass a GenerationParams once, as params= or positionally")
+        params, max_tokens = max_tokens, 64
+    given = dict(options, max_tokens=max_tokens)
+    return check_generation_params(merge_params(params, GenerationParams, given))
+
+
+def model_params(n_ctx: Any, given: dict[str, Any], params: ModelParams | None) -> ModelParams:
+    """The checked ModelParams of one load_model call (``n_ctx`` may be a ModelParams)."""
+    if isinstance(n_ctx, ModelParams):
+        if params is not None:
+            raise TypeError("pass a ModelParams once, as params= or as the second argument")
+        params, n_ctx = n_ctx, 2048
+    return check_model_params(merge_params(params, ModelParams, dict(given, n_ctx=n_ctx)))
+
+
+_OPTION_NAMES = frozenset(f.name for f in fields(GenerationParams)) - {"max_tokens"}
 
 
 # ---- validation helpers ----
@@ -132,6 +202,7 @@ def check_model_params(p: ModelParams) -> ModelParams:
         n_batch=check_int("n_batch", p.n_batch, lo=1),
         n_threads=None if p.n_threads is None else check_int("n_threads", p.n_threads, lo=1),
         use_mmap=check_bool("use_mmap", p.use_mmap),
+        vocab_only=check_bool("vocab_only", p.vocab_only),
     )
 
 

@@ -1201,3 +1201,334 @@ def test_cli_web_demo_hook(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "llamart.web_demo_server", None)  # not installed
     assert main(["web-demo"]) == 1
     assert "web demo is not available" in capsys.readouterr().err
+
+
+# ---- the generation object ----
+
+def test_generate_returns_a_generation(loaded: Engine, fake: FakeBackend) -> None:
+    from llamart.generation import Generation
+
+    fake.script = byte_tokens(b"abc") + [EOS]
+    gen = loaded.generate("x", max_tokens=10, seed=3)
+    assert isinstance(gen, Generation) and iter(gen) is gen
+    assert gen.finish_reason is None and fake.counts["reset"] == 0  # nothing ran yet
+    assert next(gen) == "a" and gen.finish_reason is None
+    assert gen.usage == {"prompt_tokens": 2, "completion_tokens": 1, "seed": 3}
+    assert gen.text() == "bc"
+    assert gen.finish_reason == "stop" == loaded.last_finish_reason
+    assert gen.usage == loaded.last_usage == {"prompt_tokens": 2, "completion_tokens": 3,
+                                             "seed": 3}
+    assert "finish_reason='stop'" in repr(gen)
+
+
+def test_generation_close_and_cancel(loaded: Engine, fake: FakeBackend, files) -> None:
+    fake.script = byte_tokens(b"abcdef")
+    gen = loaded.generate("x", max_tokens=6)
+    assert next(gen) == "a"
+    gen.close()
+    assert gen.finish_reason == "cancelled" == loaded.last_finish_reason
+    assert gen.usage["completion_tokens"] == 1
+    assert loaded.set_lora(files["a"]) is True  # the engine is free again
+    with pytest.raises(StopIteration):
+        next(gen)
+
+    fake.script = byte_tokens(b"abcdef")
+    gen = loaded.generate("x", max_tokens=6)
+    out = []
+    for chunk in gen:
+        out.append(chunk)
+        if chunk == "b":
+            assert gen.cancel() is True  # the generation's own cancel()
+    assert out == ["a", "b"] and gen.finish_reason == "cancelled"
+    assert gen.cancel() is False  # not streaming any more
+
+
+def test_generation_closed_or_cancelled_before_it_starts(loaded: Engine,
+                                                         fake: FakeBackend) -> None:
+    fake.script = byte_tokens(b"ok")
+    assert loaded.complete("x", max_tokens=2) == "ok"
+    for end in ("close", "cancel"):
+        gen = loaded.generate("x", max_tokens=3)
+        assert (gen.close() if end == "close" else gen.cancel()) in (None, False)
+        assert list(gen) == [] and gen.finish_reason == "cancelled"
+        assert fake.counts["reset"] == 1  # it never reached the backend
+        assert loaded.last_finish_reason == "length"  # the engine's record is untouched
+
+
+def test_cancelling_one_generation_leaves_the_next_alone(loaded: Engine,
+                                                          fake: FakeBackend) -> None:
+    fake.script = byte_tokens(b"abcdef")
+    first = loaded.generate("x", max_tokens=3)
+    assert first.text() == "abc"
+    assert first.cancel() is False  # ended: a late cancel() is a no-op
+    second = loaded.generate("x", max_tokens=3)
+    assert second.text() == "def" and second.finish_reason == "length"
+
+
+def test_dropping_a_started_generation_frees_the_engine(loaded: Engine, fake: FakeBackend,
+                                                        files) -> None:
+    fake.script = byte_tokens(b"abcdef")
+    gen = loaded.generate("x", max_tokens=6)
+    next(gen)
+    del gen  # no close(): the engine holds no reference to it, so it ends at once
+    assert loaded.last_finish_reason == "cancelled"
+    assert loaded.set_lora(files["a"]) is True
+
+
+def test_async_generation_object(loaded: Engine, fake: FakeBackend) -> None:
+    from llamart.async_generation import AsyncGeneration
+
+    fake.script = byte_tokens(b"abc") + [EOS]
+    agen = loaded.agenerate("x", max_tokens=5, seed=9)
+    assert isinstance(agen, AsyncGeneration) and agen.finish_reason is None
+
+    async def main() -> str:
+        return await agen.text()
+
+    assert run_coroutine(main()) == "abc"
+    assert agen.finish_reason == "stop" and agen.usage["seed"] == 9
+    assert agen.cancel() is False
+    unstarted = loaded.agenerate("x", max_tokens=2)
+    run_coroutine(unstarted.aclose())
+    assert unstarted.finish_reason == "cancelled" and fake.counts["reset"] == 1
+
+
+# ---- every entry point takes every sampling option ----
+
+def _entry_points(e: Engine) -> dict[str, object]:
+    msgs = [{"role": "user", "content": "hi"}]
+    return {
+        "generate": lambda **kw: "".join(e.generate("x", **kw)),
+        "complete": lambda **kw: e.complete("x", **kw),
+        "chat": lambda **kw: e.chat(msgs, **kw),
+        "chat_stream": lambda **kw: "".join(e.chat(msgs, stream=True, **kw)),
+        "agenerate": lambda **kw: run_coroutine(e.agenerate("x", **kw).text()),
+        "acomplete": lambda **kw: run_coroutine(e.acomplete("x", **kw)),
+    }
+
+
+@pytest.mark.parametrize("entry", ["generate", "complete", "chat", "chat_stream", "agenerate",
+                                   "acomplete"])
+def test_every_entry_point_takes_every_option(loaded: Engine, fake: FakeBackend,
+                                              entry: str) -> None:
+    options = dict(max_tokens=2, temperature=0.5, top_k=7, top_p=0.5, min_p=0.25,
+                   repeat_penalty=1.3, repeat_last_n=17, seed=11, stop=["zz"])
+    fake.script = byte_tokens(b"ok")
+    assert _entry_points(loaded)[entry](**options) == "ok"
+    assert fake.sampler == GenerationParams(**dict(options, stop=("zz",)))
+    assert fake.sampler.repeat_last_n == 17 and fake.seed == 11
+    with pytest.raises(ValueError, match="repeat_last_n"):
+        _entry_points(loaded)[entry](repeat_last_n=-1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'top_q'"):
+        _entry_points(loaded)[entry](top_q=0.5)
+
+
+def test_sampling_options_declared_once() -> None:
+    import dataclasses
+    import inspect
+    import typing
+
+    from llamart.params import SamplingOptions
+
+    names = [f.name for f in dataclasses.fields(GenerationParams)]
+    assert set(typing.get_type_hints(SamplingOptions)) == set(names) - {"max_tokens"}
+    for method in (Engine.generate, Engine.complete, Engine.chat, Engine.agenerate,
+                   Engine.acomplete):
+        params = inspect.signature(method).parameters
+        assert [n for n in params if n in names] == names, method.__name__
+        assert params["repeat_last_n"].kind is inspect.Parameter.KEYWORD_ONLY
+        assert params["repeat_last_n"].default == 64 and params["params"].default is None
+    assert inspect.iscoroutinefunction(Engine.acomplete)
+
+
+def test_positional_params_forms_still_work(loaded: Engine, fake: FakeBackend) -> None:
+    fake.script = byte_tokens(b"abc")
+    assert loaded.chat([{"role": "user", "content": "q"}],
+                       GenerationParams(max_tokens=2, repeat_last_n=5)) == "ab"
+    assert fake.sampler.repeat_last_n == 5
+    with pytest.raises(TypeError, match="once"):
+        loaded.complete("x", GenerationParams(), params=GenerationParams())
+    with pytest.raises(TypeError, match="not both"):
+        loaded.complete("x", repeat_last_n=3, params=GenerationParams())
+
+
+def test_cli_sampling_options_come_from_the_params(cli_fake, files, capsys) -> None:
+    import dataclasses
+
+    cli, fake = cli_fake
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--help"])
+    help_text = capsys.readouterr().out
+    for f in dataclasses.fields(GenerationParams):
+        assert "--" + f.name.replace("_", "-") in help_text
+        assert f.metadata["help"].split()[0] in help_text
+    fake.script = byte_tokens(b"abcdef")
+    rc = cli.main(["generate", files["model"], "hi", "--max-tokens", "4", "--temperature",
+                   "0.5", "--top-k", "3", "--top-p", "0.9", "--min-p", "0.1",
+                   "--repeat-penalty", "1.2", "--repeat-last-n", "9", "--seed", "4",
+                   "--stop", "cd", "--stop", "zz"])
+    assert rc == 0 and capsys.readouterr().out == "ab\n"
+    assert fake.sampler == GenerationParams(max_tokens=4, temperature=0.5, top_k=3, top_p=0.9,
+                                            min_p=0.1, repeat_penalty=1.2, repeat_last_n=9,
+                                            seed=4, stop=("cd", "zz"))
+    assert cli.main(["generate", files["model"], "hi", "--repeat-last-n", "-2"]) == 1
+    assert "repeat_last_n" in capsys.readouterr().err
+
+
+def test_cli_chat_streams(cli_fake, files, capsys) -> None:
+    cli, fake = cli_fake
+    fake.script = byte_tokens(b"Hi!") + [EOS]
+    assert cli.main(["generate", files["model"], "hello", "--chat", "-v"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "Hi!\n" and "[finish: stop" in err
+    (msgs, _add), = [a for n, a in fake.calls if n == "apply_chat_template"]
+    assert msgs == [("user", "hello")]
+
+
+# ---- chat: streaming, and the template in public ----
+
+def test_chat_stream(loaded: Engine, fake: FakeBackend) -> None:
+    from llamart.generation import Generation
+
+    messages = [{"role": "user", "content": "hi"}]
+    fake.script = byte_tokens(b"Hi there") + [EOS]
+    gen = loaded.chat(messages, max_tokens=20, stream=True)
+    assert isinstance(gen, Generation)
+    chunks = list(gen)
+    assert "".join(chunks) == "Hi there" and len(chunks) == 8
+    assert gen.finish_reason == "stop"
+    fake.script = byte_tokens(b"Hi there") + [EOS]
+    assert loaded.chat(messages, max_tokens=20) == "Hi there"  # the same, not streamed
+    prompts = [a[0] for n, a in fake.calls if n == "eval"]
+    assert prompts[-1] == prompts[-2]
+    with pytest.raises(TypeError, match="stream"):
+        loaded.chat(messages, stream=1)  # type: ignore[call-overload]
+
+
+def test_apply_chat_template(loaded: Engine, fake: FakeBackend) -> None:
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert loaded.apply_chat_template(messages) == \
+        "<s>system: be brief</s><s>user: hi</s><s>assistant: "
+    assert loaded.apply_chat_template(messages, add_generation_prompt=False) == \
+        "<s>system: be brief</s><s>user: hi</s>"
+    with pytest.raises(ValueError, match=r"messages\[0\] has no 'content'"):
+        loaded.apply_chat_template([{"role": "user"}])
+    with pytest.raises(TypeError, match="add_generation_prompt"):
+        loaded.apply_chat_template(messages, 1)  # type: ignore[arg-type]
+    fake.script = byte_tokens(b"abc")
+    it = loaded.generate("x", max_tokens=3)
+    next(it)
+    assert loaded.apply_chat_template(messages).endswith("assistant: ")  # a reading call
+    it.close()
+
+
+def test_apply_chat_template_errors(engine: Engine, files) -> None:
+    with pytest.raises(EngineStateError, match="no model"):
+        engine.apply_chat_template([{"role": "user", "content": "hi"}])
+    fake = FakeBackend(template=False)
+    with Engine(fake) as e:
+        e.load_model(files["model"])
+        with pytest.raises(LlamartError, match="chat template"):
+            e.apply_chat_template([{"role": "user", "content": "hi"}])
+
+
+# ---- vocabulary-only loading ----
+
+def test_vocab_only(engine: Engine, fake: FakeBackend, files, tmp_path) -> None:
+    vocab = write_gguf(str(tmp_path / "vocab.gguf"),
+                       {"general.architecture": "llama", "general.type": "model"}, [])
+    with pytest.raises(ModelLoadError, match="has no tensors"):
+        engine.load_model(vocab)
+    with pytest.raises(TypeError, match="vocab_only"):
+        engine.load_model(vocab, vocab_only=1)  # type: ignore[arg-type]
+    engine.load_model(vocab, vocab_only=True)
+    assert fake.model_params.vocab_only is True and fake.loaded_path == vocab
+    assert engine.tokenize("ab", add_special=False) == byte_tokens(b"ab")
+    assert engine.detokenize(byte_tokens(b"ab")) == "ab"
+    msgs = [{"role": "user", "content": "hi"}]
+    assert engine.apply_chat_template(msgs).endswith("assistant: ")
+    needs_weights = {
+        "generate": lambda: engine.generate("x"), "complete": lambda: engine.complete("x"),
+        "chat": lambda: engine.chat(msgs), "stream": lambda: engine.chat(msgs, stream=True),
+        "agenerate": lambda: engine.agenerate("x"),
+        "acomplete": lambda: run_coroutine(engine.acomplete("x")),
+        "logits": lambda: engine.logits("x"), "set_lora": lambda: engine.set_lora(files["a"]),
+    }
+    for name, call in needs_weights.items():
+        with pytest.raises(EngineStateError, match="vocabulary-only") as ei:
+            call()
+        assert vocab in str(ei.value), name
+    assert fake.counts["reset"] == 0 and fake.counts["load_adapter"] == 0
+    assert engine.remove_lora(files["a"]) is False and engine.loras == {}
+    engine.load_model(files["model"], ModelParams(vocab_only=True))  # a full model, too
+    assert fake.model_params.vocab_only is True
+    engine.load_model(files["model"])  # loaded again with its weights: everything works
+    fake.script = byte_tokens(b"ok")
+    assert engine.complete("x", max_tokens=2) == "ok" and engine.set_lora(files["a"])
+
+
+# ---- the adapter set ----
+
+@pytest.fixture
+def adapter_set(fake: FakeBackend, files):
+    from llamart.adapter_set import AdapterSet
+
+    fake.load_model(files["model"], ModelParams(), 1)
+    yield AdapterSet(fake)
+    fake.unload_model()
+
+
+def test_adapter_set_plan_commit(adapter_set, fake: FakeBackend) -> None:
+    s = adapter_set
+    checked = []
+    plan = s.plan_set("a", 0.5, lambda: checked.append("a"))
+    assert checked == ["a"] and "a" not in s and s.scales() == {}  # planned, not applied
+    s.apply(plan)
+    assert s.scales() == {"a": 0.5} and [(h.path, x) for h, x in fake.active] == [("a", 0.5)]
+    s.apply(s.plan_set("b", 1.0, lambda: None))
+    s.apply(s.plan_set("a", 2.0, lambda: checked.append("again")))  # known: not re-checked
+    assert checked == ["a"] and list(s.scales().items()) == [("a", 2.0), ("b", 1.0)]
+    assert s.describe("a")["loaded"] is True and s.describe("a")["scale"] == 2.0
+    assert s.describe("zz") == {"loaded": False, "scale": None}
+    s.apply(s.plan_remove("a"))
+    assert s.scales() == {"b": 1.0} and len(fake.live) == 1 and len(s) == 1
+    s.apply(s.plan_clear())
+    assert s.scales() == {} and fake.live == set() and fake.active == []
+
+
+def test_adapter_set_rollback(adapter_set, fake: FakeBackend) -> None:
+    s = adapter_set
+    s.apply(s.plan_set("a", 0.5, lambda: None))
+    before = list(fake.active)
+    for dirty in (False, True):
+        for plan in (lambda: s.plan_set("b", 1.0, lambda: None), lambda: s.plan_remove("a"),
+                     lambda: s.plan_set("a", 3.0, lambda: None), s.plan_clear):
+            p = plan()
+            fake.fail_next("apply_adapters", ErrorKind.ALLOC, "out of memory", dirty=dirty)
+            with pytest.raises(BackendError, match="out of memory"):
+                s.apply(p)
+            assert s.scales() == {"a": 0.5} and fake.active == before  # put back
+            assert len(fake.live) == 1  # a handle loaded for the plan was freed
+    p = s.plan_set("c", 1.0, lambda: None)
+    s.rollback(p)  # an explicit rollback frees the plan's new handle
+    assert len(fake.live) == 1 and s.scales() == {"a": 0.5}
+    def refuse() -> None:
+        raise ValueError("bad file")
+
+    with pytest.raises(ValueError, match="bad file"):
+        s.plan_set("d", 1.0, refuse)  # a file that does not fit is never loaded
+    assert fake.adapter_loads["d"] == 0
+
+
+def test_adapter_set_release_and_restore(adapter_set, fake: FakeBackend) -> None:
+    s = adapter_set
+    s.apply(s.plan_set("a", 0.5, lambda: None))
+    s.apply(s.plan_set("b", -1.0, lambda: None))
+    scales = s.scales()
+    s.release()
+    assert s.scales() == {} and fake.live == set() and fake.active == []
+    fake.fail_next("load_adapter", ErrorKind.LOAD, "gone")
+    s.restore(scales)  # best effort: "a" fails to load and is left out
+    assert s.scales() == {"b": -1.0}
+    assert [(h.path, x) for h, x in fake.active] == [("b", -1.0)]
+    s.release()
