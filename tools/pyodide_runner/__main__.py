@@ -1,14 +1,17 @@
 """Run the pytest suite inside Pyodide, under Node or in headless Chromium.
 
-    python -m tests.pyodide --runtime node|chromium [pytest args ...]
+    python -m tools.pyodide_runner --runtime node|chromium [pytest args ...]
 
-Steps: make the test fixtures natively (``python -m llamart.testing.fixtures``), fetch pytest's
-pure-Python wheels once into ``.cache/`` (``pip download``), then start Pyodide (npm package,
+Any test file or folder runs, inside the checkout or not: the folders the pytest arguments
+name (a file brings the folder it is in) are mounted (Node) or shipped (Chromium) at their host
+paths, with llamart/ and tools/. Steps: make the test fixtures natively (``python -m
+llamart.testing.fixtures``), fetch pytest's pure-Python wheels once into ``.cache/`` (``pip
+download``), then start Pyodide (npm package,
 pinned in package.json: run ``npm ci``), unpack the wheels, load the llamart WebAssembly module
 (``build-wasm/wasm`` or ``$LLAMART_WASM_DIR``) as ``import llamart_wasm``, and run
 ``pytest.main(args)`` with the checkout at its host path as the working directory. Output
-streams live; junit xml lands in ``tests/.artifacts/results-<runtime>.xml``; the exit code is
-pytest's.
+streams live; junit xml lands in ``tests/.artifacts/results-<runtime>.xml`` (``--results``);
+the exit code is pytest's.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def ensure_pyodide() -> Path:
     pkg = paths.PYODIDE_DIR / "package.json"
     wanted = json.loads((paths.REPO / "package.json").read_text())["devDependencies"]["pyodide"]
     if not pkg.exists() or json.loads(pkg.read_text())["version"] != wanted:
-        print(f"tests.pyodide: installing pyodide {wanted} with npm ci", flush=True)
+        print(f"pyodide_runner: installing pyodide {wanted} with npm ci", flush=True)
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=paths.REPO, check=True)
     return paths.PYODIDE_DIR
 
@@ -62,7 +65,7 @@ def make_fixtures() -> Path:
     subprocess.run(
         [sys.executable, "-m", "llamart.testing.fixtures", str(out)], cwd=paths.REPO, check=True
     )
-    print(f"tests.pyodide: fixtures in {out} ({time.monotonic() - started:.1f} s)", flush=True)
+    print(f"pyodide_runner: fixtures in {out} ({time.monotonic() - started:.1f} s)", flush=True)
     return out
 
 
@@ -75,8 +78,8 @@ def find_wasm(required: bool) -> dict[str, str] | None:
     message = (f"no WebAssembly build in {folder}: build it with `python -m wasm.build` "
                "(see wasm/README.md) or set LLAMART_WASM_DIR")
     if required:
-        raise SystemExit(f"tests.pyodide: {message}")
-    print(f"tests.pyodide: WARNING: {message}; `import llamart_wasm` will fail in Pyodide",
+        raise SystemExit(f"pyodide_runner: {message}")
+    print(f"pyodide_runner: WARNING: {message}; `import llamart_wasm` will fail in Pyodide",
           file=sys.stderr, flush=True)
     return None
 
@@ -86,14 +89,14 @@ def run_node(config: dict) -> int:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(config, f)
     try:
-        runner = Path(__file__).with_name("run_node.cjs")
+        runner = paths.RUNNER_DIR / "run_node.cjs"
         return subprocess.run(["node", str(runner), f.name], cwd=paths.REPO).returncode
     finally:
         os.unlink(f.name)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.pyodide", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.pyodide_runner", description=__doc__,
                                      allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runtime", choices=("node", "chromium"), required=True)
@@ -101,19 +104,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="run even when the wasm module is not built (pure-Python tests)")
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds to wait for the browser run (default 3600)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="where the junit xml goes (default "
+                             "tests/.artifacts/results-RUNTIME.xml, read by tests.matrix)")
     ours, pytest_args = parser.parse_known_args(argv)
-    if not pytest_args:
-        pytest_args = ["tests"]
+    pytest_args, named = paths.resolve_args(pytest_args or ["tests"], Path.cwd())
     if shutil.which("node") is None and ours.runtime == "node":
         parser.error("node is not on PATH")
 
     started = time.monotonic()
     wasm = find_wasm(required=not ours.without_wasm)
     pyodide_dir = ensure_pyodide()
-    wheels = ensure_wheels()
-    fixtures = make_fixtures()
-    paths.ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    junit = paths.ARTIFACTS / f"results-{ours.runtime}.xml"
+    wheels = [w.resolve() for w in ensure_wheels()]  # .cache may be a link out of the checkout
+    fixtures = make_fixtures().resolve()
+    junit = (ours.results or paths.ARTIFACTS / f"results-{ours.runtime}.xml").resolve()
+    junit.parent.mkdir(parents=True, exist_ok=True)
     junit.unlink(missing_ok=True)
     config = {
         "runtime": ours.runtime,
@@ -122,19 +127,19 @@ def main(argv: list[str] | None = None) -> int:
         "glueJs": str(paths.REPO / "wasm" / "llamart_pyodide.js"),
         "wasm": wasm,
         "wheels": [str(w) for w in wheels],
-        "extraMounts": [] if fixtures.is_relative_to(paths.REPO) else [str(fixtures)],
+        "trees": [str(t) for t in paths.visible_trees([*named, fixtures, wheels[0].parent])],
         "env": {"LLAMART_FIXTURES": str(fixtures), "LLAMART_RUNTIME": f"pyodide-{ours.runtime}"},
         "args": pytest_args,
         "junit": str(junit),
     }
-    print(f"tests.pyodide: setup {time.monotonic() - started:.1f} s; running pytest "
+    print(f"pyodide_runner: setup {time.monotonic() - started:.1f} s; running pytest "
           f"{' '.join(pytest_args)} in Pyodide ({ours.runtime})", flush=True)
     started = time.monotonic()
     if ours.runtime == "node":
         code = run_node(config)
     else:
-        code = run_chromium(config, fixtures, timeout=ours.timeout)
-    print(f"tests.pyodide: {ours.runtime} run took {time.monotonic() - started:.1f} s, exit "
+        code = run_chromium(config, timeout=ours.timeout)
+    print(f"pyodide_runner: {ours.runtime} run took {time.monotonic() - started:.1f} s, exit "
           f"code {code}; junit xml: {junit if junit.exists() else 'not written'}", flush=True)
     return code
 
