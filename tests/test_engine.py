@@ -1193,11 +1193,3 @@ def test_cli_lora_inspect(files, capsys) -> None:
     assert "valid:        no: is not a LoRA adapter" in capsys.readouterr().out
     assert main(["lora", "inspect", files["garbage"]]) == 1
     assert "llamart: error:" in capsys.readouterr().err
-
-
-def test_cli_web_demo_hook(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
-    from llamart.cli import main
-
-    monkeypatch.setitem(sys.modules, "llamart.web_demo_server", None)  # not installed
-    assert main(["web-demo"]) == 1
-    assert "web demo is not available" in capsys.readouterr().err
