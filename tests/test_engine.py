@@ -17,7 +17,6 @@ import threading
 import warnings
 
 import pytest
-from fake_backend import BOS, EOS, N_VOCAB, FakeBackend, byte_tokens, word_token
 from platform_support import run_coroutine, threads_available
 
 import llamart
@@ -37,6 +36,7 @@ from llamart import (
 from llamart.backends.base import BackendError, ErrorKind
 from llamart.engine import default_backend_name, default_threads
 from llamart.errors import from_backend_error
+from llamart.testing.fake import BOS, EOS, N_VOCAB, FakeBackend, byte_tokens, word_token
 
 needs_threads = pytest.mark.skipif(not threads_available(),
                                    reason="this Python cannot start threads (Pyodide)")
