@@ -4,7 +4,9 @@
     python -m tests.matrix --check    # fail when docs/platforms.md is stale
 
 A test that takes a capability branch records what the platform did with
-``record_property("behaviour", "...")``; that text appears in the matrix instead of "passed".
+``record_property("behaviour", "...")``; that text appears in the matrix instead of "passed"
+(it ran and passed). A test that cannot run on a platform skips with its reason; the totals
+count passed, skipped and failed apart.
 """
 
 from __future__ import annotations
@@ -48,6 +50,16 @@ def load(run: str) -> dict[str, str]:
     return out
 
 
+def tally(outcomes: dict[str, str]) -> dict[str, int]:
+    """How many tests passed (a recorded behaviour counts as passed), were skipped, failed."""
+    counts = {"passed": 0, "skipped": 0, "failed": 0}
+    for value in outcomes.values():
+        kind = ("failed" if value == "FAILED" else
+                "skipped" if value.startswith("skipped") else "passed")
+        counts[kind] += 1
+    return counts
+
+
 def render(results: dict[str, dict[str, str]]) -> str:
     """The markdown document."""
     ids = sorted({t for r in results.values() for t in r})
@@ -81,9 +93,9 @@ def render(results: dict[str, dict[str, str]]) -> str:
         lines.append(f"| `{t}` | " + " | ".join(cells) + " |")
     totals = []
     for r in RUNS:
-        vals = list(results[r].values())
-        passed = sum(1 for v in vals if not v.startswith(("skipped", "FAILED")))
-        totals.append(f"{passed}/{len(vals)} ran and passed")
+        counts = tally(results[r])
+        totals.append(f"{counts['passed']} passed, {counts['skipped']} skipped, "
+                      f"{counts['failed']} failed (of {sum(counts.values())})")
     lines += ["| **total** | " + " | ".join(totals) + " |", ""]
     return "\n".join(lines)
 
