@@ -309,6 +309,8 @@ class FakeBackend:
             if not self.lora:
                 raise BackendError(ErrorKind.UNSUPPORTED, LORA_REASON)
             self._need_model()
+            if not os.path.isfile(path):
+                raise BackendError(ErrorKind.LOAD, "failed to open file")
             self.adapter_loads[path] += 1
             self._serial += 1
             self.live.add(self._serial)

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     junit = (ours.results or paths.ARTIFACTS / f"results-{ours.runtime}.xml").resolve()
     junit.parent.mkdir(parents=True, exist_ok=True)
     junit.unlink(missing_ok=True)
+    node = ours.runtime == "node"  # Node writes the junit xml in place; Chromium posts it
     config = {
         "runtime": ours.runtime,
         "repo": str(paths.REPO),
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         "glueJs": str(paths.REPO / "wasm" / "llamart_pyodide.js"),
         "wasm": wasm,
         "wheels": [str(w) for w in wheels],
-        "trees": [str(t) for t in paths.visible_trees([*named, fixtures, wheels[0].parent])],
+        "trees": [str(t) for t in paths.visible_trees(
+            [*named, fixtures, wheels[0].parent, *([junit.parent] if node else [])])],
         "env": {"LLAMART_FIXTURES": str(fixtures), "LLAMART_RUNTIME": f"pyodide-{ours.runtime}"},
         "args": pytest_args,
         "junit": str(junit),
