@@ -38,7 +38,7 @@ SPECIALS = {UNK: "<unk>", BOS: "<s>", EOS: "</s>"}
 WORDS = [b"hello", b" world", b"\xe2\x82\xac"]  # the last one is the euro sign
 WORD0 = BYTE0 + 256
 N_VOCAB = WORD0 + len(WORDS)
-LORA_REASON = "LoRA adapters are not applied on the fake backend; use the native backend"
+LORA_REASON = "LoRA adapters are not applied on the fake backend; use the native backend."
 
 
 def byte_tokens(data: bytes) -> list[int]:
