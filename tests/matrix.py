@@ -5,8 +5,8 @@
 
 A test that takes a capability branch records what the platform did with
 ``record_property("behaviour", "...")``; that text appears in the matrix instead of "passed"
-(it ran and passed). A test that cannot run on a platform skips with its reason; the totals
-count passed, skipped and failed apart.
+(it ran and passed). A test that cannot run on a platform skips with its reason, a known bug is
+an xfail naming it; the totals count each apart.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def _outcome(case: ET.Element) -> str:
     skipped = case.find("skipped")
     if skipped is not None:
         reason = (skipped.get("message") or "").replace("|", "/").strip()
-        return f"skipped: {reason}" if reason else "skipped"
+        kind = "known bug" if skipped.get("type") == "pytest.xfail" else "skipped"
+        return f"{kind}: {reason}" if reason else kind
     behaviour = [p.get("value", "") for p in case.iter("property") if p.get("name") == "behaviour"]
     return behaviour[0].replace("|", "/") if behaviour else "passed"
 
@@ -51,11 +52,12 @@ def load(run: str) -> dict[str, str]:
 
 
 def tally(outcomes: dict[str, str]) -> dict[str, int]:
-    """How many tests passed (a recorded behaviour counts as passed), were skipped, failed."""
-    counts = {"passed": 0, "skipped": 0, "failed": 0}
+    """How many tests passed (a recorded behaviour counts as passed), were skipped, are known
+    bugs (xfail, with the bug as reason), failed."""
+    counts = {"passed": 0, "skipped": 0, "known bug": 0, "failed": 0}
     for value in outcomes.values():
-        kind = ("failed" if value == "FAILED" else
-                "skipped" if value.startswith("skipped") else "passed")
+        kind = next((k for k in ("skipped", "known bug") if value.startswith(k)),
+                    "failed" if value == "FAILED" else "passed")
         counts[kind] += 1
     return counts
 
@@ -95,7 +97,8 @@ def render(results: dict[str, dict[str, str]]) -> str:
     for r in RUNS:
         counts = tally(results[r])
         totals.append(f"{counts['passed']} passed, {counts['skipped']} skipped, "
-                      f"{counts['failed']} failed (of {sum(counts.values())})")
+                      f"{counts['known bug']} known bugs (xfail), {counts['failed']} failed "
+                      f"(of {sum(counts.values())})")
     lines += ["| **total** | " + " | ".join(totals) + " |", ""]
     return "\n".join(lines)
 

@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the junit xml goes (default "
                              "tests/.artifacts/results-RUNTIME.xml, read by tests.matrix)")
     ours, pytest_args = parser.parse_known_args(argv)
-    pytest_args, named = paths.resolve_args(pytest_args or ["tests"], Path.cwd())
+    pytest_args, named = paths.resolve_args(pytest_args, Path.cwd())
+    if not named:  # no path given: pytest collects the checkout's testpaths (pyproject.toml)
+        named = [paths.REPO / "tests"]
     if shutil.which("node") is None and ours.runtime == "node":
         parser.error("node is not on PATH")
 
