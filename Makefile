@@ -4,7 +4,7 @@ export GGML_NO_BACKTRACE := 1
 export NODE_PATH := /usr/share/nodejs
 APT_PACKAGES := emscripten node-acorn chromium cmake g++
 
-.PHONY: deps native wasm demo test test-native test-node test-chromium matrix lint bench
+.PHONY: deps native wasm demo web-demo test test-native test-node test-chromium matrix lint bench
 
 deps:                 ## system, Python and npm packages (apt needs root)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -21,6 +21,9 @@ wasm:                 ## the WebAssembly module (build-wasm/)
 demo: deps native     ## make a demo model + adapter, generate with and without the adapter
 	$(PYTHON) -m llamart demo
 
+web-demo: wasm       ## serve the in-browser demo on http://127.0.0.1:8000/ (PORT=...)
+	$(PYTHON) -m web_demo --port $(or $(PORT),8000)
+
 lint:
 	$(PYTHON) -m ruff check .
 
@@ -28,18 +31,18 @@ test-native:
 	$(PYTHON) -m pytest -q
 
 test-node: wasm
-	$(PYTHON) -m tests.pyodide --runtime node -q
+	$(PYTHON) -m tools.pyodide_runner --runtime node -q
 
 test-chromium: wasm
-	$(PYTHON) -m tests.pyodide --runtime chromium -q
+	$(PYTHON) -m tools.pyodide_runner --runtime chromium -q
 
 matrix:               ## regenerate docs/platforms.md from the three runs' results
 	$(PYTHON) -m tests.matrix
 
 test: deps native wasm lint   ## everything CI runs: three platforms, then the matrix check
 	$(PYTHON) -m pytest -q --junitxml=tests/.artifacts/results-native.xml
-	$(PYTHON) -m tests.pyodide --runtime node -q
-	$(PYTHON) -m tests.pyodide --runtime chromium -q
+	$(PYTHON) -m tools.pyodide_runner --runtime node -q
+	$(PYTHON) -m tools.pyodide_runner --runtime chromium -q
 	$(PYTHON) -m tests.matrix --check
 
 bench: deps native wasm

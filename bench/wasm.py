@@ -1,6 +1,7 @@
 """The WebAssembly backend (llamart in Pyodide) under Node and in headless Chromium, against the
 native backend with 1 thread, on the small Q8_0 model. Reuses the llamart WebAssembly build
-(build-wasm/wasm, wasm/llamart_pyodide.js) and the npm pyodide package (npm ci)."""
+(build-wasm/wasm, wasm/llamart_pyodide.js), the npm pyodide package (npm ci), and the checkout's
+one isolated HTTP server and Chromium launcher (tools/isolated_http.py, tools/browser.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import tempfile
 import threading
 import time
 import zipfile
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from tools.browser import CHROMIUM, run_page
+from tools.isolated_http import serve_in_thread
 
 from . import systems
 from .config import N_BATCH, REPO, ModelSpec
@@ -24,14 +26,10 @@ PYODIDE_DIR = REPO / "node_modules" / "pyodide"
 GLUE = REPO / "wasm" / "llamart_pyodide.js"
 WEB = Path(__file__).with_name("web")
 ENTRY = Path(__file__).with_name("wasm_entry.py")
-CHROMIUM = "/usr/bin/chromium"
 # V8 compiles WebAssembly lazily (a baseline tier first, optimized code for hot functions later,
 # in the background): the first ~100 tokens would be timed partly on baseline code. Both runtimes
 # get every function optimized up front, so the figures are the steady state, as native code is.
 V8_FLAGS = ["--no-liftoff"]
-CHROMIUM_FLAGS = ["--js-flags=" + " ".join(V8_FLAGS), "--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"]
 
 
 def wasm_dir() -> Path:
@@ -85,81 +83,43 @@ def _tree_zip() -> bytes:
 
 
 class _State:
+    """What the bench page posted back."""
+
     def __init__(self) -> None:
         self.done = threading.Event()
         self.result: str | None = None
         self.error: str | None = None
         self.log: list[str] = []
 
-
-class _Handler(SimpleHTTPRequestHandler):
-    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".wasm": "application/wasm",
-                      ".js": "text/javascript", ".mjs": "text/javascript",
-                      ".gguf": "application/octet-stream"}
-
-    def __init__(self, *args: Any, state: _State, routes: dict[str, bytes], **kw: Any) -> None:
-        self.state, self.routes = state, routes
-        super().__init__(*args, **kw)
-
-    def end_headers(self) -> None:
-        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-        self.send_header("Cache-Control", "no-store")
-        super().end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
-        body = self.routes.get(self.path.split("?")[0])
-        if body is None:
-            return super().do_GET()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self) -> None:  # noqa: N802 (stdlib name)
-        data = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-        route = self.path.rsplit("/", 1)[-1]
+    def on_post(self, path: str, data: bytes) -> bool:
+        route, text = path.rsplit("/", 1)[-1], data.decode()
         if route == "log":
-            self.state.log.append(data)
-        elif route == "result":
-            self.state.result = data
-            self.state.done.set()
-        elif route == "error":
-            self.state.error = data
-            self.state.done.set()
-        self.send_response(204)
-        self.end_headers()
+            self.log.append(text)
+        elif route in ("result", "error"):
+            setattr(self, route, text)
+            self.done.set()
+        else:
+            return False
+        return True
 
 
 def run_chromium(spec: ModelSpec, prompt: list[int], timeout: float = 300.0) -> dict[str, Any]:
-    from playwright.sync_api import sync_playwright
-
     d = wasm_dir()
-    rel = lambda p: "/" + str(Path(p).resolve().relative_to(REPO))  # noqa: E731
-    config = {"glueUrl": rel(GLUE), "wasm": {"glue": rel(d / "llamart_wasm.js"),
-                                             "wasm": rel(d / "llamart_wasm.wasm")},
-              "modelUrl": rel(spec.file), "modelName": spec.file.name, "repo": "/bench-repo",
-              "entryUrl": rel(ENTRY), "job": _job(spec, prompt)}
+    rel = lambda p: "/" + str(Path(p).relative_to(REPO))  # noqa: E731 (files in the checkout)
+    files = {"/__bench__/llamart_wasm.js": d / "llamart_wasm.js",
+             "/__bench__/llamart_wasm.wasm": d / "llamart_wasm.wasm",
+             "/__bench__/model.gguf": spec.file}  # wherever they are
+    config = {"glueUrl": rel(GLUE), "wasm": {"glue": "/__bench__/llamart_wasm.js",
+                                             "wasm": "/__bench__/llamart_wasm.wasm"},
+              "modelUrl": "/__bench__/model.gguf", "modelName": spec.file.name,
+              "repo": "/bench-repo", "entryUrl": rel(ENTRY), "job": _job(spec, prompt)}
     state = _State()
     routes = {"/__bench__/config.json": json.dumps(config).encode(),
-              "/__bench__/tree.zip": _tree_zip()}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, state=state, routes=routes,
-                                                           directory=str(REPO)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+              "/__bench__/tree.zip": _tree_zip(), **files}
+    server, url = serve_in_thread(REPO, routes=routes, on_post=state.on_post, name="bench")
     try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
-                                         headless=True)
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{server.server_address[1]}/bench/web/page.html")
-            waited = 0.0
-            while not state.done.is_set() and waited < timeout:
-                page.wait_for_timeout(200)
-                waited += 0.2
-            browser.close()
+        run_page(url + "/bench/web/page.html", state.done, timeout,
+                 extra_flags=["--js-flags=" + " ".join(V8_FLAGS)])
     finally:
         server.shutdown()
         server.server_close()

@@ -1,4 +1,4 @@
-"""The ``llamart`` command: generate, info, lora inspect/convert, demo (and web-demo).
+"""The ``llamart`` command: generate, info, lora inspect/convert, models, demo.
 
 Errors print ``llamart: error: ...`` to stderr and exit 1; usage errors exit 2.
 """
@@ -329,18 +329,6 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- web demo (written elsewhere; registered here) ----
-
-def cmd_web_demo(args: argparse.Namespace) -> int:
-    try:
-        from .web_demo_server import main as web_main  # type: ignore[import-not-found]
-    except ImportError as e:
-        raise CLIError(f"the web demo is not available in this installation ({e}); "
-                       f"run it from a source checkout") from e
-    result = web_main(list(args.args))
-    return int(result or 0)
-
-
 # ---- parser ----
 
 def build_parser() -> argparse.ArgumentParser:
@@ -406,10 +394,6 @@ def build_parser() -> argparse.ArgumentParser:
                     ).add_argument("name", metavar="NAME")
     m.set_defaults(func=cmd_models)
 
-    w = sub.add_parser("web-demo", help="serve the in-browser demo (source checkout only)",
-                       add_help=False)
-    w.add_argument("args", nargs=argparse.REMAINDER)
-    w.set_defaults(func=cmd_web_demo)
     return p
 
 
@@ -423,10 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["web-demo"]:  # argparse.REMAINDER drops leading options (--port 8000)
-        args = argparse.Namespace(func=cmd_web_demo, args=argv[1:])
-    else:
-        args = parser.parse_args(argv)
+    args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(name)s: %(levelname)s: %(message)s")
     if hasattr(sys.stdout, "reconfigure"):

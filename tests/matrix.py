@@ -4,7 +4,9 @@
     python -m tests.matrix --check    # fail when docs/platforms.md is stale
 
 A test that takes a capability branch records what the platform did with
-``record_property("behaviour", "...")``; that text appears in the matrix instead of "passed".
+``record_property("behaviour", "...")``; that text appears in the matrix instead of "passed"
+(it ran and passed). A test that cannot run on a platform skips with its reason, a known bug is
+an xfail naming it; the totals count each apart.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def _outcome(case: ET.Element) -> str:
     skipped = case.find("skipped")
     if skipped is not None:
         reason = (skipped.get("message") or "").replace("|", "/").strip()
-        return f"skipped: {reason}" if reason else "skipped"
+        kind = "known bug" if skipped.get("type") == "pytest.xfail" else "skipped"
+        return f"{kind}: {reason}" if reason else kind
     behaviour = [p.get("value", "") for p in case.iter("property") if p.get("name") == "behaviour"]
     return behaviour[0].replace("|", "/") if behaviour else "passed"
 
@@ -46,6 +49,17 @@ def load(run: str) -> dict[str, str]:
         test_id = f"{classname}::{case.get('name', '')}"
         out[test_id] = _outcome(case)
     return out
+
+
+def tally(outcomes: dict[str, str]) -> dict[str, int]:
+    """How many tests passed (a recorded behaviour counts as passed), were skipped, are known
+    bugs (xfail, with the bug as reason), failed."""
+    counts = {"passed": 0, "skipped": 0, "known bug": 0, "failed": 0}
+    for value in outcomes.values():
+        kind = next((k for k in ("skipped", "known bug") if value.startswith(k)),
+                    "failed" if value == "FAILED" else "passed")
+        counts[kind] += 1
+    return counts
 
 
 def render(results: dict[str, dict[str, str]]) -> str:
@@ -81,9 +95,10 @@ def render(results: dict[str, dict[str, str]]) -> str:
         lines.append(f"| `{t}` | " + " | ".join(cells) + " |")
     totals = []
     for r in RUNS:
-        vals = list(results[r].values())
-        passed = sum(1 for v in vals if not v.startswith(("skipped", "FAILED")))
-        totals.append(f"{passed}/{len(vals)} ran and passed")
+        counts = tally(results[r])
+        totals.append(f"{counts['passed']} passed, {counts['skipped']} skipped, "
+                      f"{counts['known bug']} known bugs (xfail), {counts['failed']} failed "
+                      f"(of {sum(counts.values())})")
     lines += ["| **total** | " + " | ".join(totals) + " |", ""]
     return "\n".join(lines)
 

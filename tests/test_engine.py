@@ -1,4 +1,4 @@
-"""The Engine's own logic, tested against a pure-Python fake backend (tests/fake_backend.py).
+"""The Engine's own logic, tested against a pure-Python fake backend (llamart.testing.FakeBackend).
 
 No numpy, gguf or llama.cpp here: this file runs unchanged in Pyodide. Model and adapter files
 are tiny but valid GGUF files written by a small writer below, so the Engine's real checks
@@ -17,7 +17,6 @@ import threading
 import warnings
 
 import pytest
-from fake_backend import BOS, EOS, N_VOCAB, FakeBackend, byte_tokens, word_token
 from platform_support import run_coroutine, threads_available
 
 import llamart
@@ -37,6 +36,7 @@ from llamart import (
 from llamart.backends.base import BackendError, ErrorKind
 from llamart.engine import default_backend_name, default_threads
 from llamart.errors import from_backend_error
+from llamart.testing.fake import BOS, EOS, N_VOCAB, FakeBackend, byte_tokens, word_token
 
 needs_threads = pytest.mark.skipif(not threads_available(),
                                    reason="this Python cannot start threads (Pyodide)")
@@ -1193,14 +1193,6 @@ def test_cli_lora_inspect(files, capsys) -> None:
     assert "valid:        no: is not a LoRA adapter" in capsys.readouterr().out
     assert main(["lora", "inspect", files["garbage"]]) == 1
     assert "llamart: error:" in capsys.readouterr().err
-
-
-def test_cli_web_demo_hook(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
-    from llamart.cli import main
-
-    monkeypatch.setitem(sys.modules, "llamart.web_demo_server", None)  # not installed
-    assert main(["web-demo"]) == 1
-    assert "web demo is not available" in capsys.readouterr().err
 
 
 # ---- the generation object ----

@@ -2,7 +2,7 @@
 
 The cases are loaded one after another by the native Engine in one child process (a crash there
 cannot take pytest down); each must end in a clean exception or a working load.  The full
-fuzzer is tools/fuzz_gguf.py.
+fuzzer is python -m tools.fuzz_gguf.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from llamart.testing import fuzz
+from tools import fuzz
 
 pytestmark = pytest.mark.skipif(sys.platform == "emscripten",
                                 reason="needs subprocesses and the native backend")

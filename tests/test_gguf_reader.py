@@ -455,7 +455,7 @@ def test_bad_adapter_mutations(fx: dict[str, str], tmp_path) -> None:
 
 
 def test_fuzzed_headers_raise_only_gguf_errors(fx: dict[str, str], tmp_path) -> None:
-    from llamart.testing import fuzz
+    from tools import fuzz
 
     cases = fuzz.make_cases(fuzz.fixture_sources(fx), str(tmp_path), 400, seed=99)
     base = read_header(fx["model_f32"])
@@ -529,7 +529,7 @@ def _dup_token(d: bytearray, lay) -> None:
 @pytest.mark.skipif(c_string_scan() is None,
                     reason="no llamart C library (native or WebAssembly) in this Python")
 def test_c_string_walk_agrees_with_python(fx: dict[str, str], tmp_path) -> None:
-    from llamart.testing import fuzz
+    from tools import fuzz
 
     paths = [p for name, p in fx.items() if name.startswith(("model", "bad_"))]
     paths.append(_mutated(fx, tmp_path, _dup_token))

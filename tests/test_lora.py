@@ -23,8 +23,6 @@ import pytest
 from llamart import (
     AdapterError,
     Engine,
-    LoraUnsupportedWarning,
-    UnsupportedCapabilityError,
 )
 
 PROMPT = "Once upon a time"
@@ -86,19 +84,6 @@ def _no_warnings() -> Iterator[None]:
         yield
 
 
-def _assert_noop(e: Engine, base: bytes, calls: list[Callable[[], Any]],
-                 record: Record, what: str) -> None:
-    """LoRA unsupported: each call warns once, returns False/None, and changes nothing."""
-    with pytest.warns(LoraUnsupportedWarning) as rec:
-        results = [call() for call in calls]
-    assert all(r in (False, None) for r in results), results
-    assert len([w for w in rec if w.category is LoraUnsupportedWarning]) == len(calls)
-    assert str(rec[0].message) == e.capabilities.lora_reason
-    assert e.loras == {}
-    assert _logits(e) == base
-    record("behaviour", f"documented no-op: {what}")
-
-
 # ---- capability report ----
 
 def test_capability_is_reported(engine: Engine, record_property: Record) -> None:
@@ -106,11 +91,6 @@ def test_capability_is_reported(engine: Engine, record_property: Record) -> None
     assert isinstance(caps.lora, bool)
     if caps.lora:
         assert caps.lora_reason is None
-    else:
-        reason = caps.lora_reason
-        assert isinstance(reason, str) and reason.endswith(".") and " " in reason
-        assert "native backend" in reason
-        record_property("behaviour", f"lora=False: {reason}")
 
 
 # ---- applying, scaling, stacking ----
@@ -124,9 +104,6 @@ def test_set_lora_changes_logits(loaded: Engine, fx: dict[str, str],
             assert loaded.set_lora(a, 1.0) is True
         assert loaded.loras == {a: 1.0}
         assert _logits(loaded) != base
-    else:
-        _assert_noop(loaded, base, [lambda: loaded.set_lora(a, 1.0)], record_property,
-                     "set_lora returned False, LoraUnsupportedWarning, base logits")
 
 
 def test_scale_update_does_not_reread_the_file(loaded: Engine, fx: dict[str, str],
@@ -144,10 +121,6 @@ def test_scale_update_does_not_reread_the_file(loaded: Engine, fx: dict[str, str
         assert half not in (base, full)
         os.rename(path + ".moved", path)
         assert half == _fresh(fx, {path: 0.5})[0]  # as if loaded at 0.5 from the start
-    else:
-        _assert_noop(loaded, base, [lambda: loaded.set_lora(path, 1.0),
-                                    lambda: loaded.set_lora(path, 0.5)], record_property,
-                     "scale updates returned False, LoraUnsupportedWarning each call")
 
 
 def test_stacking_and_order(loaded: Engine, fx: dict[str, str],
@@ -164,15 +137,10 @@ def test_stacking_and_order(loaded: Engine, fx: dict[str, str],
         assert list(loaded.loras.items()) == [(a, 0.25), (b, 1.0), (c, 0.5)]
         # the same set in another order gives the same model (up to float summation order)
         assert _close(_logits(loaded), _fresh(fx, {c: 0.5, b: 1.0, a: 0.25})[0])
-    else:
-        _assert_noop(loaded, base, [lambda: loaded.set_lora(a, 1.0),
-                                    lambda: loaded.set_lora(b, 1.0)], record_property,
-                     "stacking: each set_lora returned False, loras stayed {}")
 
 
 def test_remove_lora_returns_to_the_other_adapter(loaded: Engine, fx: dict[str, str],
                                                   record_property: Record) -> None:
-    base = _logits(loaded)
     a, b = fx["lora_a"], fx["lora_b"]
     if loaded.capabilities.lora:
         only_b = _fresh(fx, {b: 1.0})[0]
@@ -184,11 +152,6 @@ def test_remove_lora_returns_to_the_other_adapter(loaded: Engine, fx: dict[str, 
         assert loaded.remove_lora(a) is False  # no longer set: a no-op
         assert loaded.remove_lora(fx["lora_c"]) is False  # never set
         assert loaded.loras == {b: 1.0} and _logits(loaded) == only_b
-    else:
-        _assert_noop(loaded, base, [lambda: loaded.set_lora(b, 1.0),
-                                    lambda: loaded.remove_lora(a),
-                                    lambda: loaded.remove_lora(b)], record_property,
-                     "remove_lora returned False, LoraUnsupportedWarning")
 
 
 def test_clear_loras_equals_a_fresh_engine(loaded: Engine, fx: dict[str, str],
@@ -206,11 +169,6 @@ def test_clear_loras_equals_a_fresh_engine(loaded: Engine, fx: dict[str, str],
         assert _greedy(loaded) == fresh_text
         loaded.clear_loras()  # nothing set: a no-op
         assert _logits(loaded) == fresh_logits
-    else:
-        _assert_noop(loaded, base, [lambda: loaded.set_lora(fx["lora_a"], 1.0),
-                                    loaded.clear_loras], record_property,
-                     "clear_loras returned None, LoraUnsupportedWarning")
-        assert _greedy(loaded) == fresh_text
 
 
 def test_scale_zero_keeps_it_registered(loaded: Engine, fx: dict[str, str],
@@ -225,9 +183,6 @@ def test_scale_zero_keeps_it_registered(loaded: Engine, fx: dict[str, str],
         assert _logits(loaded) != base
         assert loaded.set_lora(a, 0) is True  # back to zero: base again
         assert _logits(loaded) == base and loaded.loras == {a: 0.0}
-    else:
-        _assert_noop(loaded, base, [lambda: loaded.set_lora(a, 0.0)], record_property,
-                     "set_lora(scale=0) returned False, loras stayed {}")
 
 
 def test_negative_scale(loaded: Engine, fx: dict[str, str], record_property: Record) -> None:
@@ -239,9 +194,6 @@ def test_negative_scale(loaded: Engine, fx: dict[str, str], record_property: Rec
         assert loaded.set_lora(a, -1.0) is True
         assert loaded.loras == {a: -1.0}
         assert _logits(loaded) not in (base, plus)
-    else:
-        _assert_noop(loaded, base, [lambda: loaded.set_lora(a, -1.0)], record_property,
-                     "set_lora(scale=-1) returned False")
 
 
 def test_zero_weight_adapter_gives_base_logits(loaded: Engine, fx: dict[str, str],
@@ -251,9 +203,6 @@ def test_zero_weight_adapter_gives_base_logits(loaded: Engine, fx: dict[str, str
     if loaded.capabilities.lora:
         assert loaded.set_lora(z, 3.0) is True
         assert _logits(loaded) == base  # B = 0: the delta is exactly zero
-    else:
-        _assert_noop(loaded, base, [lambda: loaded.set_lora(z, 3.0)], record_property,
-                     "set_lora returned False")
 
 
 # ---- argument checks: identical on every backend ----
@@ -287,12 +236,6 @@ def test_bad_scale_keeps_the_current_set(loaded: Engine, fx: dict[str, str],
         with pytest.raises(ValueError):
             loaded.set_lora(a, float("nan"))
         assert loaded.loras == {a: 0.5} and _logits(loaded) == before
-    else:
-        base = _logits(loaded)
-        with pytest.raises(ValueError):
-            loaded.set_lora(a, float("nan"))
-        _assert_noop(loaded, base, [lambda: loaded.set_lora(a, 0.5)], record_property,
-                     "NaN refused with ValueError, then set_lora returned False")
 
 
 # ---- generation with adapters ----
@@ -310,10 +253,6 @@ def test_generation_after_set_lora_equals_a_fresh_engine(loaded: Engine, fx: dic
         assert (_logits(loaded), _greedy(loaded)) == _fresh(fx, {a: 0.7, b: 1.5})
         loaded.remove_lora(a)
         assert (_logits(loaded), _greedy(loaded)) == _fresh(fx, {b: 1.5})
-    else:
-        _assert_noop(loaded, _logits(loaded), [lambda: loaded.set_lora(a, 0.7)],
-                     record_property, "generation unchanged: set_lora returned False")
-        assert _greedy(loaded) == base_text
 
 
 def test_unload_and_reload_forget_adapters(loaded: Engine, fx: dict[str, str],
@@ -331,12 +270,6 @@ def test_unload_and_reload_forget_adapters(loaded: Engine, fx: dict[str, str],
         assert loaded.loras == {} and _logits(loaded) == base
         assert loaded.set_lora(a, 1.0) is True  # and they can be set again
         assert _logits(loaded) != base
-    else:
-        _assert_noop(loaded, base, [lambda: loaded.set_lora(a, 1.0)], record_property,
-                     "set_lora returned False; loras {} across unload/reload")
-        loaded.unload_model()
-        loaded.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=1)
-        assert loaded.loras == {} and _logits(loaded) == base
 
 
 def test_set_lora_needs_a_model(engine: Engine, fx: dict[str, str],
@@ -348,11 +281,6 @@ def test_set_lora_needs_a_model(engine: Engine, fx: dict[str, str],
             engine.set_lora(fx["lora_a"])
         assert engine.remove_lora(fx["lora_a"]) is False
         engine.clear_loras()
-    else:
-        with pytest.warns(LoraUnsupportedWarning):
-            assert engine.set_lora(fx["lora_a"]) is False
-        record_property("behaviour", "documented no-op: set_lora without a model "
-                                     "returned False (no model check)")
     assert engine.loras == {}
 
 
@@ -378,10 +306,6 @@ def test_bad_adapter(loaded: Engine, fx: dict[str, str], name: str,
         assert loaded.loras == {a: 0.5}
         assert _logits(loaded) == before
         assert loaded.set_lora(a, 1.0) is True  # still fully usable
-    else:
-        base = _logits(loaded)
-        _assert_noop(loaded, base, [lambda: loaded.set_lora(path, 1.0)], record_property,
-                     "file not read: set_lora returned False, LoraUnsupportedWarning")
 
 
 # what llama.cpp itself says when the Python checks are bypassed (they normally refuse first)
@@ -412,9 +336,6 @@ def test_llama_cpp_refusal_reaches_the_caller(loaded: Engine, fx: dict[str, str]
         assert err.path == path and str(err).startswith(f"{path}: ")
         assert LLAMA_CPP_REFUSALS[name] in err.reason, err.reason
         assert loaded.loras == {a: 0.5} and _logits(loaded) == before
-    else:
-        _assert_noop(loaded, _logits(loaded), [lambda: loaded.set_lora(path)], record_property,
-                     "llama.cpp never sees the file: set_lora returned False")
 
 
 def test_missing_adapter_file(loaded: Engine, fx: dict[str, str],
@@ -426,9 +347,6 @@ def test_missing_adapter_file(loaded: Engine, fx: dict[str, str],
             loaded.set_lora(missing)
         assert info.value.filename == missing
         assert loaded.loras == {} and _logits(loaded) == base
-    else:
-        _assert_noop(loaded, base, [lambda: loaded.set_lora(missing)], record_property,
-                     "file not checked: set_lora returned False, LoraUnsupportedWarning")
 
 
 def test_adapter_for_another_model_is_refused(engine: Engine, fx: dict[str, str],
@@ -441,9 +359,6 @@ def test_adapter_for_another_model_is_refused(engine: Engine, fx: dict[str, str]
             engine.set_lora(fx["lora_a"])
         assert info.value.path == fx["lora_a"]
         assert engine.loras == {} and _logits(engine) == base
-    else:
-        _assert_noop(engine, base, [lambda: engine.set_lora(fx["lora_a"])], record_property,
-                     "shape not checked: set_lora returned False")
 
 
 # ---- metadata ----
@@ -467,12 +382,6 @@ def test_lora_metadata(loaded: Engine, fx: dict[str, str], record_property: Reco
         meta = loaded.lora_metadata(a)
         assert meta["loaded"] is True and meta["scale"] == 0.7
         assert float(meta["metadata"]["adapter.lora.alpha"]) == 16.0  # llama.cpp's view
-    else:
-        with pytest.warns(LoraUnsupportedWarning):
-            loaded.set_lora(a, 0.7)
-        meta = loaded.lora_metadata(a)
-        assert meta["loaded"] is False and meta["scale"] is None
-        record_property("behaviour", "metadata read from the file; loaded=False after set_lora")
 
 
 # ---- warnings and strict mode ----
@@ -486,9 +395,6 @@ def test_every_call_warns_when_unsupported(loaded: Engine, fx: dict[str, str],
         with _no_warnings():
             assert [call() for call in calls] == [True, True, True, None]
         assert loaded.loras == {}
-    else:
-        _assert_noop(loaded, _logits(loaded), calls, record_property,
-                     "one LoraUnsupportedWarning per call (set, set, remove, clear)")
 
 
 def test_strict_engine(fx: dict[str, str], record_property: Record) -> None:
@@ -505,9 +411,3 @@ def test_strict_engine(fx: dict[str, str], record_property: Record) -> None:
                 assert e.remove_lora(a) is True
                 e.clear_loras()
             assert e.loras == {} and _logits(e) == base
-        else:
-            for call in (lambda: e.set_lora(a), lambda: e.remove_lora(a), e.clear_loras):
-                with pytest.raises(UnsupportedCapabilityError, match="native backend"):
-                    call()
-            assert e.loras == {} and _logits(e) == base
-            record_property("behaviour", "strict: UnsupportedCapabilityError")

@@ -1,7 +1,7 @@
 """The WebAssembly backend and the llamart.web helpers, inside Pyodide (Node and Chromium).
 
 Natively these tests are skipped (they need Pyodide and the registered `llamart_wasm` module);
-the runner ``python -m tests.pyodide --runtime node|chromium`` runs them.
+the runner ``python -m tools.pyodide_runner --runtime node|chromium`` runs them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The in-browser demo (web_demo/), served by llamart.web_demo_server, driven in Chromium.
+"""The in-browser demo (web_demo/), served by web_demo/server.py, driven in Chromium.
 
 Native only: serves the page on 127.0.0.1, opens it in Debian's chromium through Playwright
 (never `playwright install`), loads the demo model in the page's worker (Pyodide + the llamart
@@ -40,7 +40,7 @@ TIMEOUT_MS = 240_000  # Pyodide + the module on a busy 2-core machine
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from llamart import web_demo_server as wds
+    from web_demo import server as wds
 
     try:
         wds.locate_wasm()
@@ -51,7 +51,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="module")
 def base_url(site: Any) -> Iterator[str]:
-    from llamart import web_demo_server as wds
+    from web_demo import server as wds
 
     httpd, url = wds.serve_in_thread(site)
     try:
@@ -97,7 +97,7 @@ class Browser:
 
 @pytest.fixture(scope="module")
 def browser(base_url: str) -> Iterator[Browser]:
-    from tests.pyodide.server import CHROMIUM, CHROMIUM_FLAGS
+    from tools.browser import CHROMIUM, CHROMIUM_FLAGS
 
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install chromium`",
@@ -184,7 +184,7 @@ def test_serves_the_page_with_isolation_headers_and_mime_types(base_url: str) ->
 def test_serves_nothing_else_of_the_checkout(base_url: str) -> None:
     for path in ("/pyproject.toml", "/../pyproject.toml", "/%2e%2e/pyproject.toml",
                  "/llamart/engine.py", "/demo/../../../pyproject.toml", "/pyodide/",
-                 "/wasm/", "/.git/HEAD"):
+                 "/wasm/", "/.git/HEAD", "/server.py", "/__init__.py", "/README.md"):
         status, _, body = _get(base_url + path)
         assert status == 404, f"{path} gave HTTP {status}: {body[:80]!r}"
 
@@ -223,11 +223,19 @@ def test_wheel_is_a_valid_pure_python_wheel(site: Any, base_url: str) -> None:
 
 
 def test_missing_wasm_build_names_the_build_command(tmp_path: Path) -> None:
-    from llamart import web_demo_server as wds
+    from web_demo import server as wds
 
     with pytest.raises(wds.WebDemoError, match=re.escape(wds.WASM_BUILD_COMMAND)):
         wds.locate_wasm(tmp_path)
     assert wds.main(["--wasm-dir", str(tmp_path), "--prepare-only"]) == 1
+
+
+def test_the_demo_is_not_a_command_of_the_installed_package(capsys) -> None:
+    from llamart.cli import main
+
+    with pytest.raises(SystemExit) as info:  # `python -m web_demo` serves it, from a checkout
+        main(["web-demo"])
+    assert info.value.code == 2 and "invalid choice: 'web-demo'" in capsys.readouterr().err
 
 
 # ---- the page in Chromium ----

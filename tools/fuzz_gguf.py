@@ -1,8 +1,8 @@
 """Fuzz llamart's GGUF loading with mutated fixture models and adapters.
 
-    python tools/fuzz_gguf.py --cases 500 --seed 1 [--fixtures DIR] [--out fuzz.json]
-                              [--timeout 60] [--keep DIR] [--backend native|wasm]
-                              [--wasm-dir build-wasm/wasm] [--raw]
+    python -m tools.fuzz_gguf --cases 500 --seed 1 [--fixtures DIR] [--out fuzz.json]
+                                 [--timeout 60] [--keep DIR] [--backend native|wasm]
+                                 [--wasm-dir build-wasm/wasm] [--raw]
 
 Each case is loaded by the native Engine in a child process (restarted after a crash); the
 summary JSON counts outcomes (rejected / loaded / crash / hang / unexpected) and lists every
@@ -25,9 +25,9 @@ import shutil
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # as a script too
 
-from llamart.testing import fuzz  # noqa: E402
+from tools import fuzz  # noqa: E402
 
 
 def _fixtures(folder: str | None, tmp: str) -> dict[str, str]:

@@ -4,8 +4,8 @@
 //
 //   node tools/fuzz_wasm.cjs WASM_DIR BASE_MODEL.gguf  < cases   (lines "id\tkind\tpath")
 //
-// Driven by llamart/testing/fuzz.py (run_cases(..., backend="wasm"), which validates each file
-// in Python first, as the Engine does) and tools/fuzz_gguf.py --backend wasm.  Prints one JSON
+// Driven by tools/fuzz.py (run_cases(..., backend="wasm"), which validates each file
+// in Python first, as the Engine does) and python -m tools.fuzz_gguf --backend wasm.  Prints one JSON
 // line {"start": id} before each case and one result line after it:
 //   {"id", "outcome": "loaded" | "rejected" | "crash", "detail", "seconds", "restarts"}
 // "crash" = the module trapped, aborted or threw out of C++ (a WebAssembly RuntimeError,

@@ -1,7 +1,16 @@
-"""Test helpers: tiny GGUF models and LoRA adapters made on the spot, and bad files.
+"""Test helpers for code built on llamart.
 
-``llamart.testing.models`` needs numpy and the ``gguf`` package, ``hf_llama`` (a Hugging Face
-convention reference llama and PEFT folders) also ``safetensors`` (native only);
-``llamart.testing.mutate`` is pure Python (byte-level edits of existing GGUF files) and also
-runs in Pyodide.  Nothing here is imported by ``llamart`` itself.
+- :class:`FakeBackend` (``llamart.testing.fake``): a pure-Python Backend double,
+  ``Engine(FakeBackend())``; stdlib only, so it also runs in Pyodide.
+- ``llamart.testing.models``: tiny GGUF models, LoRA adapters and broken files made on the spot
+  (needs numpy and the ``gguf`` package; native only); ``llamart.testing.fixtures`` writes the
+  set llamart's own suite uses; ``llamart.testing.mutate``: byte-level edits of GGUF headers
+  (pure Python; the broken-file makers use it); ``llamart.testing.hf_llama``: a Hugging Face
+  convention reference llama (numpy forward pass) and PEFT folders (also needs safetensors).
+
+Nothing here is imported by ``llamart`` itself.
 """
+
+from .fake import FakeBackend
+
+__all__ = ["FakeBackend"]

@@ -1,4 +1,4 @@
-// Dedicated module worker for `python -m tests.pyodide --runtime chromium`: loads Pyodide and the
+// Dedicated module worker for `python -m tools.pyodide_runner --runtime chromium`: loads Pyodide and the
 // llamart WebAssembly module, unpacks the test tree at its host paths, runs pytest and posts
 // output (synchronously, so it streams in order), the junit xml and the exit code back.
 import { loadPyodide } from "/node_modules/pyodide/pyodide.mjs";
@@ -34,7 +34,7 @@ async function main() {
       printErr: (s) => post("err", s + "\n"),
     });
   }
-  const bootstrap = await (await fetch("/tests/pyodide/bootstrap.py")).text();
+  const bootstrap = await (await fetch("/tools/pyodide_runner/bootstrap.py")).text();
   pyodide.globals.set("CONFIG", JSON.stringify(config));
   const code = await pyodide.runPythonAsync(bootstrap, { filename: "bootstrap.py" });
   if (pyodide.FS.analyzePath(config.junit).exists) post("junit", pyodide.FS.readFile(config.junit));
@@ -47,7 +47,7 @@ main().then(
     self.postMessage(code);
   },
   (err) => {
-    post("err", `tests.pyodide worker: ${err && err.stack ? err.stack : err}\n`);
+    post("err", `pyodide_runner worker: ${err && err.stack ? err.stack : err}\n`);
     post("done", JSON.stringify({ code: 3 }));
   },
 );

@@ -1,5 +1,5 @@
 // Runs the pytest suite inside Pyodide under Node.  Usage: node run_node.cjs CONFIG.json
-// (written by `python -m tests.pyodide --runtime node`).  Exits with pytest's exit code.
+// (written by `python -m tools.pyodide_runner --runtime node`).  Exits with pytest's exit code.
 "use strict";
 const fs = require("fs");
 const path = require("path");
@@ -20,14 +20,17 @@ async function main() {
   const glue = require(config.glueJs);
   const mounted = [];
   const mount = (module, dir) => {
-    if (mounted.some((m) => dir === m || dir.startsWith(m + "/"))) return;
+    if (mounted.some((m) => inside(dir, m))) return;
     glue.mountHost(module, null, dir);
     mounted.push(dir);
   };
-  // The checkout (and the fixtures, if elsewhere) at the same absolute paths as on the host.
+  // The checkout, and the folders outside it that the run needs (fixtures, test folders named
+  // on the command line), at the same absolute paths as on the host.
+  const inside = (dir, root) => dir === root || dir.startsWith(root + "/");
+  const outside = config.trees.filter((dir) => !inside(dir, config.repo));
   glue.mkdirTree(pyodide.FS, config.repo);
   pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: config.repo }, config.repo);
-  for (const dir of config.extraMounts) {
+  for (const dir of outside) {
     glue.mkdirTree(pyodide.FS, dir);
     pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: dir }, dir);
   }
@@ -39,7 +42,7 @@ async function main() {
       printErr: (s) => process.stderr.write(s + "\n"),
     });
     mount(module, config.repo);
-    for (const dir of config.extraMounts) mount(module, dir);
+    for (const dir of outside) mount(module, dir);
   }
   const bootstrap = fs.readFileSync(path.join(__dirname, "bootstrap.py"), "utf8");
   pyodide.globals.set("CONFIG", JSON.stringify(config));

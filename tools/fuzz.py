@@ -3,7 +3,7 @@
 ``make_cases`` derives broken files from good ones with a fixed seed (bit flips, truncation,
 inflated counts/lengths/dims, wrong value and tensor types, swapped tensors, duplicated keys,
 odd hyperparameters).  ``run_cases`` loads them in a child process (``python -m
-llamart.testing.fuzz --worker``), one after the other, and records each outcome:
+tools.fuzz --worker``), one after the other, and records each outcome:
 
   rejected   clean llamart/GGUF exception            loaded     accepted and evaluated
   crash      the child died (signal or abort)       hang       no answer within the timeout
@@ -26,7 +26,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import mutate
+from llamart.testing import mutate
+
+from .pyodide_runner.paths import wasm_dir as wasm_build_dir
 
 BAD_OUTCOMES = ("crash", "hang", "unexpected")
 
@@ -273,9 +275,9 @@ def _safe_layout(d: bytearray) -> mutate.Layout | None:
 
 def _worker(base_model: str) -> int:
     """Read 'id\\tkind\\tpath' lines on stdin; print one JSON result line per case."""
-    from .. import Engine, LlamartError
-    from .. import gguf as gr
-    from ..c_scan import c_string_scan
+    from llamart import Engine, LlamartError
+    from llamart import gguf as gr
+    from llamart.c_scan import c_string_scan
 
     engine = Engine(backend="native")
     base_header = gr.read_header(base_model)
@@ -325,8 +327,8 @@ def _worker(base_model: str) -> int:
 
 # ---- the parent ----
 
-_SRC_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-WASM_WORKER = os.path.join(_SRC_ROOT, "tools", "fuzz_wasm.cjs")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout (tools/..)
+WASM_WORKER = os.path.join(REPO, "tools", "fuzz_wasm.cjs")
 
 
 def run_cases(cases: Sequence[Case], base_model: str, *, timeout: float = 60.0,
@@ -343,11 +345,11 @@ def run_cases(cases: Sequence[Case], base_model: str, *, timeout: float = 60.0,
     ``summarize``).
     """
     if backend == "native":
-        cmd = [sys.executable, "-m", "llamart.testing.fuzz", "--worker", base_model]
+        cmd = [sys.executable, "-m", "tools.fuzz", "--worker", base_model]
         return _run_workers(cases, cmd, {}, timeout, log)
     if backend != "wasm":
         raise ValueError(f"backend must be 'native' or 'wasm', not {backend!r}")
-    wasm_dir = wasm_dir or os.path.join(_SRC_ROOT, "build-wasm", "wasm")
+    wasm_dir = wasm_dir or str(wasm_build_dir())
     checked = {c.id: _validate_case(c, base_model) for c in cases}
     done: dict[int, Result] = {}
     send: list[Case] = []
@@ -368,8 +370,8 @@ def run_cases(cases: Sequence[Case], base_model: str, *, timeout: float = 60.0,
 
 def _validate_case(case: Case, base_model: str) -> tuple[bool | None, str]:
     """(accepted?, reason) from llamart.gguf; None when it raised something unexpected."""
-    from .. import gguf as gr
-    from ..c_scan import c_string_scan
+    from llamart import gguf as gr
+    from llamart.c_scan import c_string_scan
 
     try:
         if case.kind == "model":
@@ -394,7 +396,7 @@ def _run_workers(cases: Sequence[Case], cmd: list[str], validated: dict[int, boo
     results: dict[int, Result] = {}
     pending = list(cases)
     env = dict(os.environ, GGML_NO_BACKTRACE="1", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = _SRC_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     while pending:
         by_id = {c.id: c for c in pending}
         # stderr goes to a file: an undrained pipe fills up (64 KiB of llama.cpp log) and
@@ -516,8 +518,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) >= 2 and args[0] == "--worker":
         return _worker(args[1])
-    print("usage: python -m llamart.testing.fuzz --worker BASE_MODEL  "
-          "(see tools/fuzz_gguf.py)", file=sys.stderr)
+    print("usage: python -m tools.fuzz --worker BASE_MODEL  "
+          "(see python -m tools.fuzz_gguf)", file=sys.stderr)
     return 2
 
 

@@ -1,9 +1,13 @@
-"""A pure-Python Backend double for testing the Engine apart from llama.cpp.
+"""FakeBackend: a pure-Python Backend double for testing code that uses an Engine.
 
-Deterministic and dependency-free (runs in Pyodide). Tokens: 0 <unk>, 1 <s> (BOS), 2 </s>
-(EOS, end of generation), 3..258 the bytes 0x00..0xFF, then a few whole words. Logits are a
-pseudo-random function of the evaluated tokens and of the active adapter set (sorted, zero
-scales dropped, like llama.cpp), so LoRA changes show up in logits and stacking order does not.
+``Engine(FakeBackend())`` behaves like an Engine on llama.cpp without a model file's weights
+(any existing file loads), as httpx's MockTransport stands in for the network. Deterministic
+and dependency-free: stdlib only, no numpy or gguf (runs in Pyodide).
+
+Tokens: 0 <unk>, 1 <s> (BOS), 2 </s> (EOS, end of generation), 3..258 the bytes 0x00..0xFF,
+then a few whole words. Logits are a pseudo-random function of the evaluated tokens and of the
+active adapter set (sorted, zero scales dropped, like llama.cpp), so LoRA changes show up in
+logits and stacking order does not.
 
 Test hooks: ``script`` (tokens next_tokens samples instead of sampling), ``fail_next(method,
 kind, reason)``, ``on_next_token`` (called before each token next_tokens samples), ``counts``
@@ -25,8 +29,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from llamart.backends.base import BackendError, Capabilities, ErrorKind, ModelInfo, StepEnd
-from llamart.params import GenerationParams, ModelParams
+from ..backends.base import BackendError, Capabilities, ErrorKind, ModelInfo, StepEnd
+from ..params import GenerationParams, ModelParams
 
 UNK, BOS, EOS = 0, 1, 2
 BYTE0 = 3
@@ -34,7 +38,7 @@ SPECIALS = {UNK: "<unk>", BOS: "<s>", EOS: "</s>"}
 WORDS = [b"hello", b" world", b"\xe2\x82\xac"]  # the last one is the euro sign
 WORD0 = BYTE0 + 256
 N_VOCAB = WORD0 + len(WORDS)
-LORA_REASON = "LoRA adapters are not applied on the fake backend; use the native backend"
+LORA_REASON = "LoRA adapters are not applied on the fake backend; use the native backend."
 
 
 def byte_tokens(data: bytes) -> list[int]:
@@ -305,6 +309,8 @@ class FakeBackend:
             if not self.lora:
                 raise BackendError(ErrorKind.UNSUPPORTED, LORA_REASON)
             self._need_model()
+            if not os.path.isfile(path):
+                raise BackendError(ErrorKind.LOAD, "failed to open file")
             self.adapter_loads[path] += 1
             self._serial += 1
             self.live.add(self._serial)

@@ -1,7 +1,8 @@
-"""Serve the in-browser demo (``web_demo/``) on 127.0.0.1: ``llamart web-demo --port 8000``.
+"""Serve the in-browser demo (``web_demo/``) on 127.0.0.1: ``python -m web_demo --port 8000``.
 
-Source checkout only. Before serving, everything the page needs is built or located locally
-(nothing is fetched from outside the machine):
+Run from a source checkout (it is developer tooling, not part of the installed package). Before
+serving, everything the page needs is built or located locally (nothing is fetched from outside
+the machine):
 
 - Pyodide from the npm package (``node_modules/pyodide``; ``npm ci`` when it is missing),
 - the llamart WebAssembly module (``build-wasm/wasm``, or ``--wasm-dir``/``$LLAMART_WASM_DIR``;
@@ -9,9 +10,9 @@ Source checkout only. Before serving, everything the page needs is built or loca
 - a pure-Python ``py3-none-any`` wheel of the llamart package, installed in the page's worker,
 - a demo model and LoRA adapter made with ``llamart.testing.models`` (random weights, fixed seed).
 
-The generated files go to ``.cache/web_demo/`` (``--cache-dir``). The HTTP handler is the test
-runner's (``tests/pyodide/server.py``: WebAssembly/JS MIME types, COOP/COEP headers), restricted to
-a fixed table of URL prefixes so that nothing else of the checkout is served.
+The generated files go to ``.cache/web_demo/`` (``--cache-dir``). The HTTP handler is the shared
+one (``tools/isolated_http.py``: WebAssembly/JS MIME types, COOP/COEP headers), restricted to a
+fixed table of URLs so that nothing else of the checkout is served.
 """
 
 from __future__ import annotations
@@ -23,17 +24,20 @@ import json
 import os
 import posixpath
 import sys
-import threading
 import urllib.parse
 import zipfile
 from dataclasses import dataclass, field
-from functools import partial
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tools import isolated_http
+from tools.pyodide_runner import paths as runner_paths
+from tools.pyodide_runner.prepare import ensure_pyodide
+
 REPO = Path(__file__).resolve().parents[1]
-WEB_DIR = REPO / "web_demo"
+WEB_DIR = Path(__file__).resolve().parent
+PAGE_FILES = ("index.html", "app.js", "style.css", "worker.js", "demo_session.py")  # served
 DEFAULT_CACHE = REPO / ".cache" / "web_demo"
 WASM_BUILD_COMMAND = "python -m wasm.build"  # see wasm/README.md
 
@@ -51,19 +55,6 @@ _ZIP_TIME = (2024, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the
 
 class WebDemoError(Exception):
     """Something the demo needs is missing; the message says how to get it."""
-
-
-def _repo_tools() -> tuple[Any, Any, Any]:
-    """The test runner's modules (paths, server, __main__), importable from the checkout."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    try:
-        from tests.pyodide import __main__ as runner
-        from tests.pyodide import paths, server
-    except ImportError as e:
-        raise WebDemoError(f"the web demo runs from a source checkout (tests/pyodide/ not "
-                           f"found next to {Path(__file__).parent}): {e}") from e
-    return paths, server, runner
 
 
 # ---- what is served ----
@@ -102,7 +93,7 @@ def build_wheel(out_dir: Path, version: str | None = None) -> Path:
         "Summary: llama.cpp GGUF models from Python (pure-Python part, for Pyodide)\n"
         "Requires-Python: >=3.10\n").encode()))
     files.append((f"{dist}/WHEEL", (
-        b"Wheel-Version: 1.0\nGenerator: llamart.web_demo_server\nRoot-Is-Purelib: true\n"
+        b"Wheel-Version: 1.0\nGenerator: web_demo.server\nRoot-Is-Purelib: true\n"
         b"Tag: py3-none-any\n")))
     record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in files)
     record += f"{dist}/RECORD,,\n"
@@ -123,7 +114,7 @@ def build_wheel(out_dir: Path, version: str | None = None) -> Path:
 def make_demo_files(folder: Path) -> tuple[Path, Path]:
     """The demo model and adapter (made once; remade when their settings change)."""
     try:
-        from .testing.models import make_adapter, make_model
+        from llamart.testing.models import make_adapter, make_model
     except ImportError as e:
         raise WebDemoError(f"making the demo model needs numpy and gguf ({e}); install them "
                            "with: pip install numpy gguf") from e
@@ -145,8 +136,7 @@ def make_demo_files(folder: Path) -> tuple[Path, Path]:
 def locate_wasm(wasm_dir: Path | None = None) -> tuple[Path, Path]:
     """The emscripten module (llamart_wasm.js, llamart_wasm.wasm); WebDemoError if not built."""
     if wasm_dir is None:
-        paths, _, _ = _repo_tools()
-        wasm_dir = paths.wasm_dir()
+        wasm_dir = runner_paths.wasm_dir()
     glue, wasm = wasm_dir / "llamart_wasm.js", wasm_dir / "llamart_wasm.wasm"
     missing = [p.name for p in (glue, wasm) if not p.is_file()]
     if missing:
@@ -159,9 +149,8 @@ def locate_wasm(wasm_dir: Path | None = None) -> tuple[Path, Path]:
 
 def locate_pyodide() -> Path:
     """node_modules/pyodide (installed with ``npm ci`` from package.json when missing)."""
-    _, _, runner = _repo_tools()
     try:
-        folder = Path(runner.ensure_pyodide())
+        folder = Path(ensure_pyodide())
     except Exception as e:  # npm missing or failing (OSError, CalledProcessError)
         raise WebDemoError(f"Pyodide (npm package) is not installed and `npm ci` failed: {e}; "
                            "run `npm ci` in the checkout") from e
@@ -172,7 +161,7 @@ def locate_pyodide() -> Path:
 
 @dataclass
 class Site:
-    """URL prefix -> local file or folder, plus the page configuration."""
+    """URL -> local file, or URL prefix ending in / -> local folder; plus the page configuration."""
 
     mounts: dict[str, Path]
     config: dict[str, Any] = field(default_factory=dict)
@@ -187,7 +176,7 @@ class Site:
             return None
         for prefix in sorted(self.mounts, key=len, reverse=True):
             target = self.mounts[prefix]
-            if prefix.endswith("/"):
+            if prefix.endswith("/") and target.is_dir():
                 if norm.startswith(prefix) or norm + "/" == prefix:
                     rest = norm[len(prefix):] if norm.startswith(prefix) else ""
                     return target / rest if rest else target
@@ -219,7 +208,8 @@ def prepare(cache_dir: Path | None = None, wasm_dir: Path | None = None) -> Site
     }
     (demo / "config.json").write_text(json.dumps(config, indent=2))
     mounts = {
-        "/": WEB_DIR,
+        "/": WEB_DIR / "index.html",
+        **{f"/{name}": WEB_DIR / name for name in PAGE_FILES},
         "/pyodide/": pyodide,
         "/wasm/llamart_pyodide.js": REPO / "wasm" / "llamart_pyodide.js",
         "/wasm/llamart_wasm.js": glue,
@@ -231,46 +221,22 @@ def prepare(cache_dir: Path | None = None, wasm_dir: Path | None = None) -> Site
 
 # ---- the HTTP server ----
 
-def make_handler(site: Site) -> Any:
-    """The runner's handler class (MIME types, COOP/COEP) serving only ``site``'s mounts."""
-    _, server, _ = _repo_tools()
-
-    class DemoHandler(server.Handler):
-        def translate_path(self, path: str) -> str:
-            local = site.resolve(path)
-            return str(local) if local is not None else str(REPO / ".no-such-path" / "x")
-
-        def list_directory(self, path: Any) -> None:
-            self.send_error(404, "No directory listings here")
-            return None
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            if len(args) > 1 and str(args[1]).startswith(("4", "5")):
-                sys.stderr.write(f"llamart web-demo: {format % args}\n")
-
-        def do_POST(self) -> None:  # noqa: N802 (stdlib name)
-            self.send_error(405)
-
-    return partial(DemoHandler, state=server.RunState(), routes={}, directory=str(WEB_DIR))
-
-
 def make_server(site: Site, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
-    """A bound (not yet serving) HTTP server for ``site``; port 0 picks a free port."""
-    return ThreadingHTTPServer((host, port), make_handler(site))
+    """A bound (not yet serving) HTTP server for ``site``'s table only; port 0: any free port."""
+    return isolated_http.make_server(WEB_DIR, host, port, resolve=site.resolve, name="web_demo")
 
 
 def serve_in_thread(site: Site, host: str = "127.0.0.1",
                     port: int = 0) -> tuple[ThreadingHTTPServer, str]:
     """Start serving ``site`` on a daemon thread; returns the server and its base URL."""
-    httpd = make_server(site, host, port)
-    threading.Thread(target=httpd.serve_forever, daemon=True, name="web-demo").start()
-    return httpd, f"http://{host}:{httpd.server_address[1]}"
+    return isolated_http.serve_in_thread(WEB_DIR, host, port, resolve=site.resolve,
+                                         name="web_demo")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``llamart web-demo [--port N] [--host H] [--cache-dir D] [--wasm-dir D]``."""
+    """``python -m web_demo [--port N] [--host H] [--cache-dir D] [--wasm-dir D]``."""
     parser = argparse.ArgumentParser(
-        prog="llamart web-demo",
+        prog="python -m web_demo",
         description="Serve the in-browser llamart demo (Pyodide + llama.cpp in WebAssembly) "
                     "from this machine only.")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any)")
@@ -287,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         site = prepare(args.cache_dir, args.wasm_dir)
     except WebDemoError as e:
-        print(f"llamart web-demo: error: {e}", file=sys.stderr)
+        print(f"web_demo: error: {e}", file=sys.stderr)
         return 1
     if args.prepare_only:
         for prefix, target in sorted(site.mounts.items()):
@@ -296,15 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         httpd = make_server(site, args.host, args.port)
     except OSError as e:
-        print(f"llamart web-demo: error: cannot listen on {args.host}:{args.port}: {e}",
+        print(f"web_demo: error: cannot listen on {args.host}:{args.port}: {e}",
               file=sys.stderr)
         return 1
     url = f"http://{args.host}:{httpd.server_address[1]}/"
-    print(f"llamart web-demo: serving {url} (Ctrl-C to stop)", flush=True)
+    print(f"web_demo: serving {url} (Ctrl-C to stop)", flush=True)
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:
-        print("\nllamart web-demo: stopped", file=sys.stderr)
+        print("\nweb_demo: stopped", file=sys.stderr)
     finally:
         httpd.server_close()
     return 0

@@ -1,0 +1,66 @@
+"""What a Pyodide run needs, made or found on this machine (nothing fetched but npm/PyPI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import paths
+
+PYTEST_VERSION = "9.0.3"  # the pytest installed into Pyodide (pure-Python wheels)
+
+
+def ensure_pyodide() -> Path:
+    """The npm pyodide folder, installed with ``npm ci`` when missing or of another version."""
+    pkg = paths.PYODIDE_DIR / "package.json"
+    wanted = json.loads((paths.REPO / "package.json").read_text())["devDependencies"]["pyodide"]
+    if not pkg.exists() or json.loads(pkg.read_text())["version"] != wanted:
+        print(f"pyodide_runner: installing pyodide {wanted} with npm ci", flush=True)
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=paths.REPO, check=True)
+    return paths.PYODIDE_DIR
+
+
+def ensure_wheels() -> list[Path]:
+    """pytest and its dependencies as pure-Python wheels, downloaded once into .cache/."""
+    folder = paths.CACHE / f"pyodide-wheels-pytest-{PYTEST_VERSION}"
+    if not list(folder.glob(f"pytest-{PYTEST_VERSION}-*.whl")):
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary", ":all:",
+             "--platform", "any", "--python-version", "3.14", "--implementation", "py",
+             f"pytest=={PYTEST_VERSION}", "-d", str(folder)],
+            check=True,
+        )
+    return sorted(folder.glob("*.whl"))
+
+
+def make_fixtures() -> Path:
+    """Test fixtures made natively (gguf needs numpy, which Pyodide lacks)."""
+    if os.environ.get("LLAMART_FIXTURES"):
+        return Path(os.environ["LLAMART_FIXTURES"]).resolve()
+    out = paths.CACHE / "fixtures"
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "llamart.testing.fixtures", str(out)], cwd=paths.REPO, check=True
+    )
+    print(f"pyodide_runner: fixtures in {out} ({time.monotonic() - started:.1f} s)", flush=True)
+    return out
+
+
+def find_wasm(required: bool) -> dict[str, str] | None:
+    """The llamart WebAssembly build (glue .js + .wasm); exits saying how to build it."""
+    folder = paths.wasm_dir()
+    glue, wasm = folder / "llamart_wasm.js", folder / "llamart_wasm.wasm"
+    if glue.exists() and wasm.exists():
+        return {"glue": str(glue), "wasm": str(wasm)}
+    message = (f"no WebAssembly build in {folder}: build it with `python -m wasm.build` "
+               "(see wasm/README.md) or set LLAMART_WASM_DIR")
+    if required:
+        raise SystemExit(f"pyodide_runner: {message}")
+    print(f"pyodide_runner: WARNING: {message}; `import llamart_wasm` will fail in Pyodide",
+          file=sys.stderr, flush=True)
+    return None
