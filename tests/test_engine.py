@@ -1462,9 +1462,12 @@ def test_vocab_only(engine: Engine, fake: FakeBackend, files, tmp_path) -> None:
 # ---- the adapter set ----
 
 @pytest.fixture
-def adapter_set(fake: FakeBackend, files):
+def adapter_set(fake: FakeBackend, files, tmp_path, monkeypatch: pytest.MonkeyPatch):
     from llamart.adapter_set import AdapterSet
 
+    monkeypatch.chdir(tmp_path)  # adapters "a", "b", "c" are files here (the fake opens them)
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(b"GGUF")
     fake.load_model(files["model"], ModelParams(), 1)
     yield AdapterSet(fake)
     fake.unload_model()
