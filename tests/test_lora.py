@@ -1,11 +1,8 @@
 """LoRA adapters against real llama.cpp, on whatever the platform's default backend can do.
 
-Every test branches on ``engine.capabilities.lora``, never on the platform name: where it is
-True (native) adapters must really change the model; where it is False (WebAssembly) every call
-must validate its arguments exactly as natively, then be a documented no-op (returns False,
-``loras`` stays ``{}``, the logits stay the base model's, one LoraUnsupportedWarning per call).
-The False branches record what they saw with ``record_property("behaviour", ...)`` for the
-platform matrix (tests/matrix.py). No numpy or gguf: this file also runs in Pyodide.
+Every test needs ``engine.capabilities.lora`` (never the platform name): where it is False
+(WebAssembly) the test is skipped with that reason; the documented no-op behaviour there is
+tested by tests/test_lora_unsupported.py. No numpy or gguf: this file also runs in Pyodide.
 """
 
 from __future__ import annotations
@@ -26,6 +23,13 @@ from llamart import (
 )
 
 PROMPT = "Once upon a time"
+
+
+def require_lora(engine: Engine) -> None:
+    """Skip (with the backend's own reason) where adapters cannot be applied."""
+    if not engine.capabilities.lora:
+        pytest.skip(f"capabilities.lora is False: {engine.capabilities.lora_reason}")
+
 N_CTX = 256
 Record = Callable[[str, object], None]
 # bad_* fixtures and what the refusal must say (validator or llama.cpp); None: any reason
@@ -99,11 +103,11 @@ def test_set_lora_changes_logits(loaded: Engine, fx: dict[str, str],
                                  record_property: Record) -> None:
     base = _logits(loaded)
     a = fx["lora_a"]
-    if loaded.capabilities.lora:
-        with _no_warnings():
-            assert loaded.set_lora(a, 1.0) is True
-        assert loaded.loras == {a: 1.0}
-        assert _logits(loaded) != base
+    require_lora(loaded)
+    with _no_warnings():
+        assert loaded.set_lora(a, 1.0) is True
+    assert loaded.loras == {a: 1.0}
+    assert _logits(loaded) != base
 
 
 def test_scale_update_does_not_reread_the_file(loaded: Engine, fx: dict[str, str],
@@ -111,47 +115,47 @@ def test_scale_update_does_not_reread_the_file(loaded: Engine, fx: dict[str, str
     base = _logits(loaded)
     path = str(tmp_path / "adapter.gguf")
     shutil.copyfile(fx["lora_a"], path)
-    if loaded.capabilities.lora:
-        assert loaded.set_lora(path, 1.0) is True
-        full = _logits(loaded)
-        os.rename(path, path + ".moved")  # a re-read would now fail with FileNotFoundError
-        assert loaded.set_lora(path, 0.5) is True
-        half = _logits(loaded)
-        assert loaded.loras == {path: 0.5}
-        assert half not in (base, full)
-        os.rename(path + ".moved", path)
-        assert half == _fresh(fx, {path: 0.5})[0]  # as if loaded at 0.5 from the start
+    require_lora(loaded)
+    assert loaded.set_lora(path, 1.0) is True
+    full = _logits(loaded)
+    os.rename(path, path + ".moved")  # a re-read would now fail with FileNotFoundError
+    assert loaded.set_lora(path, 0.5) is True
+    half = _logits(loaded)
+    assert loaded.loras == {path: 0.5}
+    assert half not in (base, full)
+    os.rename(path + ".moved", path)
+    assert half == _fresh(fx, {path: 0.5})[0]  # as if loaded at 0.5 from the start
 
 
 def test_stacking_and_order(loaded: Engine, fx: dict[str, str],
                             record_property: Record) -> None:
     base = _logits(loaded)
     a, b, c = fx["lora_a"], fx["lora_b"], fx["lora_c"]
-    if loaded.capabilities.lora:
-        only_a = _fresh(fx, {a: 1.0})[0]
-        only_b = _fresh(fx, {b: 1.0})[0]
-        assert loaded.set_lora(a, 1.0) and loaded.set_lora(b, 1.0)
-        both = _logits(loaded)
-        assert both not in (base, only_a, only_b)
-        assert loaded.set_lora(c, 0.5) and loaded.set_lora(a, 0.25)  # rescaling keeps a first
-        assert list(loaded.loras.items()) == [(a, 0.25), (b, 1.0), (c, 0.5)]
-        # the same set in another order gives the same model (up to float summation order)
-        assert _close(_logits(loaded), _fresh(fx, {c: 0.5, b: 1.0, a: 0.25})[0])
+    require_lora(loaded)
+    only_a = _fresh(fx, {a: 1.0})[0]
+    only_b = _fresh(fx, {b: 1.0})[0]
+    assert loaded.set_lora(a, 1.0) and loaded.set_lora(b, 1.0)
+    both = _logits(loaded)
+    assert both not in (base, only_a, only_b)
+    assert loaded.set_lora(c, 0.5) and loaded.set_lora(a, 0.25)  # rescaling keeps a first
+    assert list(loaded.loras.items()) == [(a, 0.25), (b, 1.0), (c, 0.5)]
+    # the same set in another order gives the same model (up to float summation order)
+    assert _close(_logits(loaded), _fresh(fx, {c: 0.5, b: 1.0, a: 0.25})[0])
 
 
 def test_remove_lora_returns_to_the_other_adapter(loaded: Engine, fx: dict[str, str],
                                                   record_property: Record) -> None:
     a, b = fx["lora_a"], fx["lora_b"]
-    if loaded.capabilities.lora:
-        only_b = _fresh(fx, {b: 1.0})[0]
-        loaded.set_lora(a, 1.0)
-        loaded.set_lora(b, 1.0)
-        assert loaded.remove_lora(a) is True
-        assert loaded.loras == {b: 1.0}
-        assert _logits(loaded) == only_b  # bit-identical to b alone
-        assert loaded.remove_lora(a) is False  # no longer set: a no-op
-        assert loaded.remove_lora(fx["lora_c"]) is False  # never set
-        assert loaded.loras == {b: 1.0} and _logits(loaded) == only_b
+    require_lora(loaded)
+    only_b = _fresh(fx, {b: 1.0})[0]
+    loaded.set_lora(a, 1.0)
+    loaded.set_lora(b, 1.0)
+    assert loaded.remove_lora(a) is True
+    assert loaded.loras == {b: 1.0}
+    assert _logits(loaded) == only_b  # bit-identical to b alone
+    assert loaded.remove_lora(a) is False  # no longer set: a no-op
+    assert loaded.remove_lora(fx["lora_c"]) is False  # never set
+    assert loaded.loras == {b: 1.0} and _logits(loaded) == only_b
 
 
 def test_clear_loras_equals_a_fresh_engine(loaded: Engine, fx: dict[str, str],
@@ -159,50 +163,50 @@ def test_clear_loras_equals_a_fresh_engine(loaded: Engine, fx: dict[str, str],
     base = _logits(loaded)
     fresh_logits, fresh_text = _fresh(fx)
     assert base == fresh_logits
-    if loaded.capabilities.lora:
-        for name, scale in (("lora_a", 1.0), ("lora_b", -0.5), ("lora_c", 2.0)):
-            loaded.set_lora(fx[name], scale)
-        assert _logits(loaded) != base
-        assert loaded.clear_loras() is None
-        assert loaded.loras == {}
-        assert _logits(loaded) == fresh_logits
-        assert _greedy(loaded) == fresh_text
-        loaded.clear_loras()  # nothing set: a no-op
-        assert _logits(loaded) == fresh_logits
+    require_lora(loaded)
+    for name, scale in (("lora_a", 1.0), ("lora_b", -0.5), ("lora_c", 2.0)):
+        loaded.set_lora(fx[name], scale)
+    assert _logits(loaded) != base
+    assert loaded.clear_loras() is None
+    assert loaded.loras == {}
+    assert _logits(loaded) == fresh_logits
+    assert _greedy(loaded) == fresh_text
+    loaded.clear_loras()  # nothing set: a no-op
+    assert _logits(loaded) == fresh_logits
 
 
 def test_scale_zero_keeps_it_registered(loaded: Engine, fx: dict[str, str],
                                         record_property: Record) -> None:
     base = _logits(loaded)
     a = fx["lora_a"]
-    if loaded.capabilities.lora:
-        assert loaded.set_lora(a, 0.0) is True
-        assert loaded.loras == {a: 0.0}
-        assert _logits(loaded) == base
-        assert loaded.set_lora(a, 1.0) is True
-        assert _logits(loaded) != base
-        assert loaded.set_lora(a, 0) is True  # back to zero: base again
-        assert _logits(loaded) == base and loaded.loras == {a: 0.0}
+    require_lora(loaded)
+    assert loaded.set_lora(a, 0.0) is True
+    assert loaded.loras == {a: 0.0}
+    assert _logits(loaded) == base
+    assert loaded.set_lora(a, 1.0) is True
+    assert _logits(loaded) != base
+    assert loaded.set_lora(a, 0) is True  # back to zero: base again
+    assert _logits(loaded) == base and loaded.loras == {a: 0.0}
 
 
 def test_negative_scale(loaded: Engine, fx: dict[str, str], record_property: Record) -> None:
     base = _logits(loaded)
     a = fx["lora_a"]
-    if loaded.capabilities.lora:
-        loaded.set_lora(a, 1.0)
-        plus = _logits(loaded)
-        assert loaded.set_lora(a, -1.0) is True
-        assert loaded.loras == {a: -1.0}
-        assert _logits(loaded) not in (base, plus)
+    require_lora(loaded)
+    loaded.set_lora(a, 1.0)
+    plus = _logits(loaded)
+    assert loaded.set_lora(a, -1.0) is True
+    assert loaded.loras == {a: -1.0}
+    assert _logits(loaded) not in (base, plus)
 
 
 def test_zero_weight_adapter_gives_base_logits(loaded: Engine, fx: dict[str, str],
                                                record_property: Record) -> None:
     base = _logits(loaded)
     z = fx["lora_zero"]
-    if loaded.capabilities.lora:
-        assert loaded.set_lora(z, 3.0) is True
-        assert _logits(loaded) == base  # B = 0: the delta is exactly zero
+    require_lora(loaded)
+    assert loaded.set_lora(z, 3.0) is True
+    assert _logits(loaded) == base  # B = 0: the delta is exactly zero
 
 
 # ---- argument checks: identical on every backend ----
@@ -230,12 +234,12 @@ def test_bad_path_type(loaded: Engine, op: str, path: Any) -> None:
 def test_bad_scale_keeps_the_current_set(loaded: Engine, fx: dict[str, str],
                                          record_property: Record) -> None:
     a = fx["lora_a"]
-    if loaded.capabilities.lora:
-        loaded.set_lora(a, 0.5)
-        before = _logits(loaded)
-        with pytest.raises(ValueError):
-            loaded.set_lora(a, float("nan"))
-        assert loaded.loras == {a: 0.5} and _logits(loaded) == before
+    require_lora(loaded)
+    loaded.set_lora(a, 0.5)
+    before = _logits(loaded)
+    with pytest.raises(ValueError):
+        loaded.set_lora(a, float("nan"))
+    assert loaded.loras == {a: 0.5} and _logits(loaded) == before
 
 
 # ---- generation with adapters ----
@@ -244,43 +248,43 @@ def test_generation_after_set_lora_equals_a_fresh_engine(loaded: Engine, fx: dic
                                                          record_property: Record) -> None:
     base_text = _greedy(loaded)  # fills the KV cache under the base model
     a, b = fx["lora_a"], fx["lora_b"]
-    if loaded.capabilities.lora:
-        loaded.set_lora(a, 0.7)
-        text = _greedy(loaded)
-        assert text != base_text
-        assert (_logits(loaded), text) == _fresh(fx, {a: 0.7})
-        loaded.set_lora(b, 1.5)
-        assert (_logits(loaded), _greedy(loaded)) == _fresh(fx, {a: 0.7, b: 1.5})
-        loaded.remove_lora(a)
-        assert (_logits(loaded), _greedy(loaded)) == _fresh(fx, {b: 1.5})
+    require_lora(loaded)
+    loaded.set_lora(a, 0.7)
+    text = _greedy(loaded)
+    assert text != base_text
+    assert (_logits(loaded), text) == _fresh(fx, {a: 0.7})
+    loaded.set_lora(b, 1.5)
+    assert (_logits(loaded), _greedy(loaded)) == _fresh(fx, {a: 0.7, b: 1.5})
+    loaded.remove_lora(a)
+    assert (_logits(loaded), _greedy(loaded)) == _fresh(fx, {b: 1.5})
 
 
 def test_unload_and_reload_forget_adapters(loaded: Engine, fx: dict[str, str],
                                            record_property: Record) -> None:
     base = _logits(loaded)
     a = fx["lora_a"]
-    if loaded.capabilities.lora:
-        loaded.set_lora(a, 1.0)
-        loaded.unload_model()
-        assert loaded.loras == {}
-        loaded.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=1)
-        assert loaded.loras == {} and _logits(loaded) == base
-        loaded.set_lora(a, 1.0)
-        loaded.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=1)  # a reload drops them too
-        assert loaded.loras == {} and _logits(loaded) == base
-        assert loaded.set_lora(a, 1.0) is True  # and they can be set again
-        assert _logits(loaded) != base
+    require_lora(loaded)
+    loaded.set_lora(a, 1.0)
+    loaded.unload_model()
+    assert loaded.loras == {}
+    loaded.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=1)
+    assert loaded.loras == {} and _logits(loaded) == base
+    loaded.set_lora(a, 1.0)
+    loaded.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=1)  # a reload drops them too
+    assert loaded.loras == {} and _logits(loaded) == base
+    assert loaded.set_lora(a, 1.0) is True  # and they can be set again
+    assert _logits(loaded) != base
 
 
 def test_set_lora_needs_a_model(engine: Engine, fx: dict[str, str],
                                 record_property: Record) -> None:
-    if engine.capabilities.lora:
-        from llamart import EngineStateError
+    require_lora(engine)
+    from llamart import EngineStateError
 
-        with pytest.raises(EngineStateError, match="no model"):
-            engine.set_lora(fx["lora_a"])
-        assert engine.remove_lora(fx["lora_a"]) is False
-        engine.clear_loras()
+    with pytest.raises(EngineStateError, match="no model"):
+        engine.set_lora(fx["lora_a"])
+    assert engine.remove_lora(fx["lora_a"]) is False
+    engine.clear_loras()
     assert engine.loras == {}
 
 
@@ -295,17 +299,17 @@ def test_bad_adapter(loaded: Engine, fx: dict[str, str], name: str,
                      record_property: Record) -> None:
     path = fx[name]
     a = fx["lora_a"]
-    if loaded.capabilities.lora:
-        loaded.set_lora(a, 0.5)
-        before = _logits(loaded)
-        with pytest.raises(AdapterError) as info:
-            loaded.set_lora(path, 1.0)
-        err = info.value
-        assert err.path == path and str(err).startswith(f"{path}: ")
-        assert BAD_ADAPTERS[name] in err.reason, err.reason
-        assert loaded.loras == {a: 0.5}
-        assert _logits(loaded) == before
-        assert loaded.set_lora(a, 1.0) is True  # still fully usable
+    require_lora(loaded)
+    loaded.set_lora(a, 0.5)
+    before = _logits(loaded)
+    with pytest.raises(AdapterError) as info:
+        loaded.set_lora(path, 1.0)
+    err = info.value
+    assert err.path == path and str(err).startswith(f"{path}: ")
+    assert BAD_ADAPTERS[name] in err.reason, err.reason
+    assert loaded.loras == {a: 0.5}
+    assert _logits(loaded) == before
+    assert loaded.set_lora(a, 1.0) is True  # still fully usable
 
 
 # what llama.cpp itself says when the Python checks are bypassed (they normally refuse first)
@@ -327,26 +331,26 @@ def test_llama_cpp_refusal_reaches_the_caller(loaded: Engine, fx: dict[str, str]
     monkeypatch.setattr(gguf, "validate_adapter",
                         lambda path, base=None, **_: gguf.read_header(path))
     path, a = fx[name], fx["lora_a"]
-    if loaded.capabilities.lora:
-        loaded.set_lora(a, 0.5)
-        before = _logits(loaded)
-        with pytest.raises(AdapterError) as info:
-            loaded.set_lora(path)
-        err = info.value
-        assert err.path == path and str(err).startswith(f"{path}: ")
-        assert LLAMA_CPP_REFUSALS[name] in err.reason, err.reason
-        assert loaded.loras == {a: 0.5} and _logits(loaded) == before
+    require_lora(loaded)
+    loaded.set_lora(a, 0.5)
+    before = _logits(loaded)
+    with pytest.raises(AdapterError) as info:
+        loaded.set_lora(path)
+    err = info.value
+    assert err.path == path and str(err).startswith(f"{path}: ")
+    assert LLAMA_CPP_REFUSALS[name] in err.reason, err.reason
+    assert loaded.loras == {a: 0.5} and _logits(loaded) == before
 
 
 def test_missing_adapter_file(loaded: Engine, fx: dict[str, str],
                               record_property: Record) -> None:
     missing = fx["lora_a"] + ".missing.gguf"
     base = _logits(loaded)
-    if loaded.capabilities.lora:
-        with pytest.raises(FileNotFoundError) as info:
-            loaded.set_lora(missing)
-        assert info.value.filename == missing
-        assert loaded.loras == {} and _logits(loaded) == base
+    require_lora(loaded)
+    with pytest.raises(FileNotFoundError) as info:
+        loaded.set_lora(missing)
+    assert info.value.filename == missing
+    assert loaded.loras == {} and _logits(loaded) == base
 
 
 def test_adapter_for_another_model_is_refused(engine: Engine, fx: dict[str, str],
@@ -354,11 +358,11 @@ def test_adapter_for_another_model_is_refused(engine: Engine, fx: dict[str, str]
     # lora_a was made for the 64-wide model: the 32-wide one must refuse it by shape
     engine.load_model(fx["model_n32"], n_ctx=N_CTX, n_threads=1)
     base = _logits(engine)
-    if engine.capabilities.lora:
-        with pytest.raises(AdapterError, match="incorrect shape") as info:
-            engine.set_lora(fx["lora_a"])
-        assert info.value.path == fx["lora_a"]
-        assert engine.loras == {} and _logits(engine) == base
+    require_lora(engine)
+    with pytest.raises(AdapterError, match="incorrect shape") as info:
+        engine.set_lora(fx["lora_a"])
+    assert info.value.path == fx["lora_a"]
+    assert engine.loras == {} and _logits(engine) == base
 
 
 # ---- metadata ----
@@ -377,11 +381,11 @@ def test_lora_metadata(loaded: Engine, fx: dict[str, str], record_property: Reco
         loaded.lora_metadata(fx["bad_garbage"])
     with pytest.raises(FileNotFoundError):
         loaded.lora_metadata(a + ".missing")
-    if loaded.capabilities.lora:
-        loaded.set_lora(a, 0.7)
-        meta = loaded.lora_metadata(a)
-        assert meta["loaded"] is True and meta["scale"] == 0.7
-        assert float(meta["metadata"]["adapter.lora.alpha"]) == 16.0  # llama.cpp's view
+    require_lora(loaded)
+    loaded.set_lora(a, 0.7)
+    meta = loaded.lora_metadata(a)
+    assert meta["loaded"] is True and meta["scale"] == 0.7
+    assert float(meta["metadata"]["adapter.lora.alpha"]) == 16.0  # llama.cpp's view
 
 
 # ---- warnings and strict mode ----
@@ -391,10 +395,10 @@ def test_every_call_warns_when_unsupported(loaded: Engine, fx: dict[str, str],
     a = fx["lora_a"]
     calls = [lambda: loaded.set_lora(a, 0.7), lambda: loaded.set_lora(a, 0.7),
              lambda: loaded.remove_lora(a), loaded.clear_loras]
-    if loaded.capabilities.lora:
-        with _no_warnings():
-            assert [call() for call in calls] == [True, True, True, None]
-        assert loaded.loras == {}
+    require_lora(loaded)
+    with _no_warnings():
+        assert [call() for call in calls] == [True, True, True, None]
+    assert loaded.loras == {}
 
 
 def test_strict_engine(fx: dict[str, str], record_property: Record) -> None:
@@ -405,9 +409,9 @@ def test_strict_engine(fx: dict[str, str], record_property: Record) -> None:
         base = _logits(e)
         with pytest.raises(ValueError, match="scale"):
             e.set_lora(a, float("nan"))  # arguments first, in both modes
-        if e.capabilities.lora:
-            with _no_warnings():
-                assert e.set_lora(a, 1.0) is True
-                assert e.remove_lora(a) is True
-                e.clear_loras()
-            assert e.loras == {} and _logits(e) == base
+        require_lora(e)
+        with _no_warnings():
+            assert e.set_lora(a, 1.0) is True
+            assert e.remove_lora(a) is True
+            e.clear_loras()
+        assert e.loras == {} and _logits(e) == base
