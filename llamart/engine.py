@@ -48,12 +48,14 @@ from .generation import FINISH_REASONS, Generation, GenerationRun
 from .inputs import check_messages, check_tokens, fspath, prompt_tokens
 from .model_files import adapter_summary, check_adapter, check_model, file_metadata
 from .model_state import LoadedModel
+from .model_template import bos_text, model_chat_template
 from .params import (
     GenerationParams,
     ModelParams,
     SamplingOptions,
     check_bool,
     check_float,
+    check_template,
     generation_params,
     model_params,
     sampling_signature,
@@ -202,15 +204,18 @@ class Engine:
 
     def load_model(self, path: str | os.PathLike[str], n_ctx: int | ModelParams = 2048,
                    n_batch: int = 512, n_threads: int | None = None, *, use_mmap: bool = True,
-                   vocab_only: bool = False, params: ModelParams | None = None) -> ModelInfo:
+                   vocab_only: bool = False, chat_template: str | None = None,
+                   params: ModelParams | None = None) -> ModelInfo:
         """Load a GGUF model (unloading the current one first) and return its facts.
 
         The file is checked in Python (existence, GGUF structure) before llama.cpp sees it.
         A ModelParams may be passed as ``params`` or in place of ``n_ctx``. With
         ``vocab_only``, only the vocabulary is loaded (no weights, no context).
+        ``chat_template`` (Jinja) replaces the model's own ``tokenizer.chat_template``.
         """
         mp = model_params(n_ctx, {"n_batch": n_batch, "n_threads": n_threads,
-                                  "use_mmap": use_mmap, "vocab_only": vocab_only}, params)
+                                  "use_mmap": use_mmap, "vocab_only": vocab_only,
+                                  "chat_template": chat_template}, params)
         spath = fspath("path", path)
         threads = mp.n_threads if mp.n_threads is not None else default_threads()
         with self._call("load a model"):
@@ -340,13 +345,20 @@ class Engine:
             data = self._backend.detokenize(check_tokens(tokens, model.info.n_vocab))
             return bytes(data).decode("utf-8", errors="replace")
 
-    def apply_chat_template(self, messages: Messages, add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(self, messages: Messages, add_generation_prompt: bool = True, *,
+                            chat_template: str | None = None, **template_kwargs: Any) -> str:
         """The prompt ``messages`` ([{"role": ..., "content": ...}, ...]) make with the model's
-        chat template, ending with the assistant's turn when ``add_generation_prompt``."""
-        pairs = check_messages(messages)
+        Jinja chat template (or ``chat_template``), as transformers renders it: ending with
+        the assistant's turn when ``add_generation_prompt``; ``template_kwargs`` (tools,
+        documents, enable_thinking, ...) reach the template. ChatTemplateError on failure."""
+        check_messages(messages)
         check_bool("add_generation_prompt", add_generation_prompt)
-        with self._with_model("apply a chat template", idle=False), backend_errors("template"):
-            return self._backend.apply_chat_template(pairs, add_generation_prompt)
+        override = check_template("chat_template", chat_template)
+        with self._with_model("apply a chat template", idle=False) as model:
+            template = model_chat_template(model.header, model.info.path,
+                                           override or model.params.chat_template)
+        return template.render([dict(m) for m in messages],
+                               add_generation_prompt=add_generation_prompt, **template_kwargs)
 
     # ---- evaluation ----
 
@@ -405,12 +417,15 @@ class Engine:
     @sampling_signature
     def chat(self, messages: Messages, max_tokens: int | GenerationParams = 64, *,
              stream: bool = False, params: GenerationParams | None = None,
+             chat_template: str | None = None, template_kwargs: Mapping[str, Any] | None = None,
              **options: Unpack[SamplingOptions]) -> str | Generation:
         """The assistant's reply to ``messages`` (see :meth:`apply_chat_template`): the text,
-        or with ``stream=True`` a :class:`Generation` of it."""
+        or with ``stream=True`` a :class:`Generation` of it; it ends at the end of the turn."""
         check_bool("stream", stream)
         gp = generation_params("chat", max_tokens, options, params)
-        gen = self._start(self.apply_chat_template(messages), gp, parse_special=True)
+        prompt = self.apply_chat_template(messages, True, chat_template=chat_template,
+                                          **dict(template_kwargs or {}))
+        gen = self._start(prompt, gp, parse_special=True, add_bos=None)
         return gen if stream else gen.text()
 
     @sampling_signature
@@ -433,13 +448,21 @@ class Engine:
         return await AsyncGeneration(self._start(prompt, gp, parse_special=False)).text()
 
     def _prompt_tokens(self, model: LoadedModel, prompt: Any, parse_special: bool, *,
-                       room: bool) -> list[int]:
-        return prompt_tokens(prompt, lambda text: self._tokenize(text, True, parse_special),
-                             model.info.n_vocab, model.info.n_ctx, room=room)
+                       room: bool, add_bos: bool | None = True) -> list[int]:
+        def tokenize(text: str) -> list[int]:
+            add = add_bos
+            if add is None:  # a rendered chat: BOS unless the template wrote it already
+                bos = bos_text(model.header)
+                add = not (bos and text.startswith(bos))
+            return self._tokenize(text, add, parse_special)
 
-    def _start(self, prompt: Any, gp: GenerationParams, *, parse_special: bool) -> Generation:
+        return prompt_tokens(prompt, tokenize, model.info.n_vocab, model.info.n_ctx, room=room)
+
+    def _start(self, prompt: Any, gp: GenerationParams, *, parse_special: bool,
+               add_bos: bool | None = True) -> Generation:
         with self._with_model("start a generation", weights=True) as model:
-            tokens = self._prompt_tokens(model, prompt, parse_special, room=True)
+            tokens = self._prompt_tokens(model, prompt, parse_special, room=True,
+                                         add_bos=add_bos)
         return Generation(self, model, tokens, gp)
 
     # ---- what a Generation asks of its engine ----

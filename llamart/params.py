@@ -33,6 +33,7 @@ class ModelParams:
     n_threads: int | None = None  # None: the cores available to this process
     use_mmap: bool = True  # ignored where the platform cannot map files (WebAssembly)
     vocab_only: bool = False  # the vocabulary only: tokenize and templates, no weights
+    chat_template: str | None = None  # a Jinja chat template instead of the model's own
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,19 @@ def check_model_params(p: ModelParams) -> ModelParams:
         n_threads=None if p.n_threads is None else check_int("n_threads", p.n_threads, lo=1),
         use_mmap=check_bool("use_mmap", p.use_mmap),
         vocab_only=check_bool("vocab_only", p.vocab_only),
+        chat_template=check_template("chat_template", p.chat_template),
     )
+
+
+def check_template(name: str, value: Any) -> str | None:
+    """A Jinja template source (a non-empty str) or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str (a Jinja template) or None, not {_type_name(value)}")
+    if not value.strip():
+        raise ValueError(f"{name} is empty")
+    return value
 
 
 def merge_params(params: Any, cls: type, given: dict[str, Any]) -> Any:
