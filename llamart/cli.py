@@ -1,4 +1,4 @@
-"""The ``llamart`` command: generate, info, lora inspect, demo (and web-demo).
+"""The ``llamart`` command: generate, info, lora inspect/compare, demo (and web-demo).
 
 Errors print ``llamart: error: ...`` to stderr and exit 1; usage errors exit 2.
 """
@@ -324,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--base", metavar="MODEL", help="base model to check the adapter against")
     li.add_argument("--json", action="store_true", help="machine-readable output")
     li.set_defaults(func=cmd_lora_inspect)
+    from .lora import compare_cli
+
+    compare_cli.add_parser(lsub, backend_help)
 
     d = sub.add_parser("demo", help="make a demo model and adapter, generate with and without")
     d.add_argument("--dir", metavar="DIR", help="where to write the files (default: a new "

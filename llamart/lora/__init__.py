@@ -1,0 +1,1 @@
+"""The LoRA workflow: compare an adapter's drift from its base across scales (compare)."""
