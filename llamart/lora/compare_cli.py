@@ -41,6 +41,13 @@ class _Progress:
         self.stream.flush()
 
 
+def _scales_arg(text: str) -> list[float]:
+    try:
+        return cmp.parse_scales(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--scales: ")) from None
+
+
 def add_parser(sub: Any, backend_help: str) -> argparse.ArgumentParser:
     """Register ``compare`` on the ``lora`` sub-command parser."""
     th = cmp.Thresholds()
@@ -55,7 +62,7 @@ def add_parser(sub: Any, backend_help: str) -> argparse.ArgumentParser:
                    help="golden prompts: a text file (one per line) or JSONL "
                    "({\"messages\": [...]} chats or {\"prompt\": ...}); repeat for more "
                    "prompt sets")
-    p.add_argument("--scales", type=cmp.parse_scales, metavar="LIST",
+    p.add_argument("--scales", type=_scales_arg, metavar="LIST",
                    default=list(cmp.DEFAULT_SCALES),
                    help="comma-separated scales (default 0,0.25,0.5,0.75,1,1.5)")
     p.add_argument("--reference-text", metavar="FILE",
