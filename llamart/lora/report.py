@@ -129,6 +129,9 @@ def write_plot(c: Comparison, path: str | os.PathLike[str]) -> None:
         axes[2].axhline(base * (1 + c.thresholds.max_ppl_rise), color="grey", ls=":", lw=1,
                         label="over-steers above")
         axes[2].set(xlabel="scale", ylabel="perplexity", title="reference text")
+        values = [s.perplexity or base for s in c.summaries] + [base]
+        if max(values) > 10 * min(values):
+            axes[2].set_yscale("log")
     for ax in axes:
         if c.recommended:
             ax.axvspan(*c.recommended, color="C2", alpha=0.12, lw=0)
