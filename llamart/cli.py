@@ -1,4 +1,4 @@
-"""The ``llamart`` command: generate, info, lora inspect/convert, models, demo.
+"""The ``llamart`` command: generate, info, lora inspect/convert/compare, models, demo.
 
 Errors print ``llamart: error: ...`` to stderr and exit 1; usage errors exit 2.
 """
@@ -377,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     lc.add_argument("-o", "--output", required=True, metavar="ADAPTER", help="GGUF to write")
     lc.add_argument("--outtype", choices=("f32", "f16", "q8_0"), default="f32")
     lc.set_defaults(func=cmd_lora_convert)
+
+    from .lora import compare_cli
+
+    compare_cli.add_parser(lsub, backend_help)
 
     d = sub.add_parser("demo", help="make a demo model and adapter, generate with and without")
     d.add_argument("--dir", metavar="DIR", help="where to write the files (default: a new "

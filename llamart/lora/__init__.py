@@ -1,5 +1,6 @@
-"""LoRA workflow tools: PEFT -> GGUF conversion (``convert``, needs numpy, safetensors, gguf:
-the ``lora`` extra) and the applicability check run before ``set_lora`` (pure Python)."""
+"""The LoRA workflow: PEFT -> GGUF conversion (``convert``, needs numpy, safetensors, gguf: the
+``lora`` extra), the applicability check run before ``set_lora`` (pure Python), and the drift
+and scale comparison (``llamart.lora.compare``)."""
 
 from __future__ import annotations
 
