@@ -5,9 +5,10 @@ emscripten module's heap and exports (ffi_emscripten.py). An adapter holds only 
 calls cross; what the calls mean, how sizes are retried and how codes become errors is here.
 
 Ownership: the session (model + context + sampler + adapters) is owned by one :class:`_Session`
-whose idempotent ``close`` is also a ``weakref.finalize``: a backend dropped without
-``dispose()`` still frees it, and ``lm_session_free`` unsets and frees the adapters, then the
-context, then the model. An adapter is freed through its session, never after it.
+whose idempotent ``close`` is a ``weakref.finalize`` on the backend: a backend dropped without
+``dispose()`` still frees it (even while adapter handles live on), and ``lm_session_free``
+unsets and frees the adapters, then the context, then the model. An adapter is freed through
+its session, never after it.
 """
 
 from __future__ import annotations
@@ -74,11 +75,12 @@ def string_scanner(ffi: Ffi) -> Callable[[memoryview, int, int, bool], int]:
 
 
 class _Session:
-    """Owns one lm_session* (model + context + sampler + adapters)."""
+    """Owns one lm_session* (model + context + sampler + adapters); freed at the latest when
+    ``owner`` (the backend) is garbage."""
 
-    def __init__(self, lib: Any, ptr: Any) -> None:
+    def __init__(self, owner: object, lib: Any, ptr: Any) -> None:
         self.ptr = ptr
-        self._finalizer = weakref.finalize(self, lib.lm_session_free, ptr)
+        self._finalizer = weakref.finalize(owner, lib.lm_session_free, ptr)
 
     @property
     def closed(self) -> bool:
@@ -182,7 +184,7 @@ class CApiClient:
         if ptr is None:
             raise self._error(ErrorKind.LOAD, "llama.cpp could not load the model")
         self._drain_log()
-        self._session = _Session(lib, ptr)
+        self._session = _Session(self, lib, ptr)
         self._n_vocab = int(lib.lm_n_vocab(ptr))
         meta = {self._str(lib.lm_meta_key, ptr, i): self._str(lib.lm_meta_val, ptr, i)
                 for i in range(int(lib.lm_meta_count(ptr)))}
