@@ -260,12 +260,16 @@ class CApiClient:
     def reset(self) -> None:
         self._lib.lm_reset(self._s())
 
-    def eval(self, tokens: Sequence[int]) -> None:
+    def _with_tokens(self, fn: Any, tokens: Sequence[int], fallback: str) -> None:
+        """Call fn(session, tokens, n) and raise its reason unless it returns LM_OK."""
         sp = self._s()
         with self._ffi.scope() as s:
-            rc = int(self._lib.lm_eval(sp, s.i32s(tokens), len(tokens)))
+            rc = int(fn(sp, s.i32s(tokens), len(tokens)))
         if rc != 0:
-            raise self._error(rc, "evaluation failed")
+            raise self._error(rc, fallback)
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        self._with_tokens(self._lib.lm_eval, tokens, "evaluation failed")
         self._drain_log()
 
     def logits(self) -> array.array:
@@ -285,11 +289,7 @@ class CApiClient:
             raise self._error(kind(rc, ErrorKind.ARG), "invalid sampling parameters")
 
     def sampler_accept(self, tokens: Sequence[int]) -> None:
-        sp = self._s()
-        with self._ffi.scope() as s:
-            rc = int(self._lib.lm_sampler_accept(sp, s.i32s(tokens), len(tokens)))
-        if rc != 0:
-            raise self._error(rc, "the sampler refused the tokens")
+        self._with_tokens(self._lib.lm_sampler_accept, tokens, "the sampler refused the tokens")
 
     def next_tokens(self, max_n: int, eval_last: bool) -> tuple[list[int], str]:
         sp = self._s()
