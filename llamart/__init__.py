@@ -6,6 +6,7 @@
 ...     print(engine.complete("Hello", max_tokens=16, temperature=0.0))
 """
 
+from ._version import __version__
 from .backends.base import Capabilities, ModelInfo
 from .engine import Engine
 from .errors import (
@@ -18,8 +19,6 @@ from .errors import (
     UnsupportedCapabilityError,
 )
 from .params import GenerationParams, ModelParams
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AdapterError",

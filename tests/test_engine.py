@@ -152,7 +152,7 @@ def _logits(e: Engine, prompt: str = "abc") -> list[float]:
 # ---- construction, capabilities, errors ----
 
 def test_exports() -> None:
-    assert llamart.__version__ == "0.1.0"
+    assert llamart.__version__ == "0.2.0"
     for name in ["ModelLoadError", "AdapterError", "EngineStateError", "ContextOverflowError",
                  "UnsupportedCapabilityError"]:
         assert issubclass(getattr(llamart, name), llamart.LlamartError)

@@ -386,7 +386,7 @@ def test_cancel_request_stops_a_step_before_its_next_token(loaded: Engine) -> No
 
 @pytest.mark.skipif(sys.platform == "emscripten", reason="native backend only")
 def test_native_declarations_come_prebuilt() -> None:
-    code = ("import sys; from llamart.backends.native import _library; _library(); "
+    code = ("import sys; from llamart.backends.ffi_cffi import library; library(); "
             "print('pycparser' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)

@@ -1,6 +1,7 @@
 // Fuzz worker for the llamart WebAssembly module in plain Node (no Pyodide): loads GGUF files
-// one after the other through the C API (lm_model_load, as the wasm backend does; adapters via
-// lm_adapter_load) in one process, and tells a clean refusal from a crash.
+// one after the other through the C API (lm_session_load, as the wasm backend does; adapters via
+// lm_adapter_load, which this build refuses: it has no LoRA, see lm_capabilities) in one
+// process, and tells a clean refusal from a crash.
 //
 //   node tools/fuzz_wasm.cjs WASM_DIR BASE_MODEL.gguf  < cases   (lines "id\tkind\tpath")
 //
@@ -24,7 +25,7 @@ const PROMPT = "hello world";
 
 let M = null; // the emscripten module
 let mounted = new Set(); // host folders mounted in M's file system
-let base = 0; // lm_model* of the base model (adapter cases)
+let base = 0; // lm_session* of the base model (adapter cases)
 let restarts = 0;
 let logTail = ""; // the module's stdout/stderr since the case started
 
@@ -82,7 +83,7 @@ function exercise(m) {
   const status = M._lm_malloc(4);
   try {
     const n = M._lm_tokenize(m, text, M.lengthBytesUTF8(PROMPT), toks, max, 1, 0);
-    if (n <= 0) return `tokenize returned ${n}: ${lastError()}`;
+    if (n <= 0 || n > max) return `tokenize returned ${n}: ${lastError()}`;
     const rc = M._lm_eval(m, toks, n);
     if (rc !== 0) return `eval returned ${rc}: ${lastError()}`;
     const lp = M._lm_logits(m) >>> 0;
@@ -92,7 +93,7 @@ function exercise(m) {
     let finite = 0;
     for (let i = 0; i < logits.length; i++) if (Number.isFinite(logits[i])) finite++;
     if (M._lm_sampler_init(m, 0, 0, 1, 0, 1, 64, 0, 0) !== 0) return `sampler: ${lastError()}`;
-    M._lm_sampler_accept(m, toks, n);
+    if (M._lm_sampler_accept(m, toks, n) !== 0) return `sampler_accept: ${lastError()}`;
     const got = M._lm_generate(m, 2, 1, toks, status, 0);  // two greedy tokens, evaluated
     if (got < 0) return `generate returned ${got}: ${lastError()}`;
     const st = M.HEAP32[status >> 2];
@@ -108,7 +109,7 @@ function exercise(m) {
 function loadModel(file) {
   const p = cstr(mount(file));
   try {
-    return M._lm_model_load(p, N_CTX, N_BATCH, 1, 0, 0) >>> 0;
+    return M._lm_session_load(p, N_CTX, N_BATCH, 1, 0, 0) >>> 0;
   } finally {
     M._lm_free(p);
   }
@@ -121,7 +122,7 @@ function runModel(file) {
     const note = exercise(m);
     return { outcome: note ? "rejected" : "loaded", detail: note || "" };
   } finally {
-    M._lm_model_free(m);
+    M._lm_session_free(m);
   }
 }
 

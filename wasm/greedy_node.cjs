@@ -34,7 +34,7 @@ async function main() {
   };
 
   const p = cstr(modelPath);
-  const m = M._lm_model_load(p, Number(nCtx || 256), 64, 1, 0, 0);
+  const m = M._lm_session_load(p, Number(nCtx || 256), 64, 1, 0, 0);
   M._lm_free(p);
   if (!m) fail(`loading ${modelPath}`);
   const nVocab = M._lm_n_vocab(m);
@@ -43,7 +43,7 @@ async function main() {
   const maxTok = M.lengthBytesUTF8(prompt) + 8;
   const toks = M._lm_malloc(4 * maxTok);
   const n = M._lm_tokenize(m, text, M.lengthBytesUTF8(prompt), toks, maxTok, 1, 0);
-  if (n < 0) fail("tokenize");
+  if (n < 0 || n > maxTok) fail("tokenize");  // n > maxTok: more tokens than bytes + 8
   const promptTokens = Array.from(M.HEAP32.subarray(toks >> 2, (toks >> 2) + n));
   if (M._lm_eval(m, toks, n) !== 0) fail("eval");
   const lp = M._lm_logits(m);
@@ -51,13 +51,13 @@ async function main() {
 
   // greedy: temperature 0, other stages off; int64 seed passed as (low, high) int32s
   if (M._lm_sampler_init(m, 0, 0, 1, 0, 1, 64, 0, 0) !== 0) fail("sampler_init");
-  M._lm_sampler_accept(m, toks, n);
+  if (M._lm_sampler_accept(m, toks, n) !== 0) fail("sampler_accept");
   const status = M._lm_malloc(4);
   const out = M._lm_malloc(4 * Number(nTokens));
   const got = M._lm_generate(m, Number(nTokens), 1, out, status, 0);
   if (got < 0) fail("generate");
   const generated = Array.from(M.HEAP32.subarray(out >> 2, (out >> 2) + got));
-  M._lm_model_free(m);
+  M._lm_session_free(m);
   process.stdout.write(JSON.stringify({
     prompt_tokens: promptTokens,
     logits,

@@ -60,11 +60,11 @@ class WebDemoError(Exception):
 # ---- what is served ----
 
 def llamart_version() -> str:
-    text = (REPO / "llamart" / "__init__.py").read_text(encoding="utf-8")
+    text = (REPO / "llamart" / "_version.py").read_text(encoding="utf-8")
     for line in text.splitlines():
         if line.startswith("__version__"):
             return line.split("=", 1)[1].strip().strip("\"'")
-    raise WebDemoError("llamart/__init__.py has no __version__")
+    raise WebDemoError("llamart/_version.py has no __version__")
 
 
 def _record_hash(data: bytes) -> str:

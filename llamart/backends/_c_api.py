@@ -1,21 +1,57 @@
-"""Facts about our C API (backends/llamart.h) shared by both backends that call it."""
+"""Facts about our C API (core/llamart.h): its codes, capability bits, version check and log.
+
+The numbers mirror the header's enums (tests/test_c_api.py compares them with the header).
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from .. import _version
 from .base import ErrorKind, StepEnd
 
 log = logging.getLogger("llamart.llama_cpp")
 
 # LM_ERR_* return codes -> why the call failed
 CODES = {-1: ErrorKind.ARG, -2: ErrorKind.CONTEXT, -3: ErrorKind.DECODE, -4: ErrorKind.ALLOC,
-         -6: ErrorKind.TEMPLATE, -7: ErrorKind.STATE}
+         -5: ErrorKind.ARG, -6: ErrorKind.TEMPLATE, -7: ErrorKind.STATE,
+         -8: ErrorKind.UNSUPPORTED}
 # lm_generate's *status -> why the step ended (LM_ERR_DECODE, -3, is an error instead)
 STEP_ENDS = {0: StepEnd.FULL, 1: StepEnd.EOG, 2: StepEnd.CANCELLED, -2: StepEnd.CONTEXT}
 
+# lm_capabilities() bits
+CAP_LORA, CAP_THREADS, CAP_MMAP = 1, 2, 4
+
+# why capabilities.lora is False: the only build without LoRA is the WebAssembly one
+LORA_REASON = (
+    "LoRA adapters are not applied on the WebAssembly backend in this release; "
+    "use the native backend."
+)
+
 # lm_log_take's level digits -> logging levels
 LEVELS = {"0": logging.DEBUG, "1": logging.INFO, "2": logging.WARNING, "3": logging.ERROR}
+
+
+def kind(code: int, default: str = ErrorKind.DECODE) -> str:
+    """The :class:`ErrorKind` of an LM_ERR_* code."""
+    return CODES.get(code, default)
+
+
+def check_library(ffi: Any, where: str) -> None:
+    """ImportError unless the C library behind an FFI adapter (see client.Ffi) was built from
+    this package's version: one release of core/ and this Python code."""
+    want, want_abi = _version.__version__, _version.C_ABI_VERSION
+    rebuild = ("rebuild it (`pip install .` natively, `python -m wasm.build` for WebAssembly) "
+               "or point LLAMART_LIB_DIR / LLAMART_WASM_DIR at a matching build")
+    try:
+        version, abi = ffi.string(ffi.lib.lm_version()), int(ffi.lib.lm_abi_version())
+    except AttributeError as exc:
+        raise ImportError(f"{where} predates llamart 0.2.0 (it has no lm_abi_version) but this "
+                          f"llamart package is {want}: {rebuild}") from exc
+    if abi != want_abi or version != want:
+        raise ImportError(f"{where} is llamart {version} (C ABI {abi}) but this llamart package "
+                          f"is {want} (C ABI {want_abi}): {rebuild}")
 
 
 def c_log_level() -> int:

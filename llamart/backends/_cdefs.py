@@ -9,7 +9,7 @@ from pathlib import Path
 _BEGIN = "/* LLAMART_CDEF_BEGIN */"
 _END = "/* LLAMART_CDEF_END */"
 _PACKAGE_LIB = Path(__file__).resolve().parent.parent / "_lib"
-_SOURCE_HEADER = Path(__file__).resolve().parents[2] / "backends" / "llamart.h"
+_SOURCE_HEADER = Path(__file__).resolve().parents[2] / "core" / "llamart.h"
 
 
 def lib_dir() -> Path:

@@ -16,7 +16,7 @@ from ..params import GenerationParams, ModelParams
 
 
 class ErrorKind:
-    """Why a backend call failed (mirrors the LM_ERR_* codes of backends/llamart.h)."""
+    """Why a backend call failed (mirrors the LM_ERR_* codes of core/llamart.h)."""
 
     ARG = "arg"
     CONTEXT = "context"

@@ -1,0 +1,178 @@
+/*
+ * llamart C API: a small, flat layer over llama.h, compiled natively (cffi) and to
+ * WebAssembly (emscripten).  Python sees llama.cpp only through these calls, made by one client
+ * (llamart/backends/client.py) over either FFI.
+ *
+ * Rules this layer enforces so that no call sequence can abort the process:
+ *   - prompts are split into n_batch-sized decodes; tokens are checked against the vocab;
+ *     a decode that would pass n_ctx is refused (LM_ERR_CONTEXT) before llama.cpp sees it;
+ *   - a session owns its model, context, sampler and adapters: freeing an adapter unsets it
+ *     from the context first, and lm_session_free unsets and frees every adapter before the
+ *     context and the model;
+ *   - llama_set_adapters_lora is only ever called with a consistent (pointer, count) pair.
+ *
+ * Errors: a failing call returns NULL or a negative LM_ERR_* code, and lm_last_error() then
+ * holds its reason (our summary, then llama.cpp's WARN/ERROR log lines from that call).  The
+ * reason is per thread; every call that can fail clears it when it starts.
+ * Sizes never share a number space with error codes: a call that copies out a string returns
+ * its full length in bytes the snprintf way (it wrote it, NUL-terminated, when that length is
+ * < size; else call again with length + 1 bytes), so "" is 0; lm_tokenize returns the number of
+ * tokens (written when <= n_max).  Negative returns are always LM_ERR_* codes.  (buf, size) are
+ * always the last two arguments.
+ * Logging: llama.cpp's log is buffered here; lm_log_take() drains it (both platforms poll,
+ * so no callback has to cross from C into Python).
+ *
+ * The source is split by topic beside this header (session.cpp, text.cpp, eval.cpp,
+ * sampling.cpp, adapters.cpp, gguf_scan.cpp, errors.cpp; internal.h holds the shared structs).
+ * Everything between the CDEF markers is plain C that cffi parses directly: keep it free of
+ * preprocessor lines and macros other than LM_API (stripped by the Python loader).
+ */
+#ifndef LLAMART_H
+#define LLAMART_H
+
+#include <stdint.h>
+
+#if defined(__EMSCRIPTEN__)
+#  include <emscripten/emscripten.h>
+#  define LM_API EMSCRIPTEN_KEEPALIVE
+#elif defined(_WIN32)
+#  define LM_API __declspec(dllexport)
+#else
+#  define LM_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* LLAMART_CDEF_BEGIN */
+typedef struct lm_session lm_session;   /* a model + its context + sampler + adapters */
+typedef struct lm_adapter lm_adapter;   /* a LoRA adapter, owned by its session */
+
+enum {
+    LM_OK              =  0,
+    LM_ERR_ARG         = -1,  /* bad argument (NULL, out of range, token outside the vocab) */
+    LM_ERR_CONTEXT     = -2,  /* would not fit in the context window */
+    LM_ERR_DECODE      = -3,  /* llama_decode failed */
+    LM_ERR_ALLOC       = -4,  /* out of memory */
+    LM_ERR_BUFFER      = -5,  /* lm_gguf_scan_strings: the strings run past the buffer */
+    LM_ERR_TEMPLATE    = -6,  /* the model has no usable chat template */
+    LM_ERR_STATE       = -7,  /* call made in the wrong state (e.g. sampling before any eval) */
+    LM_ERR_UNSUPPORTED = -8,  /* this build has not got the feature (see lm_capabilities) */
+    LM_EOG             =  1,  /* status of lm_generate: an end-of-generation token was sampled */
+    LM_CANCELLED       =  2   /* status of lm_generate: stopped on a cancel request */
+};
+
+/* lm_capabilities() bits, decided when the library was compiled */
+enum {
+    LM_CAP_LORA    = 1,  /* LoRA adapters (not in the WebAssembly build) */
+    LM_CAP_THREADS = 2,  /* n_threads > 1 is honoured (native; WebAssembly with pthreads) */
+    LM_CAP_MMAP    = 4   /* models can be memory-mapped (not in WebAssembly) */
+};
+
+/* ---- version, capabilities, logging, errors ---- */
+LM_API const char * lm_version(void);            /* the llamart release, e.g. "0.2.0" */
+LM_API int32_t      lm_abi_version(void);        /* bumped whenever this header changes */
+LM_API int32_t      lm_capabilities(void);       /* LM_CAP_* bits */
+LM_API const char * lm_system_info(void);        /* llama_print_system_info(): SIMD features */
+LM_API void         lm_log_set_level(int32_t level);  /* 0 debug,1 info,2 warn,3 error; lower dropped */
+LM_API const char * lm_log_take(void);           /* pending lines "L\ttext\n" (L = 0..3); valid until this thread's next call */
+LM_API const char * lm_last_error(void);         /* this thread's reason for its last failing call ("" if none) */
+
+/* ---- session lifecycle ---- */
+/* n_ctx 0 = model's training context; n_threads <= 0 = 1.  use_mmap is ignored without
+   LM_CAP_MMAP. */
+LM_API lm_session * lm_session_load(const char * path, int32_t n_ctx, int32_t n_batch,
+                                    int32_t n_threads, int32_t use_mmap, int32_t vocab_only);
+LM_API void         lm_session_free(lm_session * s);  /* unsets+frees adapters, then ctx, then model; NULL ok */
+
+/* ---- model facts (0 / -1 for a NULL session) ---- */
+LM_API int32_t  lm_n_vocab(const lm_session * s);
+LM_API int32_t  lm_n_ctx(const lm_session * s);        /* context actually allocated (0 when vocab_only) */
+LM_API int32_t  lm_n_ctx_train(const lm_session * s);
+LM_API int32_t  lm_n_batch(const lm_session * s);
+LM_API int32_t  lm_n_embd(const lm_session * s);
+LM_API int32_t  lm_n_layer(const lm_session * s);
+LM_API double   lm_n_params(const lm_session * s);     /* double: exact below 2^53, and JS-friendly */
+LM_API double   lm_model_size(const lm_session * s);   /* bytes of tensor data */
+LM_API int32_t  lm_token_bos(const lm_session * s);
+LM_API int32_t  lm_token_eos(const lm_session * s);
+/* strings, snprintf style (see the top of this file) */
+LM_API int32_t  lm_model_desc(const lm_session * s, char * buf, int32_t size);
+LM_API int32_t  lm_meta_count(const lm_session * s);
+LM_API int32_t  lm_meta_key(const lm_session * s, int32_t i, char * buf, int32_t size);
+LM_API int32_t  lm_meta_val(const lm_session * s, int32_t i, char * buf, int32_t size);
+
+/* ---- text <-> tokens (string lengths in bytes; no NUL terminator needed) ---- */
+/* Returns the number of tokens; they were written when it is <= n_max. */
+LM_API int32_t lm_tokenize(const lm_session * s, const char * text, int32_t text_len,
+                           int32_t * tokens, int32_t n_max, int32_t add_special, int32_t parse_special);
+/* One token's piece (may be a partial UTF-8 sequence), snprintf style. */
+LM_API int32_t lm_token_to_piece(const lm_session * s, int32_t token, int32_t special,
+                                 char * buf, int32_t size);
+LM_API int32_t lm_detokenize(const lm_session * s, const int32_t * tokens, int32_t n_tokens,
+                             int32_t remove_special, int32_t unparse_special, char * buf, int32_t size);
+/* Apply the model's built-in chat template (no Jinja), snprintf style, or LM_ERR_TEMPLATE.
+   tmpl NULL = the model's own template. */
+LM_API int32_t lm_chat_apply(const lm_session * s, const char * tmpl, const char ** roles,
+                             const char ** contents, int32_t n_msg, int32_t add_assistant,
+                             char * buf, int32_t size);
+
+/* ---- evaluation ---- */
+LM_API void    lm_reset(lm_session * s);               /* clear the KV cache: position 0 */
+/* Evaluate tokens at the current position, split into n_batch decodes.  Checks every token
+   against the vocab and n_past + n_tokens <= n_ctx first.  Logits of the last token kept. */
+LM_API int32_t lm_eval(lm_session * s, const int32_t * tokens, int32_t n_tokens);
+LM_API const float * lm_logits(lm_session * s);        /* n_vocab floats after the last eval, or NULL */
+
+/* ---- sampling (in C: no logits copy per token) ---- */
+/* temperature <= 0 is greedy.  top_k <= 0, top_p >= 1, min_p <= 0, repeat_penalty == 1 disable
+   those stages.  seed < 0 picks a random seed. Resets the sampler state. */
+LM_API int32_t lm_sampler_init(lm_session * s, float temperature, int32_t top_k, float top_p,
+                               float min_p, float repeat_penalty, int32_t penalty_last_n,
+                               int64_t seed);
+/* Feed prompt tokens to the sampler's history (repeat penalty) without evaluating them. */
+LM_API int32_t lm_sampler_accept(lm_session * s, const int32_t * tokens, int32_t n_tokens);
+/* Sample up to max_n tokens into tokens[], evaluating each one (the last one only when eval_last
+   is non-zero): the streaming loop's step, one crossing for several tokens.  Returns how many
+   were written, or a negative LM_ERR_* when nothing could start (no logits yet: LM_ERR_STATE).
+   *status says why it stopped: LM_OK (max_n reached); LM_EOG (an end-of-generation token was
+   sampled: not written, not evaluated); LM_ERR_CONTEXT (the context is full: the last token
+   written was not evaluated); LM_ERR_DECODE (llama_decode failed on the last token written,
+   reason in lm_last_error); LM_CANCELLED (*cancel was non-zero before a token; it is reset to
+   0, so another thread can set it during the call).  cancel may be NULL.
+   A greedy sampler (temperature <= 0, no penalties) takes the argmax without the chain. */
+LM_API int32_t lm_generate(lm_session * s, int32_t max_n, int32_t eval_last, int32_t * tokens,
+                           int32_t * status, int32_t * cancel);
+
+/* ---- LoRA adapters (LM_ERR_UNSUPPORTED / NULL without LM_CAP_LORA) ---- */
+/* Load an adapter for this session's model (NULL + lm_last_error on failure).  Not applied yet. */
+LM_API lm_adapter * lm_adapter_load(lm_session * s, const char * path);
+/* Unset it from the context if active, then free it.  NULL, or an adapter already freed with
+   its session, is a no-op. */
+LM_API void    lm_adapter_free(lm_session * s, lm_adapter * a);
+/* Replace the whole active set with these adapters and scales (n 0 = none).  Every adapter must
+   belong to s.  Clears the KV cache (nothing computed under the old set is reused). */
+LM_API int32_t lm_adapters_apply(lm_session * s, lm_adapter ** adapters, const float * scales, int32_t n);
+LM_API int32_t lm_adapter_meta_count(const lm_adapter * a);
+LM_API int32_t lm_adapter_meta_key(const lm_adapter * a, int32_t i, char * buf, int32_t size);
+LM_API int32_t lm_adapter_meta_val(const lm_adapter * a, int32_t i, char * buf, int32_t size);
+
+/* ---- GGUF validation helper (the Python validator's fast path; it re-walks in Python on any
+   failure, to report the exact reason) ---- */
+/* Walk n GGUF strings (uint64 little-endian length, then the bytes) in buf[0..size).  Returns
+   the bytes they take; LM_ERR_BUFFER when they run past size; LM_ERR_ARG when one is longer
+   than max_len or, with unique non-zero, one is empty or equal to an earlier one. */
+LM_API int32_t lm_gguf_scan_strings(const uint8_t * buf, int32_t size, int32_t n,
+                                    int32_t max_len, int32_t unique);
+
+/* ---- memory for callers that cannot allocate in this library's heap (WebAssembly) ---- */
+LM_API void * lm_malloc(int32_t size);
+LM_API void   lm_free(void * p);
+/* LLAMART_CDEF_END */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LLAMART_H */

@@ -1,0 +1,195 @@
+// Sampling: the sampler chain, a vectorised argmax for greedy runs, the generation step.
+#include "internal.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+namespace {
+
+// First maximum of logits[0..n) (the token llama_sampler_init_greedy picks), in one
+// branch-free pass over 4-float vectors (GCC/clang vector extensions: SSE natively, SIMD128 in
+// WebAssembly): each lane keeps its first maximum and that index, then the lanes are merged
+// (largest value, smallest index on ties).  NaN logits never win; all NaN gives token 0.
+typedef float   lm_v4f __attribute__((vector_size(16)));
+typedef int32_t lm_v4i __attribute__((vector_size(16)));
+
+llama_token argmax(const float * logits, int32_t n) {
+    int32_t best_i = 0;
+    float best = logits[0];
+    int32_t i = 0;
+    if (n >= 8) {
+        const float ninf = -INFINITY;  // a lane starts below any logit; NaN never replaces
+        lm_v4f va = {ninf, ninf, ninf, ninf};
+        lm_v4f vb = va;
+        lm_v4i ia = {-8, -7, -6, -5};
+        lm_v4i ib = {-4, -3, -2, -1};
+        lm_v4i idx_a = {0, 0, 0, 0};
+        lm_v4i idx_b = idx_a;
+        const lm_v4i step = {8, 8, 8, 8};
+        for (i = 0; i + 8 <= n; i += 8) {
+            ia += step;
+            ib += step;
+            lm_v4f xa, xb;
+            std::memcpy(&xa, logits + i, sizeof xa);
+            std::memcpy(&xb, logits + i + 4, sizeof xb);
+            const lm_v4i ga = xa > va;
+            const lm_v4i gb = xb > vb;
+            va = ga ? xa : va;
+            vb = gb ? xb : vb;
+            idx_a = ga ? ia : idx_a;
+            idx_b = gb ? ib : idx_b;
+        }
+        best = ninf;
+        best_i = 0;
+        for (int k = 0; k < 4; k++) {
+            const float cand[2] = {va[k], vb[k]};
+            const int32_t cand_i[2] = {idx_a[k], idx_b[k]};
+            for (int j = 0; j < 2; j++) {
+                if (cand[j] > best || (cand[j] == best && cand_i[j] < best_i)) {
+                    best = cand[j];
+                    best_i = cand_i[j];
+                }
+            }
+        }
+    }
+    for (; i < n; i++) {  // the tail (or all of a tiny vocabulary)
+        if (logits[i] > best) {
+            best = logits[i];
+            best_i = i;
+        }
+    }
+    return best_i;
+}
+
+llama_token sample_one(lm_session * s) {
+    if (s->greedy_only) {
+        // the argmax straight over the logits: the chain would copy n_vocab candidates per token
+        const float * logits = llama_get_logits_ith(s->ctx, -1);
+        return logits == nullptr ? -1 : argmax(logits, s->n_vocab);
+    }
+    // llama_sampler_sample also accepts the token into the sampler's history
+    return llama_sampler_sample(s->sampler, s->ctx, -1);
+}
+
+}  // namespace
+
+extern "C" {
+
+int32_t lm_sampler_init(lm_session * s, float temperature, int32_t top_k, float top_p, float min_p,
+                        float repeat_penalty, int32_t penalty_last_n, int64_t seed) {
+    lm::begin_call();
+    if (s == nullptr || s->ctx == nullptr) {
+        return lm::fail(LM_ERR_ARG, "no context to sample in");
+    }
+    if (!std::isfinite(temperature) || !std::isfinite(top_p) || !std::isfinite(min_p) ||
+        !(repeat_penalty > 0.0f) || !std::isfinite(repeat_penalty)) {
+        return lm::fail(LM_ERR_ARG, "invalid sampling parameters (temperature, top_p and min_p "
+                                    "must be finite, repeat_penalty finite and > 0)");
+    }
+    if (s->sampler) {
+        llama_sampler_free(s->sampler);
+        s->sampler = nullptr;
+    }
+    llama_sampler * chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+    const bool penalties = repeat_penalty != 1.0f && penalty_last_n != 0;
+    if (penalties) {
+        llama_sampler_chain_add(chain, llama_sampler_init_penalties(
+            s->n_vocab, penalty_last_n < 0 ? s->n_vocab : penalty_last_n, repeat_penalty, 0.0f, 0.0f));
+    }
+    if (temperature <= 0.0f) {
+        llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+    } else {
+        if (top_k > 0) {
+            llama_sampler_chain_add(chain, llama_sampler_init_top_k(top_k));
+        }
+        if (top_p < 1.0f) {
+            llama_sampler_chain_add(chain, llama_sampler_init_top_p(top_p, 1));
+        }
+        if (min_p > 0.0f) {
+            llama_sampler_chain_add(chain, llama_sampler_init_min_p(min_p, 1));
+        }
+        llama_sampler_chain_add(chain, llama_sampler_init_temp(temperature));
+        const uint32_t seed32 = seed < 0 ? std::random_device{}() : (uint32_t) (seed & 0xffffffff);
+        llama_sampler_chain_add(chain, llama_sampler_init_dist(seed32));
+    }
+    s->sampler = chain;
+    s->greedy_only = temperature <= 0.0f && !penalties;
+    return LM_OK;
+}
+
+int32_t lm_sampler_accept(lm_session * s, const int32_t * tokens, int32_t n_tokens) {
+    lm::begin_call();
+    if (s == nullptr || n_tokens < 0 || (tokens == nullptr && n_tokens > 0)) {
+        return lm::fail(LM_ERR_ARG, "invalid arguments to lm_sampler_accept");
+    }
+    if (s->sampler == nullptr) {
+        return lm::fail(LM_ERR_STATE, "no sampler: call lm_sampler_init first");
+    }
+    for (int32_t i = 0; i < n_tokens; i++) {
+        if (!lm::in_vocab(s, tokens[i])) {
+            return lm::fail(LM_ERR_ARG, lm::outside_vocab(s, tokens[i]));
+        }
+    }
+    for (int32_t i = 0; i < n_tokens; i++) {
+        llama_sampler_accept(s->sampler, tokens[i]);
+    }
+    return LM_OK;
+}
+
+int32_t lm_generate(lm_session * s, int32_t max_n, int32_t eval_last, int32_t * tokens,
+                    int32_t * status, int32_t * cancel) {
+    lm::begin_call();
+    if (status == nullptr || (tokens == nullptr && max_n > 0) || max_n < 0) {
+        return lm::fail(LM_ERR_ARG, "invalid arguments to lm_generate (status or tokens NULL, "
+                                    "or max_n negative)");
+    }
+    *status = LM_OK;
+    if (s == nullptr || s->ctx == nullptr) {
+        return lm::fail(LM_ERR_STATE, "no context to generate in");
+    }
+    if (s->sampler == nullptr) {
+        return lm::fail(LM_ERR_STATE, "no sampler: call lm_sampler_init first");
+    }
+    if (!s->have_logits) {
+        return lm::fail(LM_ERR_STATE, "nothing has been evaluated: no logits to sample from");
+    }
+    const int32_t n_ctx = (int32_t) llama_n_ctx(s->ctx);
+    int32_t n = 0;
+    while (n < max_n) {
+        // consumed on read, so a stale request is reported once and the caller decides
+        if (cancel != nullptr && __atomic_exchange_n(cancel, 0, __ATOMIC_ACQ_REL) != 0) {
+            *status = LM_CANCELLED;
+            return n;
+        }
+        const llama_token tok = sample_one(s);
+        if (!lm::in_vocab(s, tok)) {
+            *status = lm::fail(LM_ERR_DECODE, "the sampler gave no token (" + std::to_string(tok) + ")");
+            return n;
+        }
+        if (llama_vocab_is_eog(s->vocab, tok)) {
+            *status = LM_EOG;
+            return n;
+        }
+        tokens[n++] = tok;
+        if (n == max_n && !eval_last) {
+            break;
+        }
+        if (s->n_past >= n_ctx) {
+            *status = LM_ERR_CONTEXT;
+            return n;
+        }
+        llama_token t = tok;
+        const int32_t rc = llama_decode(s->ctx, llama_batch_get_one(&t, 1));
+        if (rc != 0) {
+            s->have_logits = false;
+            // tokens[n - 1] was sampled but not evaluated
+            *status = lm::fail(LM_ERR_DECODE, "llama_decode failed (" + std::to_string(rc) + ")");
+            return n;
+        }
+        s->n_past += 1;
+    }
+    return n;
+}
+
+}  // extern "C"

@@ -1,0 +1,345 @@
+"""The one client of our C API (core/llamart.h): the :class:`Backend` calls, over an FFI adapter.
+
+Both runtimes run this code: natively the adapter is cffi (ffi_cffi.py), in Pyodide it is the
+emscripten module's heap and exports (ffi_emscripten.py). An adapter holds only how memory and
+calls cross; what the calls mean, how sizes are retried and how codes become errors is here.
+
+Ownership: the session (model + context + sampler + adapters) is owned by one :class:`_Session`
+whose idempotent ``close`` is a ``weakref.finalize`` on the backend: a backend dropped without
+``dispose()`` still frees it (even while adapter handles live on), and ``lm_session_free``
+unsets and frees the adapters, then the context, then the model. An adapter is freed through
+its session, never after it.
+"""
+
+from __future__ import annotations
+
+import array
+import weakref
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from ..params import GenerationParams, ModelParams
+from . import _c_api
+from ._c_api import CAP_LORA, CAP_MMAP, CAP_THREADS, LORA_REASON, STEP_ENDS, kind
+from .base import BackendError, Capabilities, ErrorKind, ModelInfo
+
+_FIRST_TRY = 256  # bytes offered to a string-returning call before it says how many it needs
+
+
+class Scope(Protocol):
+    """Memory for the arguments of a few calls, released together by ``close()``."""
+
+    def text(self, data: bytes) -> Any: ...  # a NUL-terminated copy
+    def view(self, data: memoryview) -> Any: ...  # read-only bytes, not copied where possible
+    def i32s(self, values: Sequence[int]) -> Any: ...
+    def f32s(self, values: Sequence[float]) -> Any: ...
+    def pointers(self, ctype: str, values: Sequence[Any]) -> Any: ...  # ctype: "char *"...
+    def out(self, nbytes: int) -> Any: ...  # uninitialised bytes (char *)
+    def out_i32s(self, n: int) -> Any: ...  # n int32_t, zeroed
+    def close(self) -> None: ...
+
+
+class Ffi(Protocol):
+    """How memory and calls cross into the C library on one runtime."""
+
+    lib: Any  # the lm_* functions as attributes
+    NULL: Any
+
+    def scope(self) -> AbstractContextManager[Scope]: ...
+    def arena(self) -> Scope: ...  # a Scope kept open by its owner
+    def ptr(self, raw: Any) -> Any | None: ...  # a returned pointer, None for NULL
+    def string(self, ptr: Any) -> str: ...  # a returned const char * ("" for NULL)
+    def i64(self, value: int) -> tuple[int, ...]: ...  # the argument(s) of an int64_t
+    def read(self, ptr: Any, nbytes: int) -> bytes: ...
+    def read_i32s(self, ptr: Any, n: int) -> list[int]: ...
+    def read_f32s(self, ptr: Any, n: int) -> array.array: ...
+    def get_i32(self, ptr: Any) -> int: ...
+    def set_i32(self, ptr: Any, value: int) -> None: ...
+    def staged(self, path: str) -> AbstractContextManager[None]: ...  # make path loadable
+
+
+def string_scanner(ffi: Ffi) -> Callable[[memoryview, int, int, bool], int]:
+    """lm_gguf_scan_strings over bytes Python holds (gguf_reader's fast path)."""
+    _c_api.check_library(ffi, "the llamart C library")
+    try:
+        fn = ffi.lib.lm_gguf_scan_strings
+    except AttributeError as exc:
+        raise ImportError("the llamart C library has no lm_gguf_scan_strings") from exc
+
+    def scan(data: memoryview, n: int, max_len: int, unique: bool) -> int:
+        with ffi.scope() as s:
+            return int(fn(s.view(data), len(data), n, max_len, int(unique)))
+
+    return scan
+
+
+class _Session:
+    """Owns one lm_session* (model + context + sampler + adapters); freed at the latest when
+    ``owner`` (the backend) is garbage."""
+
+    def __init__(self, owner: object, lib: Any, ptr: Any) -> None:
+        self.ptr = ptr
+        self._finalizer = weakref.finalize(owner, lib.lm_session_free, ptr)
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def close(self) -> None:
+        self._finalizer()  # runs lm_session_free at most once
+
+
+class _Adapter:
+    """Owns one lm_adapter*; freed through its session (a freed session freed it already)."""
+
+    def __init__(self, session: _Session, lib: Any, ptr: Any, path: str) -> None:
+        self.session, self._lib, self.ptr, self.path = session, lib, ptr, path
+
+    def close(self) -> None:
+        ptr, self.ptr = self.ptr, None
+        if ptr is not None and not self.session.closed:
+            self._lib.lm_adapter_free(self.session.ptr, ptr)
+
+
+class CApiClient:
+    """A :class:`~llamart.backends.base.Backend` over the llamart C API through ``ffi``."""
+
+    name = "c-api"
+
+    def __init__(self, ffi: Ffi, where: str) -> None:
+        _c_api.check_library(ffi, where)
+        self._ffi, self._lib = ffi, ffi.lib
+        self._lib.lm_log_set_level(_c_api.c_log_level())
+        self._session: _Session | None = None
+        self._pieces: dict[int, bytes] = {}
+        self._n_vocab = 0
+        # buffers every step reuses; the arena is released by dispose() or when self is dropped
+        self._arena = ffi.arena()
+        self._release = weakref.finalize(self, self._arena.close)
+        self._status, self._cancel = self._arena.out_i32s(1), self._arena.out_i32s(1)
+        self._tokens, self._tokens_cap = self._arena.out_i32s(64), 64
+        bits = int(self._lib.lm_capabilities())
+        lora = bool(bits & CAP_LORA)
+        self._caps = Capabilities(
+            backend=self.name,
+            lora=lora,
+            lora_reason=None if lora else LORA_REASON,
+            mmap=bool(bits & CAP_MMAP),
+            threads=bool(bits & CAP_THREADS),
+            system_info=ffi.string(self._lib.lm_system_info()),
+        )
+        self._drain_log()
+
+    # ---- helpers
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    def _drain_log(self) -> None:
+        _c_api.forward_log(self._ffi.string(self._lib.lm_log_take()))
+
+    def _error(self, code_or_kind: int | str, fallback: str) -> BackendError:
+        """The failing call's reason (lm_last_error, this thread's) as a BackendError."""
+        what = code_or_kind if isinstance(code_or_kind, str) else kind(code_or_kind)
+        reason = self._ffi.string(self._lib.lm_last_error()).strip()
+        self._drain_log()
+        return BackendError(what, reason or fallback)
+
+    def _s(self) -> Any:
+        if self._session is None or self._session.closed:
+            raise BackendError(ErrorKind.STATE, "no model is loaded")
+        return self._session.ptr
+
+    def _text(self, fn: Any, *args: Any, size: int = _FIRST_TRY) -> bytes:
+        """Call a string-returning function (buf, size last) the snprintf way."""
+        with self._ffi.scope() as s:
+            buf = s.out(size)
+            n = int(fn(*args, buf, size))
+            if n >= size:
+                size = n + 1
+                buf = s.out(size)
+                n = int(fn(*args, buf, size))
+            if n < 0:
+                raise self._error(n, f"{getattr(fn, '__name__', 'a call')} failed")
+            return self._ffi.read(buf, min(n, size - 1))
+
+    def _str(self, fn: Any, *args: Any) -> str:
+        return self._text(fn, *args).decode("utf-8", "replace")
+
+    def _lora(self) -> None:
+        if not self._caps.lora:
+            raise BackendError(ErrorKind.UNSUPPORTED, LORA_REASON)
+
+    # ---- lifecycle
+    def load_model(self, path: str, params: ModelParams, n_threads: int) -> ModelInfo:
+        self.unload_model()
+        lib, caps = self._lib, self._caps
+        threads = n_threads if caps.threads else 1
+        mmap = int(params.use_mmap and caps.mmap)
+        with self._ffi.staged(path), self._ffi.scope() as s:
+            raw = lib.lm_session_load(s.text(path.encode()), params.n_ctx, params.n_batch,
+                                      threads, mmap, 0)
+        ptr = self._ffi.ptr(raw)
+        if ptr is None:
+            raise self._error(ErrorKind.LOAD, "llama.cpp could not load the model")
+        self._drain_log()
+        self._session = _Session(self, lib, ptr)
+        self._n_vocab = int(lib.lm_n_vocab(ptr))
+        meta = {self._str(lib.lm_meta_key, ptr, i): self._str(lib.lm_meta_val, ptr, i)
+                for i in range(int(lib.lm_meta_count(ptr)))}
+        return ModelInfo(
+            path=path,
+            n_vocab=self._n_vocab,
+            n_ctx=int(lib.lm_n_ctx(ptr)),
+            n_ctx_train=int(lib.lm_n_ctx_train(ptr)),
+            n_batch=int(lib.lm_n_batch(ptr)),
+            n_embd=int(lib.lm_n_embd(ptr)),
+            n_layer=int(lib.lm_n_layer(ptr)),
+            n_params=int(lib.lm_n_params(ptr)),
+            size=int(lib.lm_model_size(ptr)),
+            description=self._str(lib.lm_model_desc, ptr),
+            bos=int(lib.lm_token_bos(ptr)),
+            eos=int(lib.lm_token_eos(ptr)),
+            metadata=meta,
+        )
+
+    def unload_model(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+            self._pieces.clear()
+            self._drain_log()
+
+    def dispose(self) -> None:
+        self.unload_model()
+        self._release()
+
+    # ---- text
+    def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        sp = self._s()
+        data = text.encode("utf-8")
+        flags = (int(add_special), int(parse_special))
+        n_max = len(data) + 8
+        with self._ffi.scope() as s:
+            src = s.text(data)
+            buf = s.out_i32s(n_max)
+            n = int(self._lib.lm_tokenize(sp, src, len(data), buf, n_max, *flags))
+            if n > n_max:
+                n_max = n
+                buf = s.out_i32s(n_max)
+                n = int(self._lib.lm_tokenize(sp, src, len(data), buf, n_max, *flags))
+            if n < 0:
+                raise self._error(n, "tokenization failed")
+            return self._ffi.read_i32s(buf, n)
+
+    def token_to_piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._text(self._lib.lm_token_to_piece, self._s(), int(token), 0, size=64)
+            self._pieces[token] = piece
+        return piece
+
+    def detokenize(self, tokens: Sequence[int]) -> bytes:
+        sp = self._s()
+        with self._ffi.scope() as s:
+            return self._text(self._lib.lm_detokenize, sp, s.i32s(tokens), len(tokens), 0, 0,
+                              size=max(64, 8 * len(tokens)))
+
+    def apply_chat_template(self, messages: Sequence[tuple[str, str]], add_assistant: bool) -> str:
+        sp = self._s()
+        size = 256 + sum(len(c) + len(r) for r, c in messages) * 2
+        with self._ffi.scope() as s:
+            roles = s.pointers("char *", [s.text(r.encode()) for r, _ in messages])
+            contents = s.pointers("char *", [s.text(c.encode()) for _, c in messages])
+            out = self._text(self._lib.lm_chat_apply, sp, self._ffi.NULL, roles, contents,
+                             len(messages), int(add_assistant), size=size)
+        return out.decode("utf-8", "replace")
+
+    # ---- evaluation
+    def reset(self) -> None:
+        self._lib.lm_reset(self._s())
+
+    def _with_tokens(self, fn: Any, tokens: Sequence[int], fallback: str) -> None:
+        """Call fn(session, tokens, n) and raise its reason unless it returns LM_OK."""
+        sp = self._s()
+        with self._ffi.scope() as s:
+            rc = int(fn(sp, s.i32s(tokens), len(tokens)))
+        if rc != 0:
+            raise self._error(rc, fallback)
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        self._with_tokens(self._lib.lm_eval, tokens, "evaluation failed")
+        self._drain_log()
+
+    def logits(self) -> array.array:
+        ptr = self._ffi.ptr(self._lib.lm_logits(self._s()))
+        if ptr is None:
+            raise self._error(ErrorKind.STATE, "no logits: nothing has been evaluated")
+        return self._ffi.read_f32s(ptr, self._n_vocab)
+
+    # ---- sampling
+    def sampler_init(self, params: GenerationParams, seed: int) -> None:
+        rc = int(self._lib.lm_sampler_init(
+            self._s(), float(params.temperature), int(params.top_k), float(params.top_p),
+            float(params.min_p), float(params.repeat_penalty), int(params.repeat_last_n),
+            *self._ffi.i64(seed),
+        ))
+        if rc != 0:
+            raise self._error(kind(rc, ErrorKind.ARG), "invalid sampling parameters")
+
+    def sampler_accept(self, tokens: Sequence[int]) -> None:
+        self._with_tokens(self._lib.lm_sampler_accept, tokens, "the sampler refused the tokens")
+
+    def next_tokens(self, max_n: int, eval_last: bool) -> tuple[list[int], str]:
+        sp = self._s()
+        if max_n > self._tokens_cap:  # the arena keeps the old buffer until dispose: grow fast
+            self._tokens_cap = max(max_n, 2 * self._tokens_cap)
+            self._tokens = self._arena.out_i32s(self._tokens_cap)
+        n = int(self._lib.lm_generate(sp, max_n, int(eval_last), self._tokens, self._status,
+                                      self._cancel))
+        if n < 0:
+            raise self._error(n, "sampling failed")
+        status = self._ffi.get_i32(self._status)
+        end = STEP_ENDS.get(status)
+        if end is None:
+            raise self._error(status, "decoding failed")
+        return self._ffi.read_i32s(self._tokens, n), end
+
+    def request_cancel(self) -> None:
+        if self._release.alive:
+            self._ffi.set_i32(self._cancel, 1)
+
+    # ---- LoRA (capabilities.lora False: every call is UNSUPPORTED, with the reason)
+    def load_adapter(self, path: str) -> _Adapter:
+        self._lora()
+        sp = self._s()
+        with self._ffi.scope() as s:
+            ptr = self._ffi.ptr(self._lib.lm_adapter_load(sp, s.text(path.encode())))
+        if ptr is None:
+            raise self._error(ErrorKind.LOAD, "llama.cpp could not load the adapter")
+        self._drain_log()
+        assert self._session is not None
+        return _Adapter(self._session, self._lib, ptr, path)
+
+    def free_adapter(self, handle: _Adapter) -> None:
+        self._lora()
+        handle.close()
+
+    def apply_adapters(self, adapters: Sequence[tuple[_Adapter, float]]) -> None:
+        self._lora()
+        sp = self._s()
+        with self._ffi.scope() as s:
+            ptrs = s.pointers("lm_adapter *", [a.ptr for a, _ in adapters])
+            scales = s.f32s([float(x) for _, x in adapters])
+            rc = int(self._lib.lm_adapters_apply(sp, ptrs, scales, len(adapters)))
+        if rc != 0:
+            raise self._error(kind(rc, ErrorKind.ARG), "could not apply the adapters")
+
+    def adapter_metadata(self, handle: _Adapter) -> dict[str, str]:
+        self._lora()
+        lib = self._lib
+        return {self._str(lib.lm_adapter_meta_key, handle.ptr, i):
+                self._str(lib.lm_adapter_meta_val, handle.ptr, i)
+                for i in range(int(lib.lm_adapter_meta_count(handle.ptr)))}
+

@@ -1,0 +1,326 @@
+"""The llamart C API's contract (core/llamart.h), natively and in Pyodide.
+
+Calls go straight to the C functions through the backend's FFI adapter (cffi natively, the
+emscripten module in Pyodide), so what is checked is the C layer itself: every failing call
+sets its own reason, the reason is per thread, sizes are never error codes, capabilities and
+versions come from the library. The Python side's reaction (a clear error on a version
+mismatch, sessions freed when dropped) is checked too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from platform_support import threads_available
+
+import llamart
+from llamart import Engine, LlamartError
+from llamart.backends import _c_api
+from llamart.params import GenerationParams, ModelParams
+
+REPO = Path(__file__).resolve().parents[1]
+NATIVE = sys.platform != "emscripten"
+native_only = pytest.mark.skipif(not NATIVE, reason="native backend only")
+
+
+@pytest.fixture
+def backend(fx: dict[str, str]) -> Iterator[Any]:
+    """The platform's default backend with the f32 model loaded."""
+    with Engine() as engine:
+        b = engine._backend
+        b.load_model(fx["model_f32"], ModelParams(n_ctx=256), 1)
+        yield b
+
+
+def _reason(b: Any) -> str:
+    return b._ffi.string(b._lib.lm_last_error())
+
+
+# ---- every failing call says why, and only its own reason ----
+
+def _failing_calls(b: Any, s: Any, scope: Any) -> dict[str, tuple[Callable[[], Any], str]]:
+    """name -> (a call that fails, a pattern its reason must match)."""
+    lib, ffi = b._lib, b._ffi
+    n_vocab = int(lib.lm_n_vocab(s))
+    bad = scope.i32s([n_vocab + 5])
+    buf, ibuf = scope.out(64), scope.out_i32s(16)
+    return {
+        "lm_tokenize": (lambda: lib.lm_tokenize(s, scope.text(b"x"), -1, ibuf, 16, 1, 0),
+                        "invalid arguments to lm_tokenize"),
+        "lm_token_to_piece": (lambda: lib.lm_token_to_piece(s, n_vocab, 0, buf, 64),
+                              f"token {n_vocab} is outside the vocabulary"),
+        "lm_detokenize": (lambda: lib.lm_detokenize(s, bad, 1, 0, 0, buf, 64),
+                          f"token {n_vocab + 5} is outside"),
+        "lm_eval": (lambda: lib.lm_eval(s, bad, 1), f"token {n_vocab + 5} is outside"),
+        "lm_meta_key": (lambda: lib.lm_meta_key(s, 10_000, buf, 64), "index 10000 is out of range"),
+        "lm_meta_val": (lambda: lib.lm_meta_val(s, -1, buf, 64), "index -1 is out of range"),
+        "lm_sampler_init": (lambda: lib.lm_sampler_init(s, float("nan"), 0, 1.0, 0.0, 1.0, 0,
+                                                        *ffi.i64(1)),
+                            "invalid sampling parameters"),
+        "lm_generate": (lambda: lib.lm_generate(s, 4, 1, ibuf, ffi.NULL, ffi.NULL),
+                        "invalid arguments to lm_generate"),
+        "lm_logits": (lambda: lib.lm_logits(s), "no logits: nothing has been evaluated"),
+        "lm_chat_apply": (lambda: lib.lm_chat_apply(s, ffi.NULL, ffi.NULL, ffi.NULL, -1, 1, buf,
+                                                    64),
+                          "invalid arguments to lm_chat_apply"),
+        "lm_gguf_scan_strings": (lambda: lib.lm_gguf_scan_strings(scope.view(memoryview(
+            b"\x05" + b"\0" * 7 + b"ab")), 10, 1, 100, 0), "string 0 runs past the buffer"),
+        "lm_session_load": (lambda: lib.lm_session_load(scope.text(b"/no/such/model.gguf"),
+                                                        256, 64, 1, 0, 0),
+                            "could not load the model"),
+        "lm_model_desc": (lambda: lib.lm_model_desc(s, buf, -3), "negative size"),
+    }
+
+
+def test_every_failing_call_sets_its_own_reason(backend: Any) -> None:
+    lib, ffi = backend._lib, backend._ffi
+    s = backend._s()
+    lib.lm_reset(s)  # no logits yet: lm_logits fails
+    with ffi.scope() as scope:
+        calls = _failing_calls(backend, s, scope)
+        names = list(calls)
+        # each call after another call's failure: the reason is always the latest call's
+        for prev, name in zip(names[-1:] + names[:-1], names, strict=True):
+            calls[prev][0]()
+            assert _reason(backend) != ""
+            rc = calls[name][0]()
+            pattern = calls[name][1]
+            if name in ("lm_logits", "lm_session_load"):
+                assert ffi.ptr(rc) is None, name
+            else:
+                assert int(rc) < 0, (name, rc)
+            reason = _reason(backend)
+            assert re.search(re.escape(pattern), reason), (name, reason)
+            assert calls[prev][1] == pattern or calls[prev][1] not in reason
+        # a call that can fail and succeeds clears the reason
+        assert int(lib.lm_n_vocab(s)) > 0 and _reason(backend) != ""
+        text = scope.text(b"hello")
+        assert int(lib.lm_tokenize(s, text, 5, scope.out_i32s(16), 16, 1, 0)) > 0
+        assert _reason(backend) == ""
+
+
+def test_a_failing_sampler_accept_and_generate_before_init(fx: dict[str, str]) -> None:
+    with Engine() as engine:
+        b = engine._backend
+        b.load_model(fx["model_f32"], ModelParams(n_ctx=256), 1)
+        lib, ffi, s = b._lib, b._ffi, b._s()
+        with ffi.scope() as scope:
+            toks = scope.i32s([1, 2])
+            assert int(lib.lm_sampler_accept(s, toks, 2)) == -7  # LM_ERR_STATE
+            assert "lm_sampler_init first" in _reason(b)
+            out, status = scope.out_i32s(4), scope.out_i32s(1)
+            assert int(lib.lm_generate(s, 4, 1, out, status, ffi.NULL)) == -7
+            assert "no sampler" in _reason(b)
+            b.sampler_init(GenerationParams(temperature=0.0), 0)
+            assert int(lib.lm_generate(s, 4, 1, out, status, ffi.NULL)) == -7
+            assert "nothing has been evaluated" in _reason(b)
+
+
+@pytest.mark.skipif(not threads_available(), reason="needs Python threads")
+def test_the_reason_is_per_thread(fx: dict[str, str]) -> None:
+    """Two sessions on two threads fail in turn; each thread reads its own reason after the
+    other thread's failure."""
+    engines = [Engine(), Engine()]
+    try:
+        for e in engines:
+            e.load_model(fx["model_f32"], n_ctx=256, n_threads=1)
+        step = threading.Barrier(2, timeout=60)
+        seen: dict[int, list[str]] = {0: [], 1: []}
+
+        def run(k: int) -> None:
+            b = engines[k]._backend
+            lib, ffi, s = b._lib, b._ffi, b._s()
+            with ffi.scope() as scope:
+                seen[k].append(_reason(b))  # a new thread starts with no reason
+                for rnd in range(3):
+                    token = 100_000 + 10 * rnd + k  # a reason unique to this thread and round
+                    if rnd % 2 == k:
+                        step.wait()  # the other thread fails first
+                    assert int(lib.lm_eval(s, scope.i32s([token]), 1)) < 0
+                    if rnd % 2 != k:
+                        step.wait()
+                    step.wait()  # both have failed: read
+                    seen[k].append(_reason(b))
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        for k in (0, 1):
+            assert seen[k][0] == ""
+            assert len(seen[k]) == 4
+            for rnd, reason in enumerate(seen[k][1:]):
+                assert f"token {100_000 + 10 * rnd + k} is outside" in reason, (k, rnd, reason)
+                assert f"token {100_000 + 10 * rnd + (1 - k)} " not in reason
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+# ---- sizes are not error codes ----
+
+def test_sizes_are_returned_the_snprintf_way(backend: Any) -> None:
+    lib, ffi, s = backend._lib, backend._ffi, backend._s()
+    with ffi.scope() as scope:
+        # "" is 0, not an error (it was -1 = LM_ERR_ARG before)
+        assert int(lib.lm_detokenize(s, scope.i32s([]), 0, 0, 0, ffi.NULL, 0)) == 0
+        assert int(lib.lm_detokenize(s, scope.i32s([]), 0, 0, 0, scope.out(8), 8)) == 0
+        assert backend.detokenize([]) == b""
+        # the full length, whatever the buffer; written (NUL-terminated) only when it fits
+        desc = backend._str(lib.lm_model_desc, s)
+        n = len(desc.encode())
+        assert n > 8 and int(lib.lm_model_desc(s, ffi.NULL, 0)) == n
+        small = scope.out(5)
+        assert int(lib.lm_model_desc(s, small, 5)) == n
+        assert ffi.read(small, 5) == desc.encode()[:4] + b"\0"
+        # token counts: the count needed when n_max is too small (never a negative size)
+        text = b"hello world hello world"
+        needed = int(lib.lm_tokenize(s, scope.text(text), len(text), scope.out_i32s(1), 1, 1, 0))
+        assert needed == len(backend.tokenize(text.decode(), True, False)) > 1
+        # a long piece of text is retried with the length the first call gave
+        long = "héllo wörld " * 200
+        tokens = backend.tokenize(long, False, False)
+        assert len(tokens) > 200 and backend.detokenize(tokens).decode() == long
+
+
+@native_only
+def test_empty_metadata_values_copy_out_as_empty(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import gguf
+
+    from llamart.testing.models import make_model
+
+    # gguf's add_string drops empty values: write them as they are
+    monkeypatch.setattr(gguf.GGUFWriter, "add_string", lambda self, key, val: self.add_key_value(
+        key, val, gguf.GGUFValueType.STRING))
+    path = make_model(tmp_path / "empty_meta.gguf",
+                      extra_kv={"general.description": "", "llamart.test.empty": ""})
+    with Engine() as engine:
+        engine.load_model(path, n_ctx=256, n_threads=1)
+        meta = engine.metadata
+        assert meta["general.description"] == "" and meta["llamart.test.empty"] == ""
+        assert meta["general.architecture"] == "llama"
+        assert engine.complete("x", max_tokens=2, temperature=0.0) is not None
+
+
+# ---- capabilities and versions come from the library ----
+
+def test_capabilities_come_from_the_library(backend: Any) -> None:
+    bits = int(backend._lib.lm_capabilities())
+    caps = backend.capabilities
+    if NATIVE:
+        assert bits & _c_api.CAP_LORA and caps.lora and caps.lora_reason is None
+        assert caps.threads and caps.mmap
+    else:  # the WebAssembly module is compiled without LoRA, threads and mmap
+        assert bits == 0
+        assert caps.lora is False and caps.lora_reason == _c_api.LORA_REASON
+        assert not caps.threads and not caps.mmap
+        with backend._ffi.scope() as scope:
+            raw = backend._lib.lm_adapter_load(backend._s(), scope.text(b"/x.gguf"))
+            assert backend._ffi.ptr(raw) is None
+            assert "not compiled into this build" in _reason(backend)
+            assert int(backend._lib.lm_adapters_apply(backend._s(), 0, 0, 1)) == -8
+
+
+def test_the_library_is_this_version(backend: Any) -> None:
+    assert backend._ffi.string(backend._lib.lm_version()) == llamart.__version__ == "0.2.0"
+    from llamart import _version
+
+    assert int(backend._lib.lm_abi_version()) == _version.C_ABI_VERSION
+
+
+@pytest.mark.parametrize("attr, value", [("__version__", "9.9.9"), ("C_ABI_VERSION", 999)])
+def test_a_version_mismatch_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, attr: str,
+                                             value: Any) -> None:
+    from llamart import _version
+
+    monkeypatch.setattr(_version, attr, value)
+    with pytest.raises(LlamartError, match="backend is not available") as info:
+        Engine()
+    message = str(info.value)
+    assert f"llamart {llamart.__version__} (C ABI" in message  # what the library is
+    assert str(value) in message and "rebuild" in message  # what this package wants, and how
+    assert isinstance(info.value.__cause__, ImportError)
+
+
+@native_only
+def test_header_enums_match_the_python_tables() -> None:
+    from llamart.backends.ffi_cffi import library
+
+    _, lib, _ = library()
+    errors = {name: getattr(lib, name) for name in dir(lib) if name.startswith("LM_ERR_")}
+    assert sorted(errors.values()) == sorted(_c_api.CODES)
+    assert {lib.LM_OK, lib.LM_EOG, lib.LM_CANCELLED, lib.LM_ERR_CONTEXT} == set(_c_api.STEP_ENDS)
+    assert (lib.LM_CAP_LORA, lib.LM_CAP_THREADS, lib.LM_CAP_MMAP) == (
+        _c_api.CAP_LORA, _c_api.CAP_THREADS, _c_api.CAP_MMAP)
+
+
+@native_only
+def test_one_version_source() -> None:
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'dynamic = ["version"]' in pyproject
+    assert 'metadata.version.input = "llamart/_version.py"' in pyproject
+    assert not re.search(r"^version\s*=", pyproject, re.M)
+    assert "_version.py" in (REPO / "core" / "core.cmake").read_text(encoding="utf-8")
+
+
+# ---- ownership: a dropped backend frees its session ----
+
+_DROP = """
+import gc, sys
+from llamart import Engine
+
+model, lora_a, lora_b = sys.argv[1:4]
+
+# 1. an Engine with two active adapters, dropped without dispose()
+e = Engine("native")
+e.load_model(model, n_ctx=256, n_threads=1)
+e.set_lora(lora_a, 0.5)
+e.set_lora(lora_b, 1.0)
+assert e.complete("Once", max_tokens=4, temperature=0.0)
+fin = e._backend._session._finalizer
+del e
+gc.collect()
+assert not fin.alive, "the session was not freed"
+
+# 2. a backend dropped while an adapter handle outlives it: freeing the handle later is a no-op
+b = Engine("native")._backend
+from llamart.params import ModelParams
+b.load_model(model, ModelParams(n_ctx=256), 1)
+h = b.load_adapter(lora_a)
+b.apply_adapters([(h, 1.0)])
+fin = b._session._finalizer
+del b
+gc.collect()
+assert not fin.alive
+h.close()
+h.close()
+
+# 3. sessions still alive at exit are freed by the finalizers, adapters active
+keep = Engine("native")
+keep.load_model(model, n_ctx=256, n_threads=1)
+keep.set_lora(lora_a, 1.0)
+cycle = [keep]
+cycle.append(cycle)  # in a reference cycle: only the collector or exit frees it
+print("ok")
+"""
+
+
+@native_only
+def test_dropped_sessions_are_freed_adapters_first(fx: dict[str, str]) -> None:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(_DROP), fx["model_f32"],
+                          fx["lora_a"], fx["lora_b"]],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "GGML_NO_BACKTRACE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
