@@ -56,7 +56,6 @@ enum {
     LM_ERR_DECODE      = -3,  /* llama_decode failed */
     LM_ERR_ALLOC       = -4,  /* out of memory */
     LM_ERR_BUFFER      = -5,  /* lm_gguf_scan_strings: the strings run past the buffer */
-    LM_ERR_TEMPLATE    = -6,  /* the model has no usable chat template */
     LM_ERR_STATE       = -7,  /* call made in the wrong state (e.g. sampling before any eval) */
     LM_ERR_UNSUPPORTED = -8,  /* this build has not got the feature (see lm_capabilities) */
     LM_EOG             =  1,  /* status of lm_generate: an end-of-generation token was sampled */
@@ -112,11 +111,6 @@ LM_API int32_t lm_token_to_piece(const lm_session * s, int32_t token, int32_t sp
                                  char * buf, int32_t size);
 LM_API int32_t lm_detokenize(const lm_session * s, const int32_t * tokens, int32_t n_tokens,
                              int32_t remove_special, int32_t unparse_special, char * buf, int32_t size);
-/* Apply the model's built-in chat template (no Jinja), snprintf style, or LM_ERR_TEMPLATE.
-   tmpl NULL = the model's own template. */
-LM_API int32_t lm_chat_apply(const lm_session * s, const char * tmpl, const char ** roles,
-                             const char ** contents, int32_t n_msg, int32_t add_assistant,
-                             char * buf, int32_t size);
 
 /* ---- evaluation ---- */
 LM_API void    lm_reset(lm_session * s);               /* clear the KV cache: position 0 */

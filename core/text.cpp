@@ -86,34 +86,4 @@ int32_t lm_detokenize(const lm_session * s, const int32_t * tokens, int32_t n_to
     return n;
 }
 
-int32_t lm_chat_apply(const lm_session * s, const char * tmpl, const char ** roles,
-                      const char ** contents, int32_t n_msg, int32_t add_assistant, char * buf,
-                      int32_t size) {
-    lm::begin_call();
-    if (s == nullptr || n_msg < 0 || size < 0 || (n_msg > 0 && (roles == nullptr || contents == nullptr))) {
-        return lm::fail(LM_ERR_ARG, "invalid arguments to lm_chat_apply");
-    }
-    const char * t = tmpl ? tmpl : llama_model_chat_template(s->model, nullptr);
-    if (t == nullptr) {
-        return lm::fail(LM_ERR_TEMPLATE, "the model has no chat template");
-    }
-    std::vector<llama_chat_message> msgs((size_t) n_msg);
-    for (int32_t i = 0; i < n_msg; i++) {
-        if (roles[i] == nullptr || contents[i] == nullptr) {
-            return lm::fail(LM_ERR_ARG, "message " + std::to_string(i) + " has a NULL role or content");
-        }
-        msgs[(size_t) i] = {roles[i], contents[i]};
-    }
-    const int32_t n = llama_chat_apply_template(t, msgs.data(), msgs.size(), add_assistant != 0,
-                                                buf, size);
-    if (n < 0) {
-        return lm::fail(LM_ERR_TEMPLATE, "llama.cpp does not know the model's chat template "
-                                         "(only built-in templates are supported)");
-    }
-    if (buf != nullptr && size > 0) {
-        buf[n < size ? n : size - 1] = '\0';  // llama.cpp strncpy's: terminate it the snprintf way
-    }
-    return n;
-}
-
 }  // extern "C"

@@ -129,24 +129,6 @@ def test_tokenize_and_detokenize(loaded: tuple[Backend, ModelInfo]) -> None:
     assert info.bos not in b.tokenize("<s>", False, False)  # otherwise: plain text
 
 
-def test_chat_template(loaded: tuple[Backend, ModelInfo]) -> None:
-    b, _ = loaded
-    messages = [("system", "be brief"), ("user", "hello")]
-    without = b.apply_chat_template(messages, False)
-    with_prompt = b.apply_chat_template(messages, True)
-    assert isinstance(without, str) and "be brief" in without and "hello" in without
-    assert without.index("be brief") < without.index("hello")
-    assert with_prompt.startswith(without) and len(with_prompt) > len(without)
-
-
-def test_chat_template_missing(backend: Backend, fx: dict[str, str]) -> None:
-    if isinstance(backend, FakeBackend):
-        backend.template = False  # the fake's stand-in for a model without a template
-    backend.load_model(fx["model_no_template"], ModelParams(n_ctx=N_CTX), 1)
-    assert _kind(lambda: backend.apply_chat_template([("user", "hi")], True)) == \
-        ErrorKind.TEMPLATE
-
-
 def test_eval_and_logits(loaded: tuple[Backend, ModelInfo]) -> None:
     b, info = loaded
     tokens = b.tokenize(PROMPT, True, False)

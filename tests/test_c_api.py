@@ -69,9 +69,6 @@ def _failing_calls(b: Any, s: Any, scope: Any) -> dict[str, tuple[Callable[[], A
         "lm_generate": (lambda: lib.lm_generate(s, 4, 1, ibuf, ffi.NULL, ffi.NULL),
                         "invalid arguments to lm_generate"),
         "lm_logits": (lambda: lib.lm_logits(s), "no logits: nothing has been evaluated"),
-        "lm_chat_apply": (lambda: lib.lm_chat_apply(s, ffi.NULL, ffi.NULL, ffi.NULL, -1, 1, buf,
-                                                    64),
-                          "invalid arguments to lm_chat_apply"),
         "lm_gguf_scan_strings": (lambda: lib.lm_gguf_scan_strings(scope.view(memoryview(
             b"\x05" + b"\0" * 7 + b"ab")), 10, 1, 100, 0), "string 0 runs past the buffer"),
         "lm_session_load": (lambda: lib.lm_session_load(scope.text(b"/no/such/model.gguf"),

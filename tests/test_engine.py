@@ -35,7 +35,7 @@ from llamart import (
 )
 from llamart.backends.base import BackendError, ErrorKind
 from llamart.engine import default_backend_name, default_threads
-from llamart.errors import from_backend_error
+from llamart.errors import ChatTemplateError, from_backend_error
 from llamart.testing.fake import BOS, EOS, N_VOCAB, FakeBackend, byte_tokens, word_token
 
 needs_threads = pytest.mark.skipif(not threads_available(),
@@ -84,9 +84,16 @@ BASE_TENSORS = [("token_embd.weight", (8, 16)), ("blk.0.attn_q.weight", (8, 8)),
                 ("blk.0.attn_v.weight", (8, 8)), ("output.weight", (8, 16))]
 
 
-def write_model(path: str, arch: str = "llama") -> str:
-    return write_gguf(path, {"general.architecture": arch, "general.type": "model"},
-                      BASE_TENSORS)
+# the fake's models carry a Jinja chat template (rendered by the Engine, not the backend)
+CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m.role }}: {{ m.content }}</s>{% endfor %}"
+                 "{% if add_generation_prompt %}<s>assistant: {% endif %}")
+
+
+def write_model(path: str, arch: str = "llama", template: str | None = CHAT_TEMPLATE) -> str:
+    kv: dict[str, object] = {"general.architecture": arch, "general.type": "model"}
+    if template is not None:
+        kv["tokenizer.chat_template"] = template
+    return write_gguf(path, kv, BASE_TENSORS)
 
 
 def write_adapter(path: str, *, rank: int = 2, alpha: float = 4.0, arch: str = "llama",
@@ -559,10 +566,9 @@ def test_chat_uses_template_with_special_tokens(loaded: Engine, fake: FakeBacken
     reply = loaded.chat([{"role": "system", "content": "be brief"},
                          {"role": "user", "content": "hi"}], max_tokens=10)
     assert reply == "Hi!" and loaded.last_finish_reason == "stop"
-    (msgs, add_assistant), = [a for n, a in fake.calls if n == "apply_chat_template"]
-    assert msgs == [("system", "be brief"), ("user", "hi")] and add_assistant is True
     text, add_special, parse_special = [a for n, a in fake.calls if n == "tokenize"][-1]
-    assert text.startswith("<s>system: be brief</s>") and parse_special is True
+    assert text == "<s>system: be brief</s><s>user: hi</s><s>assistant: "
+    assert parse_special is True
     prompt = [a[0] for n, a in fake.calls if n == "eval"][-1]
     assert prompt[:2] == [BOS, BOS]  # "<s>" parsed as the special token
 
@@ -1373,8 +1379,8 @@ def test_cli_chat_streams(cli_fake, files, capsys) -> None:
     assert cli.main(["generate", files["model"], "hello", "--chat", "-v"]) == 0
     out, err = capsys.readouterr()
     assert out == "Hi!\n" and "[finish: stop" in err
-    (msgs, _add), = [a for n, a in fake.calls if n == "apply_chat_template"]
-    assert msgs == [("user", "hello")]
+    text, _add, _parse = [a for n, a in fake.calls if n == "tokenize"][-1]
+    assert text == "<s>user: hello</s><s>assistant: "
 
 
 # ---- chat: streaming, and the template in public ----
@@ -1417,11 +1423,17 @@ def test_apply_chat_template(loaded: Engine, fake: FakeBackend) -> None:
 def test_apply_chat_template_errors(engine: Engine, files) -> None:
     with pytest.raises(EngineStateError, match="no model"):
         engine.apply_chat_template([{"role": "user", "content": "hi"}])
-    fake = FakeBackend(template=False)
-    with Engine(fake) as e:
-        e.load_model(files["model"])
-        with pytest.raises(LlamartError, match="chat template"):
+    bare = write_model(os.path.join(files["dir"], "no_template.gguf"), template=None)
+    with Engine(FakeBackend()) as e:
+        e.load_model(bare)
+        with pytest.raises(ChatTemplateError, match="no_template.gguf has no chat template"):
             e.apply_chat_template([{"role": "user", "content": "hi"}])
+        assert e.apply_chat_template([{"role": "user", "content": "hi"}],
+                                     chat_template=CHAT_TEMPLATE) == "<s>user: hi</s><s>assistant: "
+        e.load_model(bare, chat_template="{{ messages[0].content }}!")
+        assert e.chat([{"role": "user", "content": "q"}], max_tokens=1) is not None
+        with pytest.raises(ChatTemplateError, match="line 1"):
+            e.apply_chat_template([{"role": "user", "content": "hi"}], chat_template="{% if %}")
 
 
 # ---- vocabulary-only loading ----

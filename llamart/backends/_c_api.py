@@ -15,7 +15,7 @@ log = logging.getLogger("llamart.llama_cpp")
 
 # LM_ERR_* return codes -> why the call failed
 CODES = {-1: ErrorKind.ARG, -2: ErrorKind.CONTEXT, -3: ErrorKind.DECODE, -4: ErrorKind.ALLOC,
-         -5: ErrorKind.ARG, -6: ErrorKind.TEMPLATE, -7: ErrorKind.STATE,
+         -5: ErrorKind.ARG, -7: ErrorKind.STATE,
          -8: ErrorKind.UNSUPPORTED}
 # lm_generate's *status -> why the step ended (LM_ERR_DECODE, -3, is an error instead)
 STEP_ENDS = {0: StepEnd.FULL, 1: StepEnd.EOG, 2: StepEnd.CANCELLED, -2: StepEnd.CONTEXT}

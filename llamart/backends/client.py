@@ -179,7 +179,7 @@ class CApiClient:
         mmap = int(params.use_mmap and caps.mmap)
         with self._ffi.staged(path), self._ffi.scope() as s:
             raw = lib.lm_session_load(s.text(path.encode()), params.n_ctx, params.n_batch,
-                                      threads, mmap, 0)
+                                      threads, mmap, int(params.vocab_only))
         ptr = self._ffi.ptr(raw)
         if ptr is None:
             raise self._error(ErrorKind.LOAD, "llama.cpp could not load the model")
@@ -245,16 +245,6 @@ class CApiClient:
         with self._ffi.scope() as s:
             return self._text(self._lib.lm_detokenize, sp, s.i32s(tokens), len(tokens), 0, 0,
                               size=max(64, 8 * len(tokens)))
-
-    def apply_chat_template(self, messages: Sequence[tuple[str, str]], add_assistant: bool) -> str:
-        sp = self._s()
-        size = 256 + sum(len(c) + len(r) for r, c in messages) * 2
-        with self._ffi.scope() as s:
-            roles = s.pointers("char *", [s.text(r.encode()) for r, _ in messages])
-            contents = s.pointers("char *", [s.text(c.encode()) for _, c in messages])
-            out = self._text(self._lib.lm_chat_apply, sp, self._ffi.NULL, roles, contents,
-                             len(messages), int(add_assistant), size=size)
-        return out.decode("utf-8", "replace")
 
     # ---- evaluation
     def reset(self) -> None:

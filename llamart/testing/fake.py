@@ -66,9 +66,8 @@ class FakeBackend:
 
     name = "fake"
 
-    def __init__(self, *, lora: bool = True, template: bool = True) -> None:
+    def __init__(self, *, lora: bool = True) -> None:
         self.lora = lora
-        self.template = template
         self.script: list[int] = []
         self.on_next_token: Callable[[], None] | None = None
         self.counts: Counter[str] = Counter()
@@ -204,17 +203,6 @@ class FakeBackend:
         self._enter("detokenize", list(tokens))
         try:
             return b"".join(self._piece(t) for t in tokens)
-        finally:
-            self._leave()
-
-    def apply_chat_template(self, messages: Sequence[tuple[str, str]],
-                            add_assistant: bool) -> str:
-        self._enter("apply_chat_template", list(messages), add_assistant)
-        try:
-            if not self.template:
-                raise BackendError(ErrorKind.TEMPLATE, "the model has no usable chat template")
-            out = "".join(f"<s>{role}: {content}</s>" for role, content in messages)
-            return out + ("<s>assistant: " if add_assistant else "")
         finally:
             self._leave()
 
