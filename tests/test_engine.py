@@ -587,10 +587,10 @@ def test_chat_messages_validated(loaded: Engine, messages, exc, match) -> None:
 
 
 def test_chat_without_template(files) -> None:
-    fake = FakeBackend(template=False)
+    fake = FakeBackend()
     with Engine(fake) as e:
-        e.load_model(files["model"])
-        with pytest.raises(LlamartError, match="chat template"):
+        e.load_model(write_model(os.path.join(files["dir"], "bare.gguf"), template=None))
+        with pytest.raises(ChatTemplateError, match="bare.gguf has no chat template"):
             e.chat([{"role": "user", "content": "hi"}])
         fake.script = byte_tokens(b"k")
         assert e.complete("x", max_tokens=1) == "k"
@@ -1440,7 +1440,8 @@ def test_apply_chat_template_errors(engine: Engine, files) -> None:
 
 def test_vocab_only(engine: Engine, fake: FakeBackend, files, tmp_path) -> None:
     vocab = write_gguf(str(tmp_path / "vocab.gguf"),
-                       {"general.architecture": "llama", "general.type": "model"}, [])
+                       {"general.architecture": "llama", "general.type": "model",
+                        "tokenizer.chat_template": CHAT_TEMPLATE}, [])
     with pytest.raises(ModelLoadError, match="has no tensors"):
         engine.load_model(vocab)
     with pytest.raises(TypeError, match="vocab_only"):
