@@ -47,7 +47,8 @@ class Agreement:
 
     def __str__(self) -> str:
         rel = ", ".join(f"{d:.2e}" for d in self.rel_diff)
-        return (f"top-1 identical {sum(a == b for a, b in zip(self.top1_ours, self.top1_ref))}"
+        same = sum(a == b for a, b in zip(self.top1_ours, self.top1_ref, strict=True))
+        return (f"top-1 identical {same}"
                 f"/{len(self.rel_diff)}, top-5 overlap {self.top5_overlap}, "
                 f"max|diff|/max|logit| per prompt: {rel}")
 
@@ -81,8 +82,9 @@ def tokenize(model_path: str, texts: Sequence[str]) -> list[list[int]]:
 def compare(ours: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> Agreement:
     top1_o = [int(np.argmax(a)) for a in ours]
     top1_r = [int(np.argmax(b)) for b in ref]
-    rel = [float(np.max(np.abs(a - b)) / np.max(np.abs(b))) for a, b in zip(ours, ref)]
-    top5 = [len(set(np.argsort(-a)[:5]) & set(np.argsort(-b)[:5])) for a, b in zip(ours, ref)]
+    rel = [float(np.max(np.abs(a - b)) / np.max(np.abs(b))) for a, b in zip(ours, ref, strict=True)]
+    top5 = [len(set(np.argsort(-a)[:5]) & set(np.argsort(-b)[:5]))
+            for a, b in zip(ours, ref, strict=True)]
     return Agreement(top1_o, top1_r, rel, top5)
 
 

@@ -156,6 +156,17 @@ def forward(cfg: Config, w: dict[str, jax.Array], lora: dict[str, jax.Array], sc
             tokens: jax.Array, pos: jax.Array, seg: jax.Array) -> jax.Array:
     """Logits (B, T, vocab).  ``pos`` restarts per packed example; tokens attend only to
     earlier tokens of the same ``seg``.  LoRA: W x + scale * B (A x), scale = alpha / r."""
+    return head(w, hidden(cfg, w, lora, scale, tokens, pos, seg))
+
+
+def head(w: dict[str, jax.Array], h: jax.Array) -> jax.Array:
+    """Logits from final hidden states (tied embeddings when there is no output.weight)."""
+    return h @ w.get("out", w["embd"]).T
+
+
+def hidden(cfg: Config, w: dict[str, jax.Array], lora: dict[str, jax.Array], scale: float,
+           tokens: jax.Array, pos: jax.Array, seg: jax.Array) -> jax.Array:
+    """Final hidden states (B, T, n_embd), after output_norm (see :func:`forward`)."""
     bsz, t = tokens.shape
     hd, nh, nkv = cfg.head_dim, cfg.n_head, cfg.n_head_kv
     causal = jnp.tril(jnp.ones((t, t), bool))
@@ -188,5 +199,4 @@ def forward(cfg: Config, w: dict[str, jax.Array], lora: dict[str, jax.Array], sc
                                  "attn_norm", "ffn_norm")}
     stacked.update(lora)
     x, _ = jax.lax.scan(layer, x, stacked)
-    x = _rms(x, w["norm"], cfg.rms_eps)
-    return x @ w.get("out", w["embd"]).T
+    return _rms(x, w["norm"], cfg.rms_eps)
