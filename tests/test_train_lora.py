@@ -129,9 +129,10 @@ def test_encoding_trains_only_the_assistant_reply() -> None:
         packed = train.pack(enc, 256, 2)
         for (_q, a), ex in zip(pairs, enc, strict=True):
             reply = [t for t, on in zip(ex.tokens, ex.train, strict=True) if on]
-            assert eng.detokenize(reply) == a + "<|im_end|>"
-            prompt = eng.detokenize(ex.tokens[:len(ex.tokens) - len(reply)])
-            assert prompt.endswith("<|im_start|>assistant\n")
+            assert reply[-1:] == eng.tokenize("<|im_end|>", False, True)  # the turn's end
+            assert eng.detokenize(reply[:-1]) == a
+            prompt = ex.tokens[:len(ex.tokens) - len(reply)]
+            assert prompt[-4:] == eng.tokenize("<|im_start|>assistant\n", False, True)
         # the packed targets under the loss are exactly the replies' tokens, in order
         got = [int(t) for r in range(packed["tokens"].shape[0])
                for t, m in zip(packed["targets"][r], packed["mask"][r], strict=True) if m]
@@ -141,6 +142,10 @@ def test_encoding_trains_only_the_assistant_reply() -> None:
             on = packed["mask"][r] > 0
             sel = packed["sel"][r][on]
             np.testing.assert_array_equal(packed["tokens"][r][sel + 1], packed["targets"][r][on])
+        # the prompts are the ones Engine.chat renders with SmolLM2's Jinja template
+        msgs = [{"role": "user", "content": pairs[0][0]}]
+        assert eng.apply_chat_template(msgs) == train.chatml_prompt(pairs[0][0],
+                                                                    train.DEFAULT_SYSTEM)
     assert all(a.startswith(data.OPEN) and a.endswith(data.CLOSE) for _, a in data.examples(0))
     assert not {q.lower() for q in data.HELD_OUT} & {q.lower() for q, _ in data.examples(0)}
 

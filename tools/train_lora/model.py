@@ -29,9 +29,13 @@ MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def default_base() -> str | None:
-    """The SmolLM2 GGUF: env LLAMART_SMOLLM2, .cache/models/ (the pinned fetch), /tmp/models/."""
+    """The SmolLM2 GGUF: env LLAMART_SMOLLM2, the pinned fetch's verified cache
+    (``python -m llamart models fetch smollm2``), .cache/models/, /tmp/models/."""
+    from llamart.pinned_models import cached_path
+
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for cand in (os.environ.get("LLAMART_SMOLLM2"),
+    pinned = cached_path("smollm2")
+    for cand in (os.environ.get("LLAMART_SMOLLM2"), pinned and str(pinned),
                  os.path.join(root, ".cache", "models", MODEL_FILE),
                  os.path.join("/tmp/models", MODEL_FILE)):
         if cand and os.path.isfile(cand):
