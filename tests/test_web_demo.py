@@ -8,9 +8,12 @@ two turns, with the prompt the native Engine's apply_chat_template makes; raw-pr
 equal to the native backend's; Stop and Clear; a model without a usable template; the LoRA panel;
 errors in plain words; nothing fetched from elsewhere.
 
-Native vs WebAssembly on Q4_1: greedy text may diverge after ~18 tokens (near-tied logits summed
-in a different order by the AVX2 and SIMD128 kernels; see docs/platforms.md), so the raw-mode
-check compares the first GREEDY_TOKENS (16) tokens exactly, and chat checks the fact itself.
+Native vs WebAssembly on Q4_1: the AVX2 and SIMD128 kernels give next-token logits that differ by
+up to ~0.4 on SmolLM2 (after "Once upon a time, the city of": native " New" 5.67 > " Nova" 5.48,
+wasm " Nova" 5.89 > " New" 5.58), so greedy text diverges early on many prompts (measured on 8
+prompts, 40 tokens: the same for 1 to 19 tokens). The raw-mode check therefore uses PROMPT, whose
+greedy continuation was measured identical for 19 tokens, and compares its first GREEDY_TOKENS
+(16) exactly; chat checks the fact itself (the same 7-token answer on both).
 A missing WebAssembly build or browser is a failure saying how to get it, never a skip.
 Screenshots land in tests/.artifacts/ (web_demo.png: a real chat, web_demo-narrow.png: 360 px).
 """
@@ -40,8 +43,8 @@ pytestmark = pytest.mark.skipif(
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / ".artifacts"
-PROMPT = "Once upon a time"
-GREEDY_TOKENS = 16  # native == wasm exactly for these (Q4_1 may diverge after ~18)
+PROMPT = "The capital of France is"  # greedy: native == wasm for 19 tokens (measured)
+GREEDY_TOKENS = 16
 TIMEOUT_MS = 240_000  # Pyodide + the module + a 98 MB model on a busy 2-core machine
 SYSTEM = "You are a helpful assistant."
 QUESTION = "What is the capital of France?"
