@@ -1,6 +1,8 @@
 // The web demo page: UI only. Python and llama.cpp run in worker.js.
 //
 // body[data-state] is one of: starting, idle (no model), loading, ready, generating, broken.
+// Two modes share the sampling settings: chat (a conversation kept here, rendered in the worker
+// by the model's own chat template) and raw prompt (the text is completed as is).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -10,7 +12,13 @@ const ui = {
   modelInfo: $("model-info"), demoName: $("demo-model-name"),
   genForm: $("generate-form"), prompt: $("prompt"), maxTokens: $("max-tokens"),
   temperature: $("temperature"), topK: $("top-k"), topP: $("top-p"), seed: $("seed"),
+  repeatPenalty: $("repeat-penalty"),
   generate: $("generate"), stop: $("stop"), output: $("output"),
+  rawMode: $("raw-mode"), chatMode: $("chat-mode"), chatUnavailable: $("chat-unavailable"),
+  chatForm: $("chat-form"), system: $("system-prompt"), conversation: $("conversation"),
+  conversationEmpty: $("conversation-empty"), chatInput: $("chat-input"),
+  chatSend: $("chat-send"), chatStop: $("chat-stop"), chatClear: $("chat-clear"),
+  chatPrompt: $("chat-prompt"),
   outputPrompt: $("output-prompt"), outputText: $("output-text"), stats: $("gen-stats"),
   loraFlag: $("lora-flag"), loraReason: $("lora-reason"), adapterInfo: $("adapter-info"),
   loraNote: $("lora-note"), loraForm: $("lora-form"), loraScale: $("lora-scale"),
@@ -21,6 +29,10 @@ let worker = null;
 let config = null;
 let modelLoaded = false;
 let chunks = 0;
+let chatAvailable = false;
+const conversation = []; // {role, content}: the turns so far (the system prompt is not one)
+let turn = null; // the chat turn being answered: {userText, userItem, replyItem, reply}
+let sink = null; // where chunks go: {text: element, counter: element}
 
 function setState(state) {
   document.body.dataset.state = state;
@@ -29,7 +41,36 @@ function setState(state) {
   ui.load.disabled = !idle;
   ui.generate.disabled = !ready;
   ui.stop.disabled = state !== "generating";
+  ui.chatSend.disabled = !(ready && chatAvailable);
+  ui.chatStop.disabled = state !== "generating";
+  ui.chatClear.disabled = !idle || conversation.length === 0;
   ui.applyLora.disabled = !idle;
+}
+
+function mode() {
+  return document.querySelector('input[name="mode"]:checked').value;
+}
+
+function showMode() {
+  const chat = mode() === "chat";
+  ui.chatMode.hidden = !chat;
+  ui.rawMode.hidden = chat;
+}
+
+function setChatSupport(chat) {
+  chatAvailable = chat.available;
+  const radio = document.querySelector('input[name="mode"][value="chat"]');
+  radio.disabled = !chat.available;
+  if (chat.available) {
+    ui.chatUnavailable.hidden = true;
+    ui.chatUnavailable.textContent = "";
+  } else {
+    ui.chatUnavailable.textContent = `Chat mode is off for this model: ${chat.reason} ` +
+      "The raw-prompt mode works.";
+    ui.chatUnavailable.hidden = false;
+    document.querySelector('input[name="mode"][value="raw"]').checked = true;
+  }
+  showMode();
 }
 
 function setProgress(step, total, text) {
@@ -83,6 +124,9 @@ function showModelInfo(info) {
     ["Vocabulary", `${info.n_vocab} tokens`],
     ["Layers × width", `${info.n_layer} × ${info.n_embd}`],
     ...Object.entries(info.metadata),
+    ["Chat template", info.chat.available
+      ? `the model's own (tokenizer.chat_template, ${info.chat.template_chars.toLocaleString("en")} characters)`
+      : `none usable: ${info.chat.reason}`],
     ["Loaded in", `${info.seconds} s`],
   ];
   ui.modelInfo.replaceChildren();
@@ -145,18 +189,24 @@ function onMessage(event) {
       break;
     case "loaded":
       modelLoaded = true;
+      clearConversation(); // the turns were another model's
       showModelInfo(msg.info);
+      setChatSupport(msg.info.chat);
       setProgress(1, 1, `Model loaded: ${msg.info.name}.`);
       setState("ready");
       break;
     case "generating":
+      if (msg.prompt !== undefined) ui.chatPrompt.textContent = msg.prompt;
       setState("generating");
       break;
     case "chunk":
       chunks += 1;
-      ui.outputText.append(msg.text);
-      ui.output.dataset.updates = String(chunks);
-      ui.output.scrollTop = ui.output.scrollHeight;
+      if (turn) turn.reply += msg.text;
+      if (sink) {
+        sink.text.append(msg.text);
+        sink.counter.dataset.updates = String(chunks);
+        sink.scroller.scrollTop = sink.scroller.scrollHeight;
+      }
       break;
     case "done": {
       const r = msg.result;
@@ -167,6 +217,8 @@ function onMessage(event) {
         `finished: ${why}.`;
       ui.stats.dataset.reason = r.reason;
       ui.stats.dataset.tokens = String(r.tokens);
+      if (turn) finishTurn(r.reason);
+      sink = null;
       setProgress(1, 1, r.reason === "cancelled" ? "Generation stopped." : "Generation done.");
       setState("ready");
       break;
@@ -176,6 +228,8 @@ function onMessage(event) {
       setState(modelLoaded ? "ready" : "idle");
       break;
     case "error":
+      if (turn) abandonTurn();
+      sink = null;
       showError(msg.error);
       setProgress(1, 1, "Ready.");
       setState(modelLoaded ? "ready" : "idle");
@@ -224,34 +278,138 @@ ui.modelFile.addEventListener("change", () => {
   if (ui.modelFile.files.length) ui.modelForm.elements.source.value = "file";
 });
 
-ui.genForm.addEventListener("submit", (e) => {
-  e.preventDefault();
-  if (ui.generate.disabled) return;
-  clearError();
+function samplingParams() {
   const params = {
-    prompt: ui.prompt.value,
-    maxTokens: numberOr(ui.maxTokens, 64),
+    maxTokens: numberOr(ui.maxTokens, 128),
     temperature: numberOr(ui.temperature, 0.8),
     topK: numberOr(ui.topK, 40),
     topP: numberOr(ui.topP, 0.95),
+    repeatPenalty: numberOr(ui.repeatPenalty, 1.1),
     seed: numberOr(ui.seed, null),
   };
   for (const [name, v] of Object.entries(params)) {
-    if (name !== "prompt" && v !== null && !Number.isFinite(v)) {
+    if (v !== null && !Number.isFinite(v)) {
       showError(`Invalid setting: ${name} must be a number.`);
-      return;
+      return null;
     }
   }
+  return params;
+}
+
+function startStats() {
   chunks = 0;
-  ui.output.dataset.updates = "0";
-  ui.outputPrompt.textContent = params.prompt;
-  ui.outputText.replaceChildren();
   ui.stats.textContent = "";
   delete ui.stats.dataset.reason;
   setProgress(null, 1, "Generating…");
   setState("generating");
+}
+
+ui.genForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (ui.generate.disabled) return;
+  clearError();
+  const params = samplingParams();
+  if (!params) return;
+  params.prompt = ui.prompt.value;
+  ui.output.dataset.updates = "0";
+  ui.outputPrompt.textContent = params.prompt;
+  ui.outputText.replaceChildren();
+  sink = { text: ui.outputText, counter: ui.output, scroller: ui.output };
+  startStats();
   worker.postMessage({ type: "generate", params });
 });
+
+// ---- chat mode ----
+
+function addMessage(role, text) {
+  const li = document.createElement("li");
+  li.className = `msg ${role}`;
+  li.dataset.role = role;
+  const who = document.createElement("span");
+  who.className = "role";
+  who.textContent = role === "user" ? "You" : "Assistant";
+  const content = document.createElement("div");
+  content.className = "content";
+  content.textContent = text;
+  li.append(who, content);
+  ui.conversation.append(li);
+  ui.conversationEmpty.hidden = true;
+  ui.conversation.scrollTop = ui.conversation.scrollHeight;
+  return li;
+}
+
+function chatMessages() {
+  const system = ui.system.value.trim();
+  return [...(system ? [{ role: "system", content: system }] : []), ...conversation];
+}
+
+ui.chatForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (ui.chatSend.disabled) return;
+  clearError();
+  const text = ui.chatInput.value.trim();
+  if (!text) {
+    showError("Type a message first.");
+    ui.chatInput.focus();
+    return;
+  }
+  const params = samplingParams();
+  if (!params) return;
+  const messages = [...chatMessages(), { role: "user", content: text }];
+  turn = { userText: ui.chatInput.value, userItem: addMessage("user", text), reply: "" };
+  turn.replyItem = addMessage("assistant", "");
+  turn.replyItem.dataset.updates = "0";
+  conversation.push({ role: "user", content: text });
+  ui.chatInput.value = "";
+  sink = { text: turn.replyItem.querySelector(".content"), counter: turn.replyItem,
+    scroller: ui.conversation };
+  startStats();
+  worker.postMessage({ type: "chat", messages, params });
+});
+
+function finishTurn(reason) {
+  conversation.push({ role: "assistant", content: turn.reply });
+  turn.replyItem.dataset.reason = reason;
+  if (reason === "cancelled" || reason === "length" || reason === "context") {
+    const flag = document.createElement("span");
+    flag.className = "flag";
+    flag.textContent = { cancelled: " (stopped)", length: " (max tokens reached)",
+      context: " (context window full)" }[reason];
+    turn.replyItem.append(flag);
+  }
+  turn = null;
+}
+
+function abandonTurn() {
+  // the turn failed: the conversation is as before it, the message back in the box
+  conversation.splice(conversation.length - 1, 1);
+  turn.userItem.remove();
+  turn.replyItem.remove();
+  ui.chatInput.value = turn.userText;
+  ui.conversationEmpty.hidden = conversation.length > 0;
+  turn = null;
+}
+
+function clearConversation() {
+  conversation.length = 0;
+  ui.conversation.replaceChildren();
+  ui.conversationEmpty.hidden = false;
+  ui.chatPrompt.textContent = "";
+  ui.stats.textContent = "";
+  delete ui.stats.dataset.reason;
+}
+
+ui.chatClear.addEventListener("click", () => {
+  if (ui.chatClear.disabled) return;
+  clearConversation();
+  clearError();
+  setState(modelLoaded ? "ready" : "idle");
+  ui.chatInput.focus();
+});
+
+for (const radio of document.querySelectorAll('input[name="mode"]')) {
+  radio.addEventListener("change", showMode);
+}
 
 function stop() {
   if (ui.stop.disabled) return;
@@ -260,12 +418,15 @@ function stop() {
 }
 
 ui.stop.addEventListener("click", stop);
-ui.prompt.addEventListener("keydown", (e) => {
-  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
-    e.preventDefault();
-    ui.genForm.requestSubmit();
-  }
-});
+ui.chatStop.addEventListener("click", stop);
+for (const [box, form] of [[ui.prompt, ui.genForm], [ui.chatInput, ui.chatForm]]) {
+  box.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
+}
 document.addEventListener("keydown", (e) => {
   if (e.key === "Escape") stop();
 });
@@ -295,8 +456,12 @@ async function main() {
     return;
   }
   ui.prompt.value = config.prompt;
-  ui.demoName.textContent = `(${config.demoModel.name}, ${bytesText(config.demoModel.size)}, ` +
-    "made by llamart)";
+  ui.system.value = config.system;
+  ui.chatInput.value = config.question;
+  const m = config.demoModel;
+  ui.demoName.textContent = `(${m.name}, ${bytesText(m.size)}, ${m.licence}; from ` +
+    `${m.source} on PyPI)`;
+  showMode();
   startWorker();
 }
 

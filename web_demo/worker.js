@@ -1,9 +1,10 @@
 // The web demo's module worker: Pyodide + llamart (llama.cpp in WebAssembly) off the page's thread.
 //
 // Messages in (from app.js): {type: "init", config}, {type: "load-demo"},
-// {type: "load-file", file}, {type: "generate", params}, {type: "stop"},
-// {type: "set-lora", scale}.  Messages out: {type: "progress" | "ready" | "loaded" | "chunk" |
-// "done" | "lora" | "error" | "fatal", ...}.
+// {type: "load-file", file}, {type: "generate", params}, {type: "chat", messages, params},
+// {type: "stop"}, {type: "set-lora", scale}.  Messages out: {type: "progress" | "ready" |
+// "loaded" | "generating" | "chunk" | "done" | "lora" | "error" | "fatal", ...}; "generating"
+// carries the chat prompt the model's template made (chat mode).
 //
 // Python runs demo_session.py; every call returns JSON ({ok, ...} or {ok: false, error}).
 // A generation is pulled one chunk at a time; every ~20 ms the loop yields to the event loop,
@@ -37,6 +38,12 @@ async function init(cfg) {
   progress(1, total, "Loading Python (Pyodide)…");
   const { loadPyodide } = await import(cfg.pyodideIndex + "pyodide.mjs");
   const pyodide = await loadPyodide({ indexURL: cfg.pyodideIndex });
+  // jinja2 + markupsafe (pure wheels from this server) render the models' chat templates
+  const wheels = cfg.pyodideWheels.map((u) => new URL(u, self.location.href).href);
+  await pyodide.loadPackage(wheels, {
+    messageCallback: (m) => console.log(`[pyodide] ${m}`),
+    errorCallback: (m) => console.warn(`[pyodide] ${m}`),
+  });
 
   progress(2, total, `Installing llamart ${cfg.llamartVersion}…`);
   const wheel = await (await fetchOk(cfg.wheel)).arrayBuffer();
@@ -95,12 +102,25 @@ async function loadFile(file) {
   await loadModel(file, file.name, file.size);
 }
 
+const sampling = (p) => [p.maxTokens, p.temperature, p.topK, p.topP, p.seed, p.repeatPenalty];
+
 async function generate(p) {
-  const started = py("start", [p.prompt, p.maxTokens, p.temperature, p.topK, p.topP, p.seed]);
+  const started = py("start", [p.prompt, ...sampling(p)]);
   if (!started.ok) return post("error", { where: "generate", error: started.error });
+  return stream({});
+}
+
+async function chat(messages, p) {
+  const started = py("start_chat", [messages, ...sampling(p)]);
+  if (!started.ok) return post("error", { where: "chat", error: started.error });
+  return stream({ prompt: started.prompt });
+}
+
+// Pull the started generation chunk by chunk, posting each; a "stop" is seen between two.
+async function stream(info) {
   generating = true;
   stopRequested = false;
-  post("generating");
+  post("generating", info);
   let last = performance.now();
   let result;
   try {
@@ -140,6 +160,8 @@ async function handle(msg) {
       return loadFile(msg.file);
     case "generate":
       return generate(msg.params);
+    case "chat":
+      return chat(msg.messages, msg.params);
     case "set-lora":
       return setLora(msg.scale);
     default:
