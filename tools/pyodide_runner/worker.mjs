@@ -26,13 +26,20 @@ async function main() {
   pyodide.setStderr(writer("err"));
   const tree = await (await fetch("/__llamart__/tree.zip")).arrayBuffer();
   pyodide.unpackArchive(tree, "zip", { extractDir: "/" });
+  let module = null;
   if (config.wasm) {
-    await LlamartPyodide.load(pyodide, {
+    module = await LlamartPyodide.load(pyodide, {
       glue: config.wasm.glue,
       wasm: config.wasm.wasm,
       print: (s) => post("out", s + "\n"),
       printErr: (s) => post("err", s + "\n"),
     });
+  }
+  // real models and vocabulary files: Blobs (read on demand, no copy) at their host folders
+  for (const [dir, files] of Object.entries(config.blobs || {})) {
+    const blobs = [];
+    for (const f of files) blobs.push({ name: f.name, data: await (await fetch(f.url)).blob() });
+    LlamartPyodide.mountBlobs(module || {}, pyodide, dir, blobs);
   }
   const bootstrap = await (await fetch("/tools/pyodide_runner/bootstrap.py")).text();
   pyodide.globals.set("CONFIG", JSON.stringify(config));
