@@ -23,7 +23,8 @@ def source_dir(repo: Path = REPO) -> Path:
     """The extracted llama.cpp tree of the pinned sdist (it may not exist before a build)."""
     pin = pin_values(repo / "cmake" / "llama_cpp_pin.cmake")
     sdist = pin["LLAMART_LLAMA_SDIST_PACKAGE"].replace("-", "_")
-    return repo / ".cache" / f"{sdist}-{pin['LLAMART_LLAMA_SDIST_VERSION']}" / "vendor" / "llama.cpp"
+    folder = f"{sdist}-{pin['LLAMART_LLAMA_SDIST_VERSION']}"
+    return repo / ".cache" / folder / "vendor" / "llama.cpp"
 
 
 def vocab_dir(repo: Path = REPO) -> Path:

@@ -24,7 +24,7 @@ from tests.chat_conversations import CONVERSATIONS
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "real_model_golden.json"
 TOP_K = 10
-GREEDY_TOKENS = 8  # Q4_1 greedy text drifts between AVX2 and SIMD128 after ~18 tokens
+GREEDY_TOKENS = 10  # greedy text drifts between AVX2 and SIMD128 kernels: see docs/platforms.md
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 
 # texts tokenized with add_special=False, parse_special=False (ChatML markers stay literal text)
@@ -36,14 +36,18 @@ TEXTS = [
     "<|im_start|>user\nhi<|im_end|>",
     "",
 ]
-PLAIN_PROMPTS = ["The capital of France is", "Monday, Tuesday,",
-                 "def fibonacci(n):\n    "]
+# prompts with a clear next token (top-1 ahead by > 1 logit on both models, except Gemma on the
+# first), where WebAssembly's Q4 kernels give the same top-1 as native ones
+PLAIN_PROMPTS = ["The capital of France is", "1, 2, 3, 4, 5,", "The opposite of hot is",
+                 "The quick brown fox jumps over the lazy"]
+GREEDY_PROMPT = PLAIN_PROMPTS[-1]  # greedy text the same on both for 50+ characters
 CHAT_QUESTION = "What is the capital of France?"
 
 
 def _top(logits: np.ndarray) -> dict[str, object]:
     order = np.argsort(-logits, kind="stable")[:TOP_K]
     return {"top": [[int(i), float(logits[i])] for i in order],
+            "margin": float(logits[order[0]] - logits[order[1]]),
             "max_abs": float(np.abs(logits).max())}
 
 
@@ -66,9 +70,10 @@ def model_golden(name: str, path: Path) -> dict[str, object]:
                 for key, conv in CONVERSATIONS.items()}
         out["logits"] = [{"tokens": toks, **_top(np.asarray(eng.logits(toks)))}
                          for toks in prompts]
-        gen = eng.generate(prompts[0], GREEDY_TOKENS, temperature=0, repeat_penalty=1.0)
+        greedy_prompt = eng.tokenize(GREEDY_PROMPT)
+        gen = eng.generate(greedy_prompt, GREEDY_TOKENS, temperature=0, repeat_penalty=1.0)
         pieces = list(gen)
-        out["greedy"] = {"tokens": prompts[0], "text": "".join(pieces),
+        out["greedy"] = {"tokens": greedy_prompt, "text": "".join(pieces),
                          "n_tokens": gen.usage["completion_tokens"]}
         return out
     finally:

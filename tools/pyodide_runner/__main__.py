@@ -30,8 +30,14 @@ import time
 from pathlib import Path
 
 from . import paths
-from .prepare import (ensure_pyodide, ensure_wheels, find_wasm, host_data, make_fixtures,
-                      runtime_wheels)
+from .prepare import (
+    ensure_pyodide,
+    ensure_wheels,
+    find_wasm,
+    host_data,
+    make_fixtures,
+    runtime_wheels,
+)
 from .server import run_chromium
 
 

@@ -7,7 +7,8 @@ llamart/, tools/, the folders the pytest arguments name, the fixtures and the wh
 checkout's pytest configuration; unpacked at the same absolute paths in the browser's Pyodide
 FS), the large data files (``blobs`` of the configuration: real models, llama.cpp's vocabulary
 files) one route each, which the worker fetches as Blobs and mounts (WORKERFS) at their host
-folders in both file systems, and endpoints the page's worker posts its output, junit xml and exit code to.
+folders in both file systems, and endpoints the page's worker posts its output, junit xml and
+exit code to.
 """
 
 from __future__ import annotations
