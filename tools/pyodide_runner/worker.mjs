@@ -35,11 +35,20 @@ async function main() {
       printErr: (s) => post("err", s + "\n"),
     });
   }
-  // real models and vocabulary files: Blobs (read on demand, no copy) at their host folders
-  for (const [dir, files] of Object.entries(config.blobs || {})) {
-    const blobs = [];
-    for (const f of files) blobs.push({ name: f.name, data: await (await fetch(f.url)).blob() });
-    LlamartPyodide.mountBlobs(module || {}, pyodide, dir, blobs);
+  // real models (Blobs, read on demand, no copy) and vocabulary files (copies in memory: fast
+  // small reads) at their host folders, in both file systems
+  for (const [dir, { mount, files }] of Object.entries(config.blobs || {})) {
+    if (mount) {
+      const blobs = [];
+      for (const f of files) blobs.push({ name: f.name, data: await (await fetch(f.url)).blob() });
+      LlamartPyodide.mountBlobs(module || {}, pyodide, dir, blobs);
+      continue;
+    }
+    for (const FS of [module && module.FS, pyodide.FS]) if (FS) LlamartPyodide.mkdirTree(FS, dir);
+    for (const f of files) {
+      const data = new Uint8Array(await (await fetch(f.url)).arrayBuffer());
+      for (const FS of [module && module.FS, pyodide.FS]) if (FS) FS.writeFile(dir + "/" + f.name, data);
+    }
   }
   const bootstrap = await (await fetch("/tools/pyodide_runner/bootstrap.py")).text();
   pyodide.globals.set("CONFIG", JSON.stringify(config));
