@@ -9,8 +9,8 @@ FS), the large data files (``blobs`` of the configuration: real models, llama.cp
 files) one route each, which the worker fetches and puts at their host folders in both file
 systems: a folder holding a file over ``BLOB_MIN_BYTES`` is mounted as Blobs (WORKERFS: no
 copy, but every read is a synchronous Blob slice, slow for the many small reads of a GGUF
-header); a folder of smaller files is written into memory (MEMFS), and endpoints the page's worker posts its output, junit xml and
-exit code to.
+header); a folder of smaller files is written into memory (MEMFS); and endpoints the page's
+worker posts its output, junit xml and exit code to.
 """
 
 from __future__ import annotations
