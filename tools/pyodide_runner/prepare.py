@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..pyodide_wheels import wheel_paths
 from . import paths
 
 PYTEST_VERSION = "9.0.3"  # the pytest installed into Pyodide (pure-Python wheels)
@@ -36,6 +37,41 @@ def ensure_wheels() -> list[Path]:
             check=True,
         )
     return sorted(folder.glob("*.whl"))
+
+
+def runtime_wheels() -> list[Path]:
+    """llamart's runtime dependencies as pure wheels (jinja2, markupsafe: tools/pyodide_wheels),
+    so ``llamart.chat_template`` imports inside Pyodide."""
+    return wheel_paths()
+
+
+def host_data() -> tuple[dict[str, list[Path]], dict[str, str]]:
+    """The host files a run makes visible in Pyodide at their (resolved) host paths, by folder,
+    and the env variables naming them (read by tests/conftest.py).
+
+    The pinned real models verified in the model cache (``make models`` fetches them) ->
+    ``LLAMART_REAL_MODELS`` (JSON {name: path}); llama.cpp's vocabulary files with their test
+    cases in the pinned source -> ``LLAMART_LLAMA_CPP_VOCAB``. What is missing is left out
+    (the tests needing it skip, saying why).
+    """
+    from llamart import pinned_models
+
+    from ..llama_cpp_pin import vocab_dir
+
+    folders: dict[str, list[Path]] = {}
+    models: dict[str, str] = {}
+    for name in pinned_models.PINS:
+        path = pinned_models.cached_path(name)
+        if path is not None:
+            path = path.resolve()
+            models[name] = str(path)
+            folders.setdefault(str(path.parent), []).append(path)
+    env = {"LLAMART_REAL_MODELS": json.dumps(models)}
+    vocab = vocab_dir().resolve()
+    if vocab.is_dir():
+        folders[str(vocab)] = sorted(vocab.glob("ggml-vocab-*"))
+        env["LLAMART_LLAMA_CPP_VOCAB"] = str(vocab)
+    return folders, env
 
 
 def make_fixtures() -> Path:

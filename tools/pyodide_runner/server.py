@@ -5,7 +5,12 @@ node_modules/pyodide) plus a few ``/__llamart__/`` routes: the run configuration
 build (wherever it is), a zip of the files the run needs (the ``trees`` of the configuration:
 llamart/, tools/, the folders the pytest arguments name, the fixtures and the wheels, plus the
 checkout's pytest configuration; unpacked at the same absolute paths in the browser's Pyodide
-FS), and endpoints the page's worker posts its output, junit xml and exit code to.
+FS), the large data files (``blobs`` of the configuration: real models, llama.cpp's vocabulary
+files) one route each, which the worker fetches and puts at their host folders in both file
+systems: a folder holding a file over ``BLOB_MIN_BYTES`` is mounted as Blobs (WORKERFS: no
+copy, but every read is a synchronous Blob slice, slow for the many small reads of a GGUF
+header); a folder of smaller files is written into memory (MEMFS); and endpoints the page's
+worker posts its output, junit xml and exit code to.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from ..browser import run_page
 from ..isolated_http import serve_in_thread
 from . import paths
 
+BLOB_MIN_BYTES = 32 << 20  # the real models (98 MB, 253 MB) are Blobs; vocabulary files copies
 ROOT_FILES = ("pyproject.toml", "pytest.ini", "setup.cfg", "tox.ini", "conftest.py")
 SKIP_DIRS = {"__pycache__", ".artifacts", ".pytest_cache", ".ruff_cache", "node_modules", ".git",
              ".cache", "build", "build-wasm"}
@@ -74,14 +80,22 @@ def run_chromium(config: dict, timeout: float) -> int:
     """Serve the checkout, open the runner page in headless Chromium, return pytest's code."""
     state = RunState()
     junit_path = Path(config["junit"])
+    blob_routes = {f"/__llamart__/data/{i}/{Path(f).name}": Path(f)
+                   for i, files in enumerate(config["blobs"].values()) for f in files}
     browser_config = {
         **config,
+        "blobs": {folder: {"mount": any(Path(f).stat().st_size > BLOB_MIN_BYTES for f in files),
+                           "files": [{"name": Path(f).name,
+                                      "url": f"/__llamart__/data/{i}/{Path(f).name}"}
+                                     for f in files]}
+                  for i, (folder, files) in enumerate(config["blobs"].items())},
         "junit": "/tmp/llamart-junit.xml",
         "pyodideUrl": "/node_modules/pyodide/",
         "wasm": config["wasm"] and {k: f"/__llamart__/{Path(v).name}"
                                     for k, v in config["wasm"].items()},
     }
     routes: dict[str, bytes | Path] = {
+        **blob_routes,
         **{f"/__llamart__/{Path(v).name}": Path(v) for v in (config["wasm"] or {}).values()},
         "/__llamart__/config.json": json.dumps(browser_config).encode(),
         "/__llamart__/tree.zip": pack_tree(config),

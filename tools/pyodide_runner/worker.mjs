@@ -26,13 +26,29 @@ async function main() {
   pyodide.setStderr(writer("err"));
   const tree = await (await fetch("/__llamart__/tree.zip")).arrayBuffer();
   pyodide.unpackArchive(tree, "zip", { extractDir: "/" });
+  let module = null;
   if (config.wasm) {
-    await LlamartPyodide.load(pyodide, {
+    module = await LlamartPyodide.load(pyodide, {
       glue: config.wasm.glue,
       wasm: config.wasm.wasm,
       print: (s) => post("out", s + "\n"),
       printErr: (s) => post("err", s + "\n"),
     });
+  }
+  // real models (Blobs, read on demand, no copy) and vocabulary files (copies in memory: fast
+  // small reads) at their host folders, in both file systems
+  for (const [dir, { mount, files }] of Object.entries(config.blobs || {})) {
+    if (mount) {
+      const blobs = [];
+      for (const f of files) blobs.push({ name: f.name, data: await (await fetch(f.url)).blob() });
+      LlamartPyodide.mountBlobs(module || {}, pyodide, dir, blobs);
+      continue;
+    }
+    for (const FS of [module && module.FS, pyodide.FS]) if (FS) LlamartPyodide.mkdirTree(FS, dir);
+    for (const f of files) {
+      const data = new Uint8Array(await (await fetch(f.url)).arrayBuffer());
+      for (const FS of [module && module.FS, pyodide.FS]) if (FS) FS.writeFile(dir + "/" + f.name, data);
+    }
   }
   const bootstrap = await (await fetch("/tools/pyodide_runner/bootstrap.py")).text();
   pyodide.globals.set("CONFIG", JSON.stringify(config));
