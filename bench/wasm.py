@@ -1,7 +1,8 @@
 """The WebAssembly backend (llamart in Pyodide) under Node and in headless Chromium, against the
-native backend with 1 thread, on the small Q8_0 model. Reuses the llamart WebAssembly build
-(build-wasm/wasm, wasm/llamart_pyodide.js), the npm pyodide package (npm ci), and the checkout's
-one isolated HTTP server and Chromium launcher (tools/isolated_http.py, tools/browser.py)."""
+native backend with 1 thread, on each selected model (config.WASM_MODELS). Reuses the llamart
+WebAssembly build (build-wasm/wasm, wasm/llamart_pyodide.js), the npm pyodide package (npm ci),
+and the checkout's one isolated HTTP server and Chromium launcher (tools/isolated_http.py,
+tools/browser.py)."""
 
 from __future__ import annotations
 
@@ -56,12 +57,19 @@ def run_node(spec: ModelSpec, prompt: list[int]) -> dict[str, Any]:
     return run_node_job(_job(spec, prompt))
 
 
+NODE_MODEL_DIR = "/bench-model"  # where the model's folder is mounted in the runtime's FS
+
+
 def run_node_job(job: dict[str, Any]) -> dict[str, Any]:
-    """One bench.llamart_job function (``job["kind"]``) in Pyodide under Node."""
+    """One bench.llamart_job function (``job["kind"]``) in Pyodide under Node. The model's real
+    folder (symlinks resolved: emscripten's NODEFS does not follow one out of its mount) is
+    mounted at NODE_MODEL_DIR."""
     d = wasm_dir()
+    model = Path(job["model"]).resolve()
     config = {"pyodideDir": str(PYODIDE_DIR), "glueJs": str(GLUE), "repo": str(REPO),
               "wasm": {"glue": str(d / "llamart_wasm.js"), "wasm": str(d / "llamart_wasm.wasm")},
-              "entry": str(ENTRY), "job": job}
+              "entry": str(ENTRY), "modelDir": str(model.parent), "modelFsDir": NODE_MODEL_DIR,
+              "job": {**job, "model": f"{NODE_MODEL_DIR}/{model.name}"}}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(config, f)
     try:

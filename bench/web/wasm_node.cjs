@@ -1,6 +1,7 @@
 // One llamart WebAssembly measurement in Pyodide under Node: node wasm_node.cjs CONFIG.json
-// CONFIG: {pyodideDir, glueJs, wasm: {glue, wasm}, repo, entry, job}. The repo folder (which
-// holds the models) is mounted at its own path in Pyodide's and the module's file systems.
+// CONFIG: {pyodideDir, glueJs, wasm: {glue, wasm}, repo, entry, modelDir, modelFsDir, job}. The
+// repo folder is mounted at its own path in Pyodide's and the module's file systems, the model's
+// folder (modelDir) at modelFsDir.
 // Prints "BENCH-RESULT {json}".
 "use strict";
 const fs = require("fs");
@@ -19,6 +20,7 @@ async function main() {
     printErr: (s) => process.stderr.write(s + "\n"),
   });
   glue.mountHost(module, pyodide, config.repo);
+  if (config.modelDir) glue.mountHost(module, pyodide, config.modelDir, config.modelFsDir);
   pyodide.globals.set("JOB", JSON.stringify({ ...config.job, repo: config.repo }));
   const out = await pyodide.runPythonAsync(fs.readFileSync(config.entry, "utf8"));
   process.stdout.write("BENCH-RESULT " + out + "\n", () => process.exit(0));
