@@ -439,6 +439,16 @@ class Engine:
         return AsyncGeneration(self._start(prompt, gp, parse_special=False))
 
     @sampling_signature
+    def achat(self, messages: Messages, max_tokens: int | GenerationParams = 64, *,
+              params: GenerationParams | None = None, chat_template: str | None = None,
+              template_kwargs: Mapping[str, Any] | None = None,
+              **options: Unpack[SamplingOptions]) -> AsyncGeneration:
+        """Async twin of ``chat(..., stream=True)``: the reply's chunks, async."""
+        return AsyncGeneration(self.chat(messages, max_tokens, stream=True, params=params,
+                                         chat_template=chat_template,
+                                         template_kwargs=template_kwargs, **options))
+
+    @sampling_signature
     async def acomplete(self, prompt: str | Sequence[int],
                         max_tokens: int | GenerationParams = 64, *,
                         params: GenerationParams | None = None,

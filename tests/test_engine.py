@@ -1385,6 +1385,24 @@ def test_cli_chat_streams(cli_fake, files, capsys) -> None:
 
 # ---- chat: streaming, and the template in public ----
 
+def test_achat_streams_the_reply(loaded: Engine, fake: FakeBackend) -> None:
+    from llamart.async_generation import AsyncGeneration
+
+    messages = [{"role": "user", "content": "hi"}]
+
+    async def collect() -> list[str]:
+        gen = loaded.achat(messages, max_tokens=20, temperature=0.0)
+        assert isinstance(gen, AsyncGeneration)
+        return [chunk async for chunk in gen]
+
+    fake.script = byte_tokens(b"Hi there") + [EOS]
+    chunks = run_coroutine(collect())
+    assert "".join(chunks) == "Hi there" and len(chunks) == 8
+    assert loaded.last_finish_reason == "stop"
+    text, _add, parse = [a for n, a in fake.calls if n == "tokenize"][-1]
+    assert text == "<s>user: hi</s><s>assistant: " and parse is True
+
+
 def test_chat_stream(loaded: Engine, fake: FakeBackend) -> None:
     from llamart.generation import Generation
 
