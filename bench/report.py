@@ -179,7 +179,7 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             extra = med([a - b for a, b in pairs])
             rows.append((f"first set_lora <= read file + 1 ms ({key})",
                          f"{med([a for a, _ in pairs]) * 1000:.2f} ms, read "
-                         f"{med([b for _, b in pairs]) * 1000:.2f} ms: +{extra * 1000:.2f} ms "
+                         f"{med([b for _, b in pairs]) * 1000:.2f} ms: {extra * 1000:+.2f} ms "
                          "(median of paired runs)", extra <= 0.001))
         if not key.startswith("small"):  # the larger and the real models
             r = ratio(res.get("tg1", []), res.get("tg0", []))
