@@ -37,13 +37,6 @@ WHERE = {
     "fake": None,
 }
 
-# Found by this contract: WasmBackend.__init__ takes its status/cancel words from lm_malloc
-# without zeroing them, so a new backend whose block reuses a freed one may start with a cancel
-# "requested" (the Engine hides it by retrying a step cancelled without cancel()).
-WASM_STALE_CANCEL = ("wasm backend: the cancel flag is malloc'd but not zeroed in "
-                     "WasmBackend.__init__, so a new backend's first next_tokens can return "
-                     "'cancelled' unasked")
-
 
 def _make(name: str) -> Backend:
     if name == "fake":
@@ -74,9 +67,7 @@ def loaded(backend: Backend, fx: dict[str, str]) -> tuple[Backend, ModelInfo]:
 @pytest.fixture
 def sampling(loaded: tuple[Backend, ModelInfo],
              request: pytest.FixtureRequest) -> tuple[Backend, ModelInfo]:
-    """``loaded``, for tests that sample (see WASM_STALE_CANCEL)."""
-    if loaded[0].name == "wasm":
-        request.applymarker(pytest.mark.xfail(reason=WASM_STALE_CANCEL, strict=False))
+    """``loaded``, for tests that sample."""
     return loaded
 
 
@@ -192,8 +183,6 @@ def test_cancel_stops_the_next_call_only(loaded: tuple[Backend, ModelInfo]) -> N
 
 def test_a_new_backend_has_no_pending_cancel(backend: Backend, fx: dict[str, str],
                                              request: pytest.FixtureRequest) -> None:
-    if backend.name == "wasm":
-        request.applymarker(pytest.mark.xfail(reason=WASM_STALE_CANCEL, strict=True))
     for _ in range(3):  # each a new backend, where the previous one's memory was freed
         b = _make(backend.name)
         try:
