@@ -12,6 +12,7 @@ an xfail naming it; the totals count each apart.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -142,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         current = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
         if current != text:
             print("tests.matrix: docs/platforms.md is stale; run `python -m tests.matrix` "
-                  "after `make test` and commit it", file=sys.stderr)
+                  "after `make test` and commit it. Differences:", file=sys.stderr)
+            diff = difflib.unified_diff(current.splitlines(), text.splitlines(), "committed",
+                                        "this run", n=0, lineterm="")
+            print("\n".join(list(diff)[:40]), file=sys.stderr)
             return 1
         print(f"tests.matrix: docs/platforms.md is up to date ({len(text.splitlines())} lines)")
         return 1 if failed else 0
