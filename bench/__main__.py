@@ -4,6 +4,9 @@
     python -m bench --models real  # only the real models (SmolLM2 Q4_1, Gemma 3 Q4_K_M)
     python -m bench --quick        # small model, 2 rounds: a smoke run (prints the report;
                                    # --write also writes the doc); --quick --models real too
+    python -m bench --builds-only  # runtime CPU dispatch vs portable vs -march=native builds
+    python -m bench --chat-only    # the 12-turn chat job only (prefix reuse vs none vs
+                                   # llama-cpp-python), merged into the saved results
     python -m bench --report-only  # rewrite the doc and plot from .cache/bench/results.json
     python -m bench --threads 2 --no-wasm --no-lora --merge   # redo some cells, keep the rest
 
@@ -29,7 +32,7 @@ import sys
 import time
 from typing import Any
 
-from . import config, machine, models, report, systems, wasm
+from . import builds, chat, config, machine, models, report, systems, wasm
 from .proc import BenchError
 
 
@@ -147,6 +150,34 @@ def merge_into(old: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def measure_builds(rounds: int | None) -> dict[str, Any]:
+    specs = [config.MODELS[k] for k in ("gemma3-q4_k_m", "smollm2-q4_1")]
+    for spec in specs:
+        models.ensure_model(spec, log)
+    return builds.measure(specs, config.thread_counts(), rounds or 3, prompt_tokens, log)
+
+
+def run_only(args: argparse.Namespace) -> int:
+    """The chat and/or build-variant jobs alone, merged into the saved results."""
+    wait_for_quiet(args.max_load, args.max_wait)
+    data = json.loads(config.RESULTS_JSON.read_text()) if config.RESULTS_JSON.exists() else None
+    fresh: dict[str, Any] = {}
+    if args.builds_only:
+        fresh["builds"] = measure_builds(args.rounds)
+    if args.chat_only:
+        spec = config.MODELS["smollm2-q4_1"]
+        models.ensure_model(spec, log)
+        fresh["chat"] = chat.measure(str(spec.file), log)
+    if data is None:  # nothing to merge into: print these sections
+        print(report.render_sections(fresh))
+        return 0
+    data.update(fresh)
+    config.RESULTS_JSON.write_text(json.dumps(data, indent=1))
+    report.write(data)
+    log(f"bench: wrote {config.DOC}, {config.PLOT} and {config.CHAT_PLOT}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-lora", action="store_true")
     parser.add_argument("--no-speed", action="store_true",
                         help="skip the llamart/llama-bench/llama-cpp-python comparison")
+    parser.add_argument("--no-builds", action="store_true",
+                        help="skip the build-variant comparison (runtime dispatch/portable/native)")
+    parser.add_argument("--builds-only", action="store_true",
+                        help="only the build-variant comparison (kept with the earlier results)")
+    parser.add_argument("--no-chat", action="store_true", help="skip the multi-turn chat job")
+    parser.add_argument("--chat-only", action="store_true",
+                        help="only the multi-turn chat job (kept with the earlier results)")
     parser.add_argument("--max-load", type=float, default=1.5,
                         help="wait for the 1-min load average to drop below this (default 1.5)")
     parser.add_argument("--max-wait", type=float, default=300.0)
@@ -183,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"bench: wrote {config.DOC} and {config.PLOT}")
         return 0
 
+    if args.chat_only or args.builds_only:
+        return run_only(args)
     try:
         keys = config.select_models(args.models or ("small-q8_0" if args.quick else "all"))
     except ValueError as e:
@@ -236,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
             data["wasm"][k] = wasm.measure(config.MODELS[k], prompt_tokens(config.MODELS[k]),
                                            rounds or 3, browser=not args.no_browser, log=log)
             save()
+    if not args.no_builds and {"smollm2-q4_1", "gemma3-q4_k_m"} <= set(keys):
+        data["builds"] = measure_builds(rounds)
+        save()
+    if not args.no_chat and "smollm2-q4_1" in keys:
+        data["chat"] = chat.measure(str(config.MODELS["smollm2-q4_1"].file), log)
+        save()
     data["load_after"] = machine.load_average()
     data["duration_s"] = time.monotonic() - started
     data["finished"] = time.strftime("%Y-%m-%d %H:%M %Z")

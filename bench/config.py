@@ -22,6 +22,7 @@ VENV = Path(os.environ.get("LLAMART_BENCH_VENV") or CACHE / "bench-venv")
 LLAMA_BENCH_BUILD = Path(os.environ.get("LLAMART_BENCH_BUILD") or REPO / "build" / "bench")
 DOC = REPO / "docs" / "benchmarks.md"
 PLOT = REPO / "docs" / "benchmarks.png"
+CHAT_PLOT = REPO / "docs" / "bench_chat.png"
 PIN_FILE = REPO / "cmake" / "llama_cpp_pin.cmake"
 
 

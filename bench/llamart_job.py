@@ -62,6 +62,13 @@ def speed(job: dict[str, Any]) -> dict[str, Any]:
         engine.dispose()
 
 
+def chat(job: dict[str, Any]) -> dict[str, Any]:
+    """The multi-turn chat (bench/chat.py), with or without prefix reuse."""
+    from .chat import llamart_chat
+
+    return llamart_chat(job)
+
+
 def _timed(fn: Any, *args: Any, **kwargs: Any) -> float:
     started = clock()
     fn(*args, **kwargs)

@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .config import DOC, PLOT
+from .config import CHAT_PLOT, DOC, PLOT
 from .stats import med, ratio, spread
 
 SYSTEMS = ("llamart", "llama-bench", "llama-cpp-python")
@@ -145,6 +145,113 @@ def _lora_tables(data: dict[str, Any]) -> list[str]:
                 out.append(f"| {label} | {cell}{unit} |")
         out.append("")
     return out
+
+
+def _chat_table(data: dict[str, Any]) -> list[str]:
+    chat = data.get("chat") or {}
+    if not chat:
+        return ["Not measured in this run (`python -m bench --chat-only`).", ""]
+    runs = {k: v for k, v in chat.items() if "turn_s" in v}
+    lines = ["SmolLM2-135M-Instruct Q4_1, 2 threads: 12 user turns of ~80 new tokens, replies of",
+             "at most 24 greedy tokens (bench/chat.py). Seconds per turn, measured one system",
+             "after the other in one run:", "",
+             "| turn | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
+    n = max((len(v["turn_s"]) for v in runs.values()), default=0)
+    for i in range(n):
+        cells = [f"{v['turn_s'][i]:.3f}" if i < len(v["turn_s"]) else "" for v in runs.values()]
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    lines.append("| turn 12 / turn 1 | " + " | ".join(
+        f"{v['turn_s'][-1] / v['turn_s'][0]:.2f}x" for v in runs.values()) + " |")
+    lines.append("")
+    lines += [f"- {k}: not measured ({v['error']})" for k, v in chat.items() if "error" in v]
+    lines += ["![seconds per chat turn](bench_chat.png)", ""]
+    return lines
+
+
+def _builds_table(data: dict[str, Any]) -> list[str]:
+    from .builds import SYSTEMS, variant
+
+    builds = data.get("builds") or {}
+    if not builds:
+        return ["Not measured in this run (`python -m bench --builds-only`).", ""]
+    lines = ["Tokens/s (median; pp128 / tg64). The default build loads the best of ggml's CPU",
+             "variants at run time; the portable one is AVX2-level; llama-bench is built with",
+             "`GGML_NATIVE=ON` (-march=native). Alternating rounds, one run.", "",
+             "| model | threads | " + " | ".join(f"{s} pp | tg" for s in SYSTEMS)
+             + " | default / native pp |",
+             "|---|---|" + "---|---|" * len(SYSTEMS) + "---|"]
+    for key, per_thread in builds.items():
+        for t, cell in per_thread.items():
+            cells = []
+            for s in SYSTEMS:
+                e = cell.get(s) or {}
+                cells += [f"{med(e['pp_tps']):.0f}" if e.get("pp_tps") else "n/a",
+                          f"{med(e['tg_tps']):.0f}" if e.get("tg_tps") else "n/a"]
+            r = ratio((cell.get(SYSTEMS[0]) or {}).get("pp_tps", []),
+                      (cell.get(SYSTEMS[2]) or {}).get("pp_tps", []))
+            lines.append(f"| {key} | {t} | " + " | ".join(cells) + f" | {_fmt_ratio(r, 3)} |")
+    infos = {variant((c.get(SYSTEMS[0]) or {}).get("system_info"))
+             for pt in builds.values() for c in pt.values()} - {""}
+    lines += ["", f"CPU variant the default build loaded: {', '.join(sorted(infos)) or 'n/a'}.",
+              ""]
+    return lines
+
+
+def builds_targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    from .builds import SYSTEMS
+
+    rows: list[tuple[str, str, bool | None]] = []
+    for key, per_thread in (data.get("builds") or {}).items():
+        for t, cell in per_thread.items():
+            r = ratio((cell.get(SYSTEMS[0]) or {}).get("pp_tps", []),
+                      (cell.get(SYSTEMS[2]) or {}).get("pp_tps", []))
+            rows.append((f"default build pp >= 0.98x GGML_NATIVE=ON llama-bench ({key}, {t} thr)",
+                         _fmt_ratio(r, 3), None if r is None else r >= 0.98))
+    return rows
+
+
+def render_sections(data: dict[str, Any]) -> str:
+    """The build-variant and chat sections alone (no saved results to merge into)."""
+    rows = [f"| {t} | {m} | {_check(ok)} |" for t, m, ok in
+            builds_targets(data) + chat_targets(data)]
+    return "\n".join(_builds_table(data) + _chat_table(data) + rows)
+
+
+def chat_targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    chat = data.get("chat") or {}
+    me = (chat.get("llamart") or {}).get("turn_s")
+    if not me:
+        return []
+    flat = me[-1] / me[0]
+    rows: list[tuple[str, str, bool | None]] = [
+        ("chat turn 12 within 1.2x of turn 1 (llamart)", f"{flat:.2f}x", flat <= 1.2)]
+    peer = (chat.get("llama-cpp-python") or {}).get("turn_s")
+    rows.append(("chat: llamart's turns at least as fast as llama-cpp-python's (sum of 12)",
+                 "n/a" if not peer else f"{sum(me):.2f} s vs {sum(peer):.2f} s",
+                 None if not peer else sum(me) <= sum(peer)))
+    return rows
+
+
+def plot_chat(data: dict[str, Any], path: Path = CHAT_PLOT) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {k: v["turn_s"] for k, v in (data.get("chat") or {}).items() if "turn_s" in v}
+    if not runs:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, secs in runs.items():
+        ax.plot(range(1, len(secs) + 1), secs, marker="o", label=name)
+    ax.set_xlabel("turn")
+    ax.set_ylabel("seconds")
+    ax.set_title("12-turn chat, SmolLM2 Q4_1, 2 threads")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _check(ok: bool | None) -> str:
@@ -312,8 +419,13 @@ def render(data: dict[str, Any]) -> str:
     lines += _wasm_tables(data)
     lines += ["## LoRA operations (llamart native)", ""]
     lines += _lora_tables(data)
+    lines += ["## Build variants: runtime CPU dispatch", ""]
+    lines += _builds_table(data)
+    lines += ["## A multi-turn chat: prefix reuse", ""]
+    lines += _chat_table(data)
     lines += ["## Targets", "", "| target | measured | status |", "| --- | --- | --- |"]
-    lines += [f"| {t} | {m} | {_check(ok)} |" for t, m, ok in targets(data)]
+    lines += [f"| {t} | {m} | {_check(ok)} |" for t, m, ok in
+              targets(data) + builds_targets(data) + chat_targets(data)]
     lines.append("")
     if FINDINGS.exists():
         lines += [FINDINGS.read_text().rstrip(), ""]
@@ -372,3 +484,4 @@ def write(data: dict[str, Any]) -> None:
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(render(data))
     plot(data)
+    plot_chat(data)

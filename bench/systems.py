@@ -50,19 +50,20 @@ def llama_bench_binary() -> Path:
     return LLAMA_BENCH_BUILD / "bin" / "llama-bench"
 
 
-def ensure_llama_bench(log=print) -> Path:
-    """Build llama-bench from the pinned llama.cpp source (once; later runs reuse build/bench)."""
-    binary = llama_bench_binary()
+def ensure_llama_bench(log=print, build: Path = LLAMA_BENCH_BUILD,
+                       flags: list[str] | None = None) -> Path:
+    """Build llama-bench from the pinned llama.cpp source (once; later runs reuse ``build``)."""
+    binary = build / "bin" / "llama-bench"
     if binary.exists():
         return binary
     src = llama_source_dir()
     if not (src / "CMakeLists.txt").exists():
         raise BenchError(f"the pinned llama.cpp source is missing at {src}: run the main build "
                          "first (cmake -S . -B build/dev), which fetches and extracts it")
-    log(f"bench: building llama-bench from {src} into {LLAMA_BENCH_BUILD} (several minutes)")
-    subprocess.run([*_nice(), "cmake", "-S", str(src), "-B", str(LLAMA_BENCH_BUILD),
-                    *LLAMA_BENCH_FLAGS], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([*_nice(), "cmake", "--build", str(LLAMA_BENCH_BUILD), "-j",
+    log(f"bench: building llama-bench from {src} into {build} (several minutes)")
+    subprocess.run([*_nice(), "cmake", "-S", str(src), "-B", str(build),
+                    *(flags or LLAMA_BENCH_FLAGS)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*_nice(), "cmake", "--build", str(build), "-j",
                     str(os.cpu_count() or 2), "--target", "llama-bench"], check=True,
                    stdout=subprocess.DEVNULL)
     return binary
@@ -109,14 +110,26 @@ def _job(spec: ModelSpec, threads: int, prompt: list[int], **extra: Any) -> dict
 
 
 def run_llamart(spec: ModelSpec, threads: int, prompt: list[int], kind: str = "speed",
-                **extra: Any) -> dict[str, Any]:
+                lib_dir: str | None = None, **extra: Any) -> dict[str, Any]:
+    """One llamart job in a child process; ``lib_dir``: another build's libllamart folder."""
+    job = _job(spec, threads, prompt, kind=kind, backend="native", **extra)
+    return run_llamart_job(job, lib_dir)
+
+
+def run_llamart_job(job: dict[str, Any], lib_dir: str | None = None) -> dict[str, Any]:
+    """Any bench.llamart_job function (``job["kind"]``) in a child process, natively."""
     env = {"GGML_NO_BACKTRACE": "1"}
-    lib = native_lib_dir()
+    lib = lib_dir or native_lib_dir()
     if lib:
         env["LLAMART_LIB_DIR"] = lib
-    job = _job(spec, threads, prompt, kind=kind, backend="native", **extra)
     run = run_child([sys.executable, "-m", "bench.worker_llamart", json.dumps(job)], env=env,
                     cwd=str(REPO))
+    return {**run.result(), "maxrss_mb": run.maxrss_mb}
+
+
+def run_venv_script(script: str | Path, job: dict[str, Any]) -> dict[str, Any]:
+    """A standalone script run by the bench venv's Python (llama-cpp-python)."""
+    run = run_child([str(venv_python()), str(script), json.dumps(job)], env=_lcpp_env())
     return {**run.result(), "maxrss_mb": run.maxrss_mb}
 
 
@@ -127,10 +140,11 @@ def run_llama_cpp_python(spec: ModelSpec, threads: int, prompt: list[int]) -> di
     return {**run.result(), "maxrss_mb": run.maxrss_mb}
 
 
-def run_llama_bench(spec: ModelSpec, threads: int, prompt: list[int]) -> dict[str, Any]:
+def run_llama_bench(spec: ModelSpec, threads: int, prompt: list[int],
+                    binary: Path | None = None) -> dict[str, Any]:
     """One llama-bench run (its own warm-up, then ``reps`` repetitions of pp and of tg). Load:
     from its "starting" progress line to its first "warmup" line (model load + context)."""
-    cmd = [str(llama_bench_binary()), "-m", str(spec.file), "-p", str(len(prompt)),
+    cmd = [str(binary or llama_bench_binary()), "-m", str(spec.file), "-p", str(len(prompt)),
            "-n", str(spec.n_gen), "-t", str(threads), "-b", str(N_BATCH), "-ub", str(N_BATCH),
            "-r", str(spec.reps), "-o", "json", "--progress"]
     run = run_child(cmd)

@@ -87,6 +87,9 @@ int32_t lm_adapters_apply(lm_session * s, lm_adapter ** adapters, const float * 
             sc.push_back(scales[i]);
         }
     }
+    // the KV cache (and the prefix lm_eval_prompt would reuse) was computed under the old set:
+    // drop it before the set changes, so even a failed change leaves nothing stale behind
+    lm_reset(s);
     const int32_t rc = loras.empty()
         ? llama_set_adapters_lora(s->ctx, nullptr, 0, nullptr)
         : llama_set_adapters_lora(s->ctx, loras.data(), loras.size(), sc.data());
@@ -95,7 +98,6 @@ int32_t lm_adapters_apply(lm_session * s, lm_adapter ** adapters, const float * 
     }
     s->active = active;
     s->active_scales.assign(scales, scales + n);
-    lm_reset(s);  // nothing computed under the old set is reused
     return LM_OK;
 }
 
@@ -131,9 +133,13 @@ lm_adapter * lm_adapter_load(lm_session *, const char *) {
 
 void lm_adapter_free(lm_session *, lm_adapter *) {}
 
-int32_t lm_adapters_apply(lm_session *, lm_adapter **, const float *, int32_t n) {
+int32_t lm_adapters_apply(lm_session * s, lm_adapter **, const float *, int32_t n) {
     lm::begin_call();
-    return n == 0 ? LM_OK : lm::fail(LM_ERR_UNSUPPORTED, kNoLora);
+    if (n != 0) {
+        return lm::fail(LM_ERR_UNSUPPORTED, kNoLora);
+    }
+    lm_reset(s);  // as with LoRA: applying (the empty set) clears the KV cache
+    return LM_OK;
 }
 
 int32_t lm_adapter_meta_count(const lm_adapter *) { return 0; }

@@ -95,6 +95,7 @@ namespace lm {
 
 void begin_call() {
     ensure_log();
+    ensure_backends();  // after the log hook, so ggml's loader logs reach lm_log_take
     flush_line();
     t_errors.clear();
     t_last_error.clear();
@@ -159,7 +160,11 @@ int32_t lm_capabilities(void) {
 
 const char * lm_system_info(void) {
     ensure_log();
-    return llama_print_system_info();
+    static thread_local std::string info;
+    const std::string & variant = lm::cpu_variant();
+    info = (variant.empty() ? std::string() : "CPU_VARIANT = " + variant + " | ") +
+           llama_print_system_info();
+    return info.c_str();
 }
 
 void lm_log_set_level(int32_t level) {

@@ -20,7 +20,8 @@ struct lm_session {
     std::vector<lm_adapter *> adapters;   // every adapter loaded for this session
     std::vector<lm_adapter *> active;     // the set applied on ctx now
     std::vector<float> active_scales;     // their scales
-    int32_t n_past = 0;
+    int32_t n_past = 0;                   // == cached.size()
+    std::vector<llama_token> cached;      // the tokens whose KV the cache holds, positions 0..
     int32_t n_vocab = 0;
     bool have_logits = false;
     bool greedy_only = false;             // sampler is a plain argmax: sample without the chain
@@ -28,6 +29,10 @@ struct lm_session {
 
 namespace lm {
 
+// Load ggml's CPU backend variants once (runtime dispatch builds; a no-op otherwise).
+void ensure_backends();
+// The CPU variant ggml picked ("zen4", ...), "" without runtime dispatch.
+const std::string & cpu_variant();
 // Start of every call that can fail: installs the log hook once, clears this thread's reason.
 void begin_call();
 // Record why this call failed (our summary, then llama.cpp's log lines since begin_call) and
@@ -40,6 +45,9 @@ int32_t copy_out(const std::string & s, char * buf, int32_t size);
 inline bool in_vocab(const lm_session * s, int32_t t) { return t >= 0 && t < s->n_vocab; }
 // "token 7 is outside the vocabulary (0..99)"
 std::string outside_vocab(const lm_session * s, int32_t t);
+// Evaluate tokens at the current position in n_batch-sized decodes (checked by the caller),
+// recording them in s->cached; a failed decode clears the cache.
+int32_t decode_tokens(lm_session * s, const llama_token * tokens, int32_t n_tokens);
 // Clear the KV cache and the position (lm_reset's body, also used after a failed decode).
 void reset_cache(lm_session * s, bool zero_data);
 // An adapter's metadata strings (snprintf style), for adapters.cpp.

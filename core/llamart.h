@@ -73,7 +73,7 @@ enum {
 LM_API const char * lm_version(void);            /* the llamart release, e.g. "0.2.0" */
 LM_API int32_t      lm_abi_version(void);        /* bumped whenever this header changes */
 LM_API int32_t      lm_capabilities(void);       /* LM_CAP_* bits */
-LM_API const char * lm_system_info(void);        /* llama_print_system_info(): SIMD features */
+LM_API const char * lm_system_info(void);        /* "CPU_VARIANT = zen4 | " (runtime dispatch builds) + llama_print_system_info() */
 LM_API void         lm_log_set_level(int32_t level);  /* 0 debug,1 info,2 warn,3 error; lower dropped */
 LM_API const char * lm_log_take(void);           /* pending lines "L\ttext\n" (L = 0..3); valid until this thread's next call */
 LM_API const char * lm_last_error(void);         /* this thread's reason for its last failing call ("" if none) */
@@ -117,6 +117,14 @@ LM_API void    lm_reset(lm_session * s);               /* clear the KV cache: po
 /* Evaluate tokens at the current position, split into n_batch decodes.  Checks every token
    against the vocab and n_past + n_tokens <= n_ctx first.  Logits of the last token kept. */
 LM_API int32_t lm_eval(lm_session * s, const int32_t * tokens, int32_t n_tokens);
+/* Evaluate a whole prompt from position 0, reusing the cached prefix: only the tokens after the
+   longest prefix it shares with what the KV cache holds are decoded (at least the last one, for
+   its logits, unless the prompt is exactly what was last evaluated: then nothing is).  The cache only ever holds what was evaluated under the active adapter set
+   (lm_adapters_apply clears it), so a reused prefix is always one computed under that set.
+   Falls back to a full evaluation where the memory cannot drop a suffix (recurrent models).
+   Returns the number of prompt tokens reused (>= 0), or LM_ERR_*; n_tokens must be >= 1 and
+   <= n_ctx, checked before anything changes. */
+LM_API int32_t lm_eval_prompt(lm_session * s, const int32_t * tokens, int32_t n_tokens);
 LM_API const float * lm_logits(lm_session * s);        /* n_vocab floats after the last eval, or NULL */
 
 /* ---- sampling (in C: no logits copy per token) ---- */

@@ -188,6 +188,7 @@ int32_t lm_generate(lm_session * s, int32_t max_n, int32_t eval_last, int32_t * 
             return n;
         }
         s->n_past += 1;
+        s->cached.push_back(tok);
     }
     return n;
 }

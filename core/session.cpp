@@ -34,6 +34,7 @@ int32_t meta_val(const llama_adapter_lora * a, int32_t i, char * buf, int32_t si
 void reset_cache(lm_session * s, bool zero_data) {
     llama_memory_clear(llama_get_memory(s->ctx), zero_data);
     s->n_past = 0;
+    s->cached.clear();
     s->have_logits = false;
 }
 
@@ -76,6 +77,7 @@ lm_session * lm_session_load(const char * path, int32_t n_ctx, int32_t n_batch, 
         cp.n_threads = threads;
         cp.n_threads_batch = threads;
         cp.no_perf = true;
+        cp.swa_full = true;  // a full-size SWA cache: a reused prefix keeps every position
         s->ctx = llama_init_from_model(model, cp);
         if (s->ctx == nullptr) {
             llama_model_free(model);

@@ -363,7 +363,9 @@ class Engine:
     # ---- evaluation ----
 
     def logits(self, prompt: str | Sequence[int]) -> array.array:
-        """Next-token logits (float32, n_vocab of them) after ``prompt``, from a clean state.
+        """Next-token logits (float32, n_vocab of them) after ``prompt``, as a fresh engine gives
+        them (a prefix evaluated by the previous call is reused when it was evaluated under the
+        same adapter set).
 
         Returns an ``array.array('f')`` (buffer protocol: ``numpy.asarray`` works on it).
         """
@@ -373,8 +375,7 @@ class Engine:
                     f"the {self.capabilities.backend} backend does not expose logits")
             tokens = self._prompt_tokens(model, prompt, False, room=False)
             with backend_errors("eval"):
-                self._backend.reset()
-                self._backend.eval(tokens)
+                self._backend.eval_prompt(tokens)
                 return self._backend.logits()
 
     def cancel(self) -> bool:

@@ -155,13 +155,14 @@ class GenerationRun:
         self._engine = engine
         self._tokens = tokens
         self._produced = 0
+        self._cached = 0  # prompt tokens whose evaluation was reused from the previous call
         self._cancelled = False
         self._outcome = "cancelled"  # the finish reason until the generation decides otherwise
 
     @property
     def usage(self) -> dict[str, int]:
         return {"prompt_tokens": len(self._tokens), "completion_tokens": self._produced,
-                "seed": self.seed}
+                "cached_tokens": self._cached, "seed": self.seed}
 
     def cancel(self) -> bool:
         self._cancelled = True
@@ -185,9 +186,10 @@ class GenerationRun:
 
     def _prefill(self) -> None:
         with self._engine._turn(self) as backend:
-            backend.reset()
             if self.params.max_tokens:
-                backend.eval(self._tokens)
+                # the prefix the KV cache holds from the last call is reused (the C core clears
+                # it on any adapter change, so it is always one computed under this set)
+                self._cached = backend.eval_prompt(self._tokens)
                 backend.sampler_init(self.params, self.seed)
                 backend.sampler_accept(self._tokens)
 

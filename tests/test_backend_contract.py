@@ -141,6 +141,44 @@ def test_eval_and_logits(loaded: tuple[Backend, ModelInfo]) -> None:
     assert _kind(lambda: b.eval([tokens[-1]] * (info.n_ctx + 1))) == ErrorKind.CONTEXT
 
 
+def _close(a: array.array, b: array.array, rel: float = 1e-4) -> bool:
+    """Equal within float noise: a prefix evaluated in other batch shapes rounds differently
+    (llama.cpp picks other kernels for a one-token batch)."""
+    scale = max(max(abs(x) for x in b), 1.0)
+    return max(abs(x - y) for x, y in zip(a, b, strict=True)) <= rel * scale
+
+
+def test_eval_prompt_reuses_the_cached_prefix(loaded: tuple[Backend, ModelInfo]) -> None:
+    b, info = loaded
+    tokens = b.tokenize(PROMPT, True, False)
+    b.reset()
+    b.eval(tokens)
+    expected = b.logits()  # the prompt evaluated once on a clean cache
+    other = b.tokenize(" and then", False, False)
+    b.reset()
+    assert b.eval_prompt(tokens) == 0  # nothing cached: all evaluated, as eval does
+    assert b.logits().tobytes() == expected.tobytes()
+    assert b.eval_prompt(tokens) == len(tokens)  # exactly what was evaluated: nothing to do
+    assert b.logits().tobytes() == expected.tobytes()
+    b.eval(other)
+    assert b.eval_prompt(tokens) == len(tokens) - 1  # cached, then more: the last one again
+    assert _close(b.logits(), expected)
+    assert b.eval_prompt(tokens[:2] + other) == 2  # a shared prefix, then a new suffix
+    b.reset()
+    b.eval(tokens[:2] + other)
+    fresh_other = b.logits()
+    assert not _close(fresh_other, expected)
+    assert b.eval_prompt(tokens) == 2  # back: the cache dropped the old suffix
+    assert _close(b.logits(), expected)
+    # refused before anything changes: the cache still holds the prompt
+    assert _kind(lambda: b.eval_prompt([])) == ErrorKind.ARG
+    assert _kind(lambda: b.eval_prompt([info.n_vocab + 5])) == ErrorKind.ARG
+    assert _kind(lambda: b.eval_prompt([tokens[-1]] * (info.n_ctx + 1))) == ErrorKind.CONTEXT
+    assert b.eval_prompt(tokens) == len(tokens)
+    b.reset()
+    assert b.eval_prompt(tokens) == 0
+
+
 def test_greedy_sampling_follows_the_logits(sampling: tuple[Backend, ModelInfo]) -> None:
     b, info = sampling
     b.eval(b.tokenize(PROMPT, True, False))
@@ -218,10 +256,10 @@ def test_adapters(loaded: tuple[Backend, ModelInfo], fx: dict[str, str]) -> None
     assert meta["adapter.type"] == "lora" and all(isinstance(v, str) for v in meta.values())
     b.apply_adapters([(handle, 1.0)])
     assert _kind(b.logits) == ErrorKind.STATE  # applying clears the KV cache
-    b.eval(prompt)
+    assert b.eval_prompt(prompt) == 0  # so nothing evaluated under the old set is reused
     assert b.logits().tobytes() != base
     b.apply_adapters([(handle, 0.0)])  # scale 0: the base model
-    b.eval(prompt)
+    assert b.eval_prompt(prompt) == 0
     assert b.logits().tobytes() == base
     b.apply_adapters([])
     b.eval(prompt)

@@ -392,7 +392,7 @@ def test_generation_params_validated_eagerly(loaded, fake, kwargs, exc, name) ->
         loaded.complete("hello", **kwargs)
     with pytest.raises(exc, match=name):
         loaded.generate("hello", params=GenerationParams(**kwargs))
-    assert fake.counts["reset"] == 0 and fake.counts["tokenize"] == 0
+    assert fake.counts["eval_prompt"] == 0 and fake.counts["tokenize"] == 0
 
 
 def test_prompt_validated(loaded: Engine) -> None:
@@ -429,7 +429,7 @@ def test_stream_and_finish_reasons(loaded: Engine, fake: FakeBackend) -> None:
     chunks = list(loaded.generate("x", max_tokens=10))
     assert chunks == ["hello", " world"] and loaded.last_finish_reason == "stop"
     assert loaded.last_usage == {"prompt_tokens": 2, "completion_tokens": 2,
-                                 "seed": fake.seed}
+                                 "cached_tokens": 0, "seed": fake.seed}
     fake.script = byte_tokens(b"abcdefgh")
     assert loaded.complete("x", max_tokens=3) == "abc"
     assert loaded.last_finish_reason == "length"
@@ -447,13 +447,13 @@ def test_max_tokens_and_eval_after(loaded: Engine, fake: FakeBackend) -> None:
     assert loaded.last_finish_reason == "length" and len(steps) == fake.counts["next_tokens"]
 
 
-def test_each_generation_starts_clean(loaded: Engine, fake: FakeBackend) -> None:
+def test_each_generation_evaluates_its_whole_prompt(loaded: Engine, fake: FakeBackend) -> None:
     first = loaded.complete("abc", max_tokens=6, temperature=0.0)
     second = loaded.complete("abc", max_tokens=6, temperature=0.0)
     assert first == second
-    evals = [args[0] for name, args in fake.calls if name == "eval"]
-    assert evals[-1] == [BOS] + byte_tokens(b"abc")  # the prompt, on a reset context
-    assert fake.counts["reset"] == 2
+    evals = [args[0] for name, args in fake.calls if name == "eval_prompt"]
+    assert evals == [[BOS] + byte_tokens(b"abc")] * 2  # the prompt from position 0, each time
+    assert loaded.last_usage["cached_tokens"] == 3  # all but the last token came from the cache
 
 
 def test_utf8_split_across_tokens(loaded: Engine, fake: FakeBackend) -> None:
@@ -509,7 +509,7 @@ def test_prompt_overflow(engine: Engine, fake: FakeBackend, files) -> None:
     engine.load_model(files["model"], n_ctx=8)
     with pytest.raises(ContextOverflowError, match="n_ctx=8"):
         engine.generate("abcdefg")  # 8 tokens: no room to generate
-    assert fake.counts["reset"] == 0 and fake.counts["eval"] == 0
+    assert fake.counts["eval_prompt"] == 0
     assert len(engine.logits("abcdefg")) == N_VOCAB  # logits only need the prompt to fit
     with pytest.raises(ContextOverflowError):
         engine.logits("abcdefgh")
@@ -569,7 +569,7 @@ def test_chat_uses_template_with_special_tokens(loaded: Engine, fake: FakeBacken
     text, add_special, parse_special = [a for n, a in fake.calls if n == "tokenize"][-1]
     assert text == "<s>system: be brief</s><s>user: hi</s><s>assistant: "
     assert parse_special is True
-    prompt = [a[0] for n, a in fake.calls if n == "eval"][-1]
+    prompt = [a[0] for n, a in fake.calls if n == "eval_prompt"][-1]
     assert prompt[:2] == [BOS, BOS]  # "<s>" parsed as the special token
 
 
@@ -1209,13 +1209,14 @@ def test_generate_returns_a_generation(loaded: Engine, fake: FakeBackend) -> Non
     fake.script = byte_tokens(b"abc") + [EOS]
     gen = loaded.generate("x", max_tokens=10, seed=3)
     assert isinstance(gen, Generation) and iter(gen) is gen
-    assert gen.finish_reason is None and fake.counts["reset"] == 0  # nothing ran yet
+    assert gen.finish_reason is None and fake.counts["eval_prompt"] == 0  # nothing ran yet
     assert next(gen) == "a" and gen.finish_reason is None
-    assert gen.usage == {"prompt_tokens": 2, "completion_tokens": 1, "seed": 3}
+    assert gen.usage == {"prompt_tokens": 2, "completion_tokens": 1, "cached_tokens": 0,
+                         "seed": 3}
     assert gen.text() == "bc"
     assert gen.finish_reason == "stop" == loaded.last_finish_reason
     assert gen.usage == loaded.last_usage == {"prompt_tokens": 2, "completion_tokens": 3,
-                                             "seed": 3}
+                                             "cached_tokens": 0, "seed": 3}
     assert "finish_reason='stop'" in repr(gen)
 
 
@@ -1249,7 +1250,7 @@ def test_generation_closed_or_cancelled_before_it_starts(loaded: Engine,
         gen = loaded.generate("x", max_tokens=3)
         assert (gen.close() if end == "close" else gen.cancel()) in (None, False)
         assert list(gen) == [] and gen.finish_reason == "cancelled"
-        assert fake.counts["reset"] == 1  # it never reached the backend
+        assert fake.counts["eval_prompt"] == 1  # it never reached the backend
         assert loaded.last_finish_reason == "length"  # the engine's record is untouched
 
 
@@ -1288,7 +1289,7 @@ def test_async_generation_object(loaded: Engine, fake: FakeBackend) -> None:
     assert agen.cancel() is False
     unstarted = loaded.agenerate("x", max_tokens=2)
     run_coroutine(unstarted.aclose())
-    assert unstarted.finish_reason == "cancelled" and fake.counts["reset"] == 1
+    assert unstarted.finish_reason == "cancelled" and fake.counts["eval_prompt"] == 1
 
 
 # ---- every entry point takes every sampling option ----
@@ -1415,7 +1416,7 @@ def test_chat_stream(loaded: Engine, fake: FakeBackend) -> None:
     assert gen.finish_reason == "stop"
     fake.script = byte_tokens(b"Hi there") + [EOS]
     assert loaded.chat(messages, max_tokens=20) == "Hi there"  # the same, not streamed
-    prompts = [a[0] for n, a in fake.calls if n == "eval"]
+    prompts = [a[0] for n, a in fake.calls if n == "eval_prompt"]
     assert prompts[-1] == prompts[-2]
     with pytest.raises(TypeError, match="stream"):
         loaded.chat(messages, stream=1)  # type: ignore[call-overload]
@@ -1481,7 +1482,7 @@ def test_vocab_only(engine: Engine, fake: FakeBackend, files, tmp_path) -> None:
         with pytest.raises(EngineStateError, match="vocabulary-only") as ei:
             call()
         assert vocab in str(ei.value), name
-    assert fake.counts["reset"] == 0 and fake.counts["load_adapter"] == 0
+    assert fake.counts["eval_prompt"] == 0 and fake.counts["load_adapter"] == 0
     assert engine.remove_lora(files["a"]) is False and engine.loras == {}
     engine.load_model(files["model"], ModelParams(vocab_only=True))  # a full model, too
     assert fake.model_params.vocab_only is True

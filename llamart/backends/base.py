@@ -99,6 +99,11 @@ class Backend(Protocol):
     # evaluation (the KV cache starts at position 0 after reset)
     def reset(self) -> None: ...
     def eval(self, tokens: Sequence[int]) -> None: ...
+    def eval_prompt(self, tokens: Sequence[int]) -> int:
+        """Evaluate a whole prompt from position 0, decoding only what follows the longest
+        prefix the KV cache already holds (computed under the active adapter set: applying
+        adapters clears it). Returns the number of tokens reused."""
+        ...
     def logits(self) -> array.array: ...  # typecode "f", n_vocab floats, a copy
 
     # sampling: init once per generation, then next_tokens until it ends

@@ -262,6 +262,15 @@ class CApiClient:
         self._with_tokens(self._lib.lm_eval, tokens, "evaluation failed")
         self._drain_log()
 
+    def eval_prompt(self, tokens: Sequence[int]) -> int:
+        sp = self._s()
+        with self._ffi.scope() as s:
+            rc = int(self._lib.lm_eval_prompt(sp, s.i32s(tokens), len(tokens)))
+        self._drain_log()
+        if rc < 0:
+            raise self._error(rc, "evaluation failed")
+        return rc
+
     def logits(self) -> array.array:
         ptr = self._ffi.ptr(self._lib.lm_logits(self._s()))
         if ptr is None:

@@ -11,10 +11,10 @@ logits and stacking order does not.
 
 Test hooks: ``script`` (tokens next_tokens samples instead of sampling), ``fail_next(method,
 kind, reason)``, ``on_next_token`` (called before each token next_tokens samples), ``counts``
-(calls per method, and "sampled": tokens sampled),
-``adapter_loads`` (load_adapter calls per path), ``violations`` (protocol misuse seen: freeing
-an applied or freed adapter, leaking one at unload, calls after dispose, calls interleaved from
-two threads).
+(calls per method, "sampled": tokens sampled, "evaluated": prompt tokens eval_prompt did not
+reuse), ``adapter_loads`` (load_adapter calls per path), ``violations`` (protocol misuse seen:
+freeing an applied or freed adapter, leaking one at unload, calls after dispose, calls
+interleaved from two threads).
 """
 
 from __future__ import annotations
@@ -222,6 +222,28 @@ class FakeBackend:
                 raise BackendError(ErrorKind.CONTEXT, "context full")
             self.ctx.extend(tokens)
             self.has_logits = True
+        finally:
+            self._leave()
+
+    def eval_prompt(self, tokens: Sequence[int]) -> int:
+        self._enter("eval_prompt", list(tokens))
+        try:
+            self._need_model()
+            assert self.model_params is not None
+            tokens = list(tokens)
+            if any(not 0 <= t < N_VOCAB for t in tokens) or not tokens:
+                raise BackendError(ErrorKind.ARG, "empty prompt or token outside the vocabulary")
+            if len(tokens) > (self.model_params.n_ctx or 256):
+                raise BackendError(ErrorKind.CONTEXT, "context full")
+            reused = 0
+            while reused < min(len(self.ctx), len(tokens)) and self.ctx[reused] == tokens[reused]:
+                reused += 1
+            if not (reused == len(tokens) == len(self.ctx) and self.has_logits):
+                reused = min(reused, len(tokens) - 1)  # the last one again, for its logits
+            self.ctx = tokens
+            self.counts["evaluated"] += len(tokens) - reused
+            self.has_logits = True
+            return reused
         finally:
             self._leave()
 
