@@ -144,7 +144,7 @@ const char * lm_version(void) { return LLAMART_VERSION; }
 int32_t lm_abi_version(void) { return LLAMART_ABI_VERSION; }
 
 int32_t lm_capabilities(void) {
-    int32_t caps = 0;
+    int32_t caps = LM_CAP_EMBEDDINGS;
 #if LLAMART_LORA
     caps |= LM_CAP_LORA;
 #endif
