@@ -71,6 +71,10 @@ llama_context * context_for(lm_session * s, int32_t p) {
     cp.n_seq_max = kMaxSeqs;
     cp.kv_unified = true;  // one stream: split_simple keeps a decode in one ubatch
     cp.embeddings = true;
+    // flash attention switches to a tiled kernel at 64 query tokens, so a text's vector would
+    // depend on what it was packed with (measured: up to 5e-3 on SmolLM2 Q4_1); plain attention
+    // computes every row alike
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
     cp.pooling_type = (enum llama_pooling_type) p;
     cp.n_threads = llama_n_threads(s->ctx);
     cp.n_threads_batch = llama_n_threads_batch(s->ctx);
