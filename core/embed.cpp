@@ -75,11 +75,18 @@ llama_context * context_for(lm_session * s, int32_t p) {
     // depend on what it was packed with (measured: up to 5e-3 on SmolLM2 Q4_1); plain attention
     // computes every row alike
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    // an F32 cache: no F16 rounding of K and V (the cache holds one window, cleared per decode)
+    cp.type_k = GGML_TYPE_F32;
+    cp.type_v = GGML_TYPE_F32;
     cp.pooling_type = (enum llama_pooling_type) p;
     cp.n_threads = llama_n_threads(s->ctx);
     cp.n_threads_batch = llama_n_threads_batch(s->ctx);
     cp.no_perf = true;
-    llama_context * ctx = llama_init_from_model(s->model, cp);
+    llama_context * ctx = nullptr;
+    {
+        lm::ExpectedLog expected("model default pooling_type is");  // we chose one on purpose
+        ctx = llama_init_from_model(s->model, cp);
+    }
     if (ctx == nullptr) {
         lm::fail(LM_ERR_ALLOC, "llama.cpp could not create the embedding context (" +
                                    std::to_string(window) + " tokens)");

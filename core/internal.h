@@ -30,6 +30,12 @@ struct lm_session {
 
 namespace lm {
 
+// While alive, llama.cpp warnings on this thread containing `needle` are logged as info (a
+// warning we cause on purpose, e.g. asking for a pooling type the model does not name).
+struct ExpectedLog {
+    explicit ExpectedLog(const char * needle);
+    ~ExpectedLog();
+};
 // Start of every call that can fail: installs the log hook once, clears this thread's reason.
 void begin_call();
 // Record why this call failed (our summary, then llama.cpp's log lines since begin_call) and

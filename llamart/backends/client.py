@@ -84,6 +84,13 @@ def string_scanner(ffi: Ffi) -> Callable[[memoryview, int, int, bool], int]:
     return scan
 
 
+def _pooling(name: str | None) -> int:
+    """The LM_POOLING_* code of a pooling name (None: the model's own)."""
+    if name not in POOLING:
+        raise BackendError(ErrorKind.ARG, f"unknown pooling type {name!r}")
+    return POOLING[name]
+
+
 class _Session:
     """Owns one lm_session* (model + context + sampler + adapters); freed at the latest when
     ``owner`` (the backend) is garbage."""
@@ -319,7 +326,7 @@ class CApiClient:
         with self._ffi.scope() as s:
             out = s.out_f32s(n * n_out)
             rc = int(lib.lm_embed(sp, s.i32s([t for seq in tokens for t in seq]),
-                                  s.i32s([len(seq) for seq in tokens]), n, POOLING[pooling],
+                                  s.i32s([len(seq) for seq in tokens]), n, _pooling(pooling),
                                   int(normalize), out, n * n_out))
             if rc != 0:
                 raise self._error(rc, "embedding failed")
@@ -328,7 +335,7 @@ class CApiClient:
         return [flat[i * n_out:(i + 1) * n_out] for i in range(n)]
 
     def embedding_pooling(self, pooling: str | None) -> str:
-        rc = int(self._lib.lm_embed_pooling(self._s(), POOLING[pooling]))
+        rc = int(self._lib.lm_embed_pooling(self._s(), _pooling(pooling)))
         if rc < 0:
             raise self._error(rc, "no pooling type")
         return next(name for name, code in POOLING.items() if code == rc and name)
