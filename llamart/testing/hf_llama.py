@@ -121,7 +121,8 @@ def forward(m: HFLlama, tokens: Sequence[int],
             deltas: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """Logits (n_tokens, n_vocab) of transformers' Llama on weights ``W + deltas[W]``
     (deltas keyed by module name, e.g. ``model.layers.0.self_attn.q_proj``)."""
-    return hidden_states(m, tokens, deltas) @ m.weights["lm_head.weight"].T
+    head = m.weights["lm_head.weight"] + (deltas or {}).get("lm_head", 0.0)
+    return hidden_states(m, tokens, deltas) @ head.T
 
 
 def hidden_states(m: HFLlama, tokens: Sequence[int],
