@@ -174,7 +174,7 @@ LM_API int32_t lm_embed_window(const lm_session * s);
 /* Embed n_seqs texts: their tokens concatenated in tokens[], their lengths in lengths[] (each
    1..lm_embed_window, else LM_ERR_ARG / LM_ERR_CONTEXT before any decode).  Writes n_seqs *
    lm_n_embd_out floats to out (out_size floats), L2-normalised when normalize is non-zero.
-   Texts are packed several to a decode (distinct seq_ids) while they fit in the window. */
+   Short texts are packed several to a decode (distinct seq_ids, up to 128 tokens). */
 LM_API int32_t lm_embed(lm_session * s, const int32_t * tokens, const int32_t * lengths,
                         int32_t n_seqs, int32_t pooling, int32_t normalize, float * out,
                         int32_t out_size);
