@@ -316,3 +316,18 @@ def test_fake_backend_embeddings(fx: dict[str, str]) -> None:
         assert abs(norm(ab) - 1.0) < 1e-6
         with pytest.raises(ContextOverflowError):
             eng.embed("x" * 20)
+
+
+def test_smollm2_whole_window(smol: Engine) -> None:
+    # the window is min(n_ctx 256, n_batch 512): a text filling it is one ubatch, one more
+    # token is refused before llama.cpp sees it
+    window = N_CTX
+    words = " ".join(["cat"] * 400)
+    tokens = smol.tokenize(words)
+    fits = smol.detokenize(tokens[:window])
+    assert len(smol.tokenize(fits)) == window
+    (vec,) = smol.embed(fits)
+    assert abs(norm(vec) - 1.0) < 1e-5 and all(math.isfinite(x) for x in vec)
+    with pytest.raises(ContextOverflowError, match=f"embedding window is {window}"):
+        smol.embed(smol.detokenize(tokens[:window + 1]))
+    assert len(smol.embed("still works")) == 1
