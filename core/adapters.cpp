@@ -58,6 +58,7 @@ void lm_adapter_free(lm_session * s, lm_adapter * a) {
         }
         if (lm_adapters_apply(s, rest.data(), rest_scales.data(), (int32_t) rest.size()) != LM_OK) {
             llama_set_adapters_lora(s->ctx, nullptr, 0, nullptr);
+            lm::embed_unset_adapters(s);
             s->active.clear();
             s->active_scales.clear();
             lm_reset(s);
@@ -98,6 +99,7 @@ int32_t lm_adapters_apply(lm_session * s, lm_adapter ** adapters, const float * 
     }
     s->active = active;
     s->active_scales.assign(scales, scales + n);
+    lm::embed_sync_adapters(s);  // embeddings see the same set as generation
     return LM_OK;
 }
 

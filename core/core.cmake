@@ -15,7 +15,7 @@ endif()
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${_version_py}")
 
 set(LLAMART_CORE_SOURCES errors.cpp session.cpp text.cpp eval.cpp sampling.cpp adapters.cpp
-    gguf_scan.cpp cpu_backends.cpp)
+    embed.cpp gguf_scan.cpp cpu_backends.cpp)
 list(TRANSFORM LLAMART_CORE_SOURCES PREPEND "${_llamart_core_dir}/")
 set(LLAMART_HEADER "${_llamart_core_dir}/llamart.h")
 

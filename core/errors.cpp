@@ -32,6 +32,7 @@ thread_local int t_line_level = 0;
 thread_local std::string t_errors;
 thread_local std::string t_last_error;
 thread_local std::string t_taken;
+thread_local const char * t_expected = nullptr;  // lm::ExpectedLog: a line demoted to info
 
 constexpr size_t kMaxErrors = 16384;
 constexpr size_t kMaxPending = 1u << 20;
@@ -52,6 +53,9 @@ void flush_line() {
     }
     if (t_line.empty()) {
         return;
+    }
+    if (t_expected != nullptr && t_line_level == 2 && t_line.find(t_expected) != std::string::npos) {
+        t_line_level = 1;
     }
     if (t_line_level >= 2) {
         if (!t_errors.empty()) {
@@ -92,6 +96,12 @@ void ensure_log() {
 }  // namespace
 
 namespace lm {
+
+ExpectedLog::ExpectedLog(const char * needle) { t_expected = needle; }
+ExpectedLog::~ExpectedLog() {
+    flush_line();
+    t_expected = nullptr;
+}
 
 void begin_call() {
     ensure_log();
@@ -145,7 +155,7 @@ const char * lm_version(void) { return LLAMART_VERSION; }
 int32_t lm_abi_version(void) { return LLAMART_ABI_VERSION; }
 
 int32_t lm_capabilities(void) {
-    int32_t caps = 0;
+    int32_t caps = LM_CAP_EMBEDDINGS;
 #if LLAMART_LORA
     caps |= LM_CAP_LORA;
 #endif

@@ -15,6 +15,8 @@ struct lm_adapter {
 struct lm_session {
     llama_model * model = nullptr;
     llama_context * ctx = nullptr;
+    llama_context * embed_ctx = nullptr;  // embed.cpp's: made on the first lm_embed
+    int32_t embed_pooling = 0;            // its pooling type
     const llama_vocab * vocab = nullptr;
     llama_sampler * sampler = nullptr;
     std::vector<lm_adapter *> adapters;   // every adapter loaded for this session
@@ -33,6 +35,12 @@ namespace lm {
 void ensure_backends();
 // The CPU variant ggml picked ("zen4", ...), "" without runtime dispatch.
 const std::string & cpu_variant();
+// While alive, llama.cpp warnings on this thread containing `needle` are logged as info (a
+// warning we cause on purpose, e.g. asking for a pooling type the model does not name).
+struct ExpectedLog {
+    explicit ExpectedLog(const char * needle);
+    ~ExpectedLog();
+};
 // Start of every call that can fail: installs the log hook once, clears this thread's reason.
 void begin_call();
 // Record why this call failed (our summary, then llama.cpp's log lines since begin_call) and
@@ -53,5 +61,10 @@ void reset_cache(lm_session * s, bool zero_data);
 // An adapter's metadata strings (snprintf style), for adapters.cpp.
 int32_t meta_key(const llama_adapter_lora * a, int32_t i, char * buf, int32_t size);
 int32_t meta_val(const llama_adapter_lora * a, int32_t i, char * buf, int32_t size);
+// embed.cpp: set the session's active adapters on the embedding context (if any); unset them
+// from it; free it (adapters unset first).
+void embed_sync_adapters(lm_session * s);
+void embed_unset_adapters(lm_session * s);
+void embed_free(lm_session * s);
 
 }  // namespace lm

@@ -23,7 +23,7 @@
  * so no callback has to cross from C into Python).
  *
  * The source is split by topic beside this header (session.cpp, text.cpp, eval.cpp,
- * sampling.cpp, adapters.cpp, gguf_scan.cpp, errors.cpp; internal.h holds the shared structs).
+ * sampling.cpp, adapters.cpp, embed.cpp, gguf_scan.cpp, errors.cpp; internal.h holds the shared structs).
  * Everything between the CDEF markers is plain C that cffi parses directly: keep it free of
  * preprocessor lines and macros other than LM_API (stripped by the Python loader).
  */
@@ -66,7 +66,16 @@ enum {
 enum {
     LM_CAP_LORA    = 1,  /* LoRA adapters (not in the WebAssembly build) */
     LM_CAP_THREADS = 2,  /* n_threads > 1 is honoured (native; WebAssembly with pthreads) */
-    LM_CAP_MMAP    = 4   /* models can be memory-mapped (not in WebAssembly) */
+    LM_CAP_MMAP    = 4,  /* models can be memory-mapped (not in WebAssembly) */
+    LM_CAP_EMBEDDINGS = 8  /* lm_embed (every build) */
+};
+
+/* lm_embed pooling types (llama.cpp's enum llama_pooling_type values, but MODEL) */
+enum {
+    LM_POOLING_MODEL = -1,  /* the GGUF's <arch>.pooling_type; mean when it has none (or "none") */
+    LM_POOLING_MEAN  =  1,  /* the mean of the text's final hidden states */
+    LM_POOLING_CLS   =  2,  /* the first token's */
+    LM_POOLING_LAST  =  3   /* the last token's */
 };
 
 /* ---- version, capabilities, logging, errors ---- */
@@ -83,7 +92,7 @@ LM_API const char * lm_last_error(void);         /* this thread's reason for its
    LM_CAP_MMAP. */
 LM_API lm_session * lm_session_load(const char * path, int32_t n_ctx, int32_t n_batch,
                                     int32_t n_threads, int32_t use_mmap, int32_t vocab_only);
-LM_API void         lm_session_free(lm_session * s);  /* unsets+frees adapters, then ctx, then model; NULL ok */
+LM_API void         lm_session_free(lm_session * s);  /* unsets+frees adapters, then contexts, then model; NULL ok */
 
 /* ---- model facts (0 / -1 for a NULL session) ---- */
 LM_API int32_t  lm_n_vocab(const lm_session * s);
@@ -159,6 +168,25 @@ LM_API int32_t lm_adapters_apply(lm_session * s, lm_adapter ** adapters, const f
 LM_API int32_t lm_adapter_meta_count(const lm_adapter * a);
 LM_API int32_t lm_adapter_meta_key(const lm_adapter * a, int32_t i, char * buf, int32_t size);
 LM_API int32_t lm_adapter_meta_val(const lm_adapter * a, int32_t i, char * buf, int32_t size);
+
+/* ---- embeddings: a second context (embeddings on, one pooling type), made on first use and
+   remade when the pooling type changes; the generation context is never touched.  The active
+   adapters are set on it too; lm_session_free unsets them from both contexts, frees both. ---- */
+LM_API int32_t lm_model_pooling(const lm_session * s);  /* the GGUF's pooling type, -1 if none */
+/* The pooling lm_embed uses for `pooling` (LM_POOLING_MODEL resolved), or LM_ERR_ARG /
+   LM_ERR_UNSUPPORTED (the model's own is e.g. rank, which gives no embedding). */
+LM_API int32_t lm_embed_pooling(const lm_session * s, int32_t pooling);
+/* Tokens one text may have: min(n_ctx, n_batch) (the embedding context's n_ctx = n_batch =
+   n_ubatch: a pooled text is never split across ubatches).  0 without a context. */
+LM_API int32_t lm_embed_window(const lm_session * s);
+/* Embed n_seqs texts: their tokens concatenated in tokens[], their lengths in lengths[] (each
+   1..lm_embed_window, else LM_ERR_ARG / LM_ERR_CONTEXT before any decode).  Writes n_seqs *
+   lm_n_embd_out floats to out (out_size floats), L2-normalised when normalize is non-zero.
+   Short texts are packed several to a decode (distinct seq_ids, up to 128 tokens). */
+LM_API int32_t lm_embed(lm_session * s, const int32_t * tokens, const int32_t * lengths,
+                        int32_t n_seqs, int32_t pooling, int32_t normalize, float * out,
+                        int32_t out_size);
+LM_API int32_t lm_n_embd_out(const lm_session * s);   /* floats per embedding */
 
 /* ---- GGUF validation helper (the Python validator's fast path; it re-walks in Python on any
    failure, to report the exact reason) ---- */

@@ -97,10 +97,11 @@ void lm_session_free(lm_session * s) {
         llama_sampler_free(s->sampler);
         s->sampler = nullptr;
     }
-    // adapters are unset from the context before they are freed; the context before the model
+    // adapters are unset from both contexts before they are freed; the contexts before the model
     if (s->ctx && !s->active.empty()) {
         llama_set_adapters_lora(s->ctx, nullptr, 0, nullptr);
     }
+    lm::embed_free(s);  // unsets them from the embedding context, then frees it
     s->active.clear();
     s->active_scales.clear();
     if (s->ctx) {

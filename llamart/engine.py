@@ -34,6 +34,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from . import embedding
 from .adapter_set import AdapterSet, lora_unavailable
 from .async_generation import AsyncGeneration
 from .backends.base import Backend, Capabilities, ModelInfo
@@ -377,6 +378,25 @@ class Engine:
             with backend_errors("eval"):
                 self._backend.eval_prompt(tokens)
                 return self._backend.logits()
+
+    def embed(self, texts: str | Sequence[str], normalize: bool = True,
+              pooling: str | None = None) -> list[array.array]:
+        """One embedding (``array.array('f')``, n_embd floats) per text; a str is one text.
+
+        ``pooling`` is "mean", "cls", "last" or None (the model's own; mean when it names none);
+        ``normalize`` scales each vector to unit length. Computed in a context of their own,
+        with the active LoRA adapters: a generation (even one streaming now) is not disturbed.
+        A text over ``min(n_ctx, n_batch)`` tokens raises ContextOverflowError. See
+        :mod:`llamart.embedding`.
+        """
+        with self._with_model("compute embeddings", idle=False, weights=True):
+            return embedding.embed(self._backend, texts, normalize, pooling,
+                                   lambda text: self._tokenize(text, True, False))
+
+    def embedding_pooling(self, pooling: str | None = None) -> str:
+        """The pooling :meth:`embed` uses for ``pooling`` on the loaded model."""
+        with self._with_model("compute embeddings", idle=False, weights=True):
+            return embedding.embedding_pooling(self._backend, pooling)
 
     def cancel(self) -> bool:
         """Ask the streaming generation (from any thread) to stop before its next token.

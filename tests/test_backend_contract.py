@@ -105,6 +105,7 @@ def test_calls_need_a_model(backend: Backend, fx: dict[str, str]) -> None:
     backend.unload_model()
     assert _kind(lambda: backend.tokenize(PROMPT, True, False)) == ErrorKind.STATE
     assert _kind(backend.logits) == ErrorKind.STATE
+    assert _kind(lambda: backend.embed([[1]], None, True)) == ErrorKind.STATE
 
 
 def test_tokenize_and_detokenize(loaded: tuple[Backend, ModelInfo]) -> None:
@@ -266,3 +267,44 @@ def test_adapters(loaded: tuple[Backend, ModelInfo], fx: dict[str, str]) -> None
     assert b.logits().tobytes() == base
     b.free_adapter(handle)
 
+
+
+def _norm(v: array.array) -> float:
+    return math.sqrt(sum(x * x for x in v))
+
+
+def test_embeddings(loaded: tuple[Backend, ModelInfo], fx: dict[str, str]) -> None:
+    b, info = loaded
+    assert b.capabilities.embeddings  # every backend here computes them
+    texts = [b.tokenize(t, True, False) for t in (PROMPT, "hello world", "a")]
+    window = b.embedding_window()
+    assert 0 < window <= info.n_ctx
+    assert b.embedding_pooling(None) == "mean"  # the fixture names no pooling type
+    assert [b.embedding_pooling(p) for p in ("mean", "cls", "last")] == ["mean", "cls", "last"]
+    vecs = b.embed(texts, None, True)
+    assert len(vecs) == 3
+    for v in vecs:
+        assert isinstance(v, array.array) and v.typecode == "f" and len(v) == len(vecs[0]) > 0
+        assert abs(_norm(v) - 1.0) < 1e-5
+    assert vecs[0].tobytes() != vecs[1].tobytes()
+    assert [v.tobytes() for v in b.embed(texts, "mean", True)] == [v.tobytes() for v in vecs]
+    raw = b.embed(texts[:1], "mean", False)[0]
+    assert abs(_norm(raw) - 1.0) > 1e-3  # not normalised
+    assert all(abs(x / _norm(raw) - y) < 1e-5 for x, y in zip(raw, vecs[0], strict=True))
+    assert b.embed(texts[:1], "cls", True)[0].tobytes() != vecs[0].tobytes()
+    assert b.embed(texts[:1], "last", True)[0].tobytes() != vecs[0].tobytes()
+    # refused before any work: too long, empty, outside the vocabulary; the backend still works
+    assert _kind(lambda: b.embed([[texts[0][-1]] * (window + 1)], None, True)) == ErrorKind.CONTEXT
+    assert _kind(lambda: b.embed([[]], None, True)) == ErrorKind.ARG
+    assert _kind(lambda: b.embed([[info.n_vocab + 1]], None, True)) == ErrorKind.ARG
+    assert _kind(lambda: b.embedding_pooling("max")) == ErrorKind.ARG  # type: ignore[arg-type]
+    alone = b.embed(texts[1:2], None, True)[0]  # packed with others or not: float noise apart
+    assert max(abs(x - y) for x, y in zip(alone, vecs[1], strict=True)) < 1e-5
+
+
+def test_embeddings_leave_the_generation_state_alone(loaded: tuple[Backend, ModelInfo]) -> None:
+    b, _ = loaded
+    b.eval(b.tokenize(PROMPT, True, False))
+    before = b.logits().tobytes()
+    b.embed([b.tokenize("hello world", True, False)], None, True)
+    assert b.logits().tobytes() == before  # still there, unchanged

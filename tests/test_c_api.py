@@ -215,11 +215,12 @@ def test_empty_metadata_values_copy_out_as_empty(tmp_path: Path,
 def test_capabilities_come_from_the_library(backend: Any) -> None:
     bits = int(backend._lib.lm_capabilities())
     caps = backend.capabilities
+    assert bits & _c_api.CAP_EMBEDDINGS and caps.embeddings  # every build
     if NATIVE:
         assert bits & _c_api.CAP_LORA and caps.lora and caps.lora_reason is None
         assert caps.threads and caps.mmap
     else:  # the WebAssembly module is compiled without LoRA, threads and mmap
-        assert bits == 0
+        assert bits == _c_api.CAP_EMBEDDINGS
         assert caps.lora is False and caps.lora_reason == _c_api.LORA_REASON
         assert not caps.threads and not caps.mmap
         with backend._ffi.scope() as scope:
@@ -258,8 +259,10 @@ def test_header_enums_match_the_python_tables() -> None:
     errors = {name: getattr(lib, name) for name in dir(lib) if name.startswith("LM_ERR_")}
     assert sorted(errors.values()) == sorted(_c_api.CODES)
     assert {lib.LM_OK, lib.LM_EOG, lib.LM_CANCELLED, lib.LM_ERR_CONTEXT} == set(_c_api.STEP_ENDS)
-    assert (lib.LM_CAP_LORA, lib.LM_CAP_THREADS, lib.LM_CAP_MMAP) == (
-        _c_api.CAP_LORA, _c_api.CAP_THREADS, _c_api.CAP_MMAP)
+    assert (lib.LM_CAP_LORA, lib.LM_CAP_THREADS, lib.LM_CAP_MMAP, lib.LM_CAP_EMBEDDINGS) == (
+        _c_api.CAP_LORA, _c_api.CAP_THREADS, _c_api.CAP_MMAP, _c_api.CAP_EMBEDDINGS)
+    pooling = {name: getattr(lib, name) for name in dir(lib) if name.startswith("LM_POOLING_")}
+    assert sorted(pooling.values()) == sorted(_c_api.POOLING.values())
 
 
 @native_only

@@ -21,7 +21,9 @@ CODES = {-1: ErrorKind.ARG, -2: ErrorKind.CONTEXT, -3: ErrorKind.DECODE, -4: Err
 STEP_ENDS = {0: StepEnd.FULL, 1: StepEnd.EOG, 2: StepEnd.CANCELLED, -2: StepEnd.CONTEXT}
 
 # lm_capabilities() bits
-CAP_LORA, CAP_THREADS, CAP_MMAP = 1, 2, 4
+CAP_LORA, CAP_THREADS, CAP_MMAP, CAP_EMBEDDINGS = 1, 2, 4, 8
+# lm_embed pooling types (LM_POOLING_*): None is the model's own (mean when it names none)
+POOLING: dict[str | None, int] = {None: -1, "mean": 1, "cls": 2, "last": 3}
 
 # why capabilities.lora is False: the only build without LoRA is the WebAssembly one
 LORA_REASON = (

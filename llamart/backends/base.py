@@ -56,6 +56,7 @@ class Capabilities:
     streaming: bool = True
     mmap: bool = True
     threads: bool = True
+    embeddings: bool = False  # Backend.embed works
     system_info: str = ""
 
 
@@ -120,6 +121,17 @@ class Backend(Protocol):
         """Make a running (or the next) next_tokens return StepEnd.CANCELLED before its next
         token. The one call safe from another thread while next_tokens runs."""
         ...
+
+    # embeddings (only called when capabilities.embeddings is True); generation state untouched
+    def embed(self, tokens: Sequence[Sequence[int]], pooling: str | None,
+              normalize: bool) -> list[array.array]:
+        """One vector (typecode "f") per token list, pooled "mean", "cls", "last" or (None)
+        the model's own way; L2-normalised when ``normalize``. Each list has 1 to
+        :meth:`embedding_window` tokens (more: BackendError CONTEXT, before any work)."""
+        ...
+
+    def embedding_pooling(self, pooling: str | None) -> str: ...  # what ``pooling`` resolves to
+    def embedding_window(self) -> int: ...  # tokens one embedded text may have
 
     # LoRA (only called when capabilities.lora is True)
     def load_adapter(self, path: str) -> Any: ...

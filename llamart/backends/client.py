@@ -21,7 +21,16 @@ from typing import Any, Protocol
 
 from ..params import GenerationParams, ModelParams
 from . import _c_api
-from ._c_api import CAP_LORA, CAP_MMAP, CAP_THREADS, LORA_REASON, STEP_ENDS, kind
+from ._c_api import (
+    CAP_EMBEDDINGS,
+    CAP_LORA,
+    CAP_MMAP,
+    CAP_THREADS,
+    LORA_REASON,
+    POOLING,
+    STEP_ENDS,
+    kind,
+)
 from .base import BackendError, Capabilities, ErrorKind, ModelInfo
 
 _FIRST_TRY = 256  # bytes offered to a string-returning call before it says how many it needs
@@ -37,6 +46,7 @@ class Scope(Protocol):
     def pointers(self, ctype: str, values: Sequence[Any]) -> Any: ...  # ctype: "char *"...
     def out(self, nbytes: int) -> Any: ...  # uninitialised bytes (char *)
     def out_i32s(self, n: int) -> Any: ...  # n int32_t, zeroed
+    def out_f32s(self, n: int) -> Any: ...  # n floats for the callee to write (float *)
     def close(self) -> None: ...
 
 
@@ -72,6 +82,13 @@ def string_scanner(ffi: Ffi) -> Callable[[memoryview, int, int, bool], int]:
             return int(fn(s.view(data), len(data), n, max_len, int(unique)))
 
     return scan
+
+
+def _pooling(name: str | None) -> int:
+    """The LM_POOLING_* code of a pooling name (None: the model's own)."""
+    if name not in POOLING:
+        raise BackendError(ErrorKind.ARG, f"unknown pooling type {name!r}")
+    return POOLING[name]
 
 
 class _Session:
@@ -127,6 +144,7 @@ class CApiClient:
             lora_reason=None if lora else LORA_REASON,
             mmap=bool(bits & CAP_MMAP),
             threads=bool(bits & CAP_THREADS),
+            embeddings=bool(bits & CAP_EMBEDDINGS),
             system_info=ffi.string(self._lib.lm_system_info()),
         )
         self._drain_log()
@@ -308,6 +326,31 @@ class CApiClient:
     def request_cancel(self) -> None:
         if self._release.alive:
             self._ffi.set_i32(self._cancel, 1)
+
+    # ---- embeddings (a context of their own in C: generation state is untouched)
+    def embed(self, tokens: Sequence[Sequence[int]], pooling: str | None,
+              normalize: bool) -> list[array.array]:
+        sp, lib = self._s(), self._lib
+        n_out, n = int(lib.lm_n_embd_out(sp)), len(tokens)
+        with self._ffi.scope() as s:
+            out = s.out_f32s(n * n_out)
+            rc = int(lib.lm_embed(sp, s.i32s([t for seq in tokens for t in seq]),
+                                  s.i32s([len(seq) for seq in tokens]), n, _pooling(pooling),
+                                  int(normalize), out, n * n_out))
+            if rc != 0:
+                raise self._error(rc, "embedding failed")
+            flat = self._ffi.read_f32s(out, n * n_out)
+        self._drain_log()
+        return [flat[i * n_out:(i + 1) * n_out] for i in range(n)]
+
+    def embedding_pooling(self, pooling: str | None) -> str:
+        rc = int(self._lib.lm_embed_pooling(self._s(), _pooling(pooling)))
+        if rc < 0:
+            raise self._error(rc, "no pooling type")
+        return next(name for name, code in POOLING.items() if code == rc and name)
+
+    def embedding_window(self) -> int:
+        return int(self._lib.lm_embed_window(self._s()))
 
     # ---- LoRA (capabilities.lora False: every call is UNSUPPORTED, with the reason)
     def load_adapter(self, path: str) -> _Adapter:

@@ -94,6 +94,9 @@ class _Scope:
     def out_i32s(self, n: int) -> Any:
         return self._new("int32_t[]", max(1, n))
 
+    def out_f32s(self, n: int) -> Any:
+        return self._new("float[]", max(1, n))
+
     def close(self) -> None:
         self._keep.clear()
 

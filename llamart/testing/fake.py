@@ -7,7 +7,10 @@ and dependency-free: stdlib only, no numpy or gguf (runs in Pyodide).
 Tokens: 0 <unk>, 1 <s> (BOS), 2 </s> (EOS, end of generation), 3..258 the bytes 0x00..0xFF,
 then a few whole words. Logits are a pseudo-random function of the evaluated tokens and of the
 active adapter set (sorted, zero scales dropped, like llama.cpp), so LoRA changes show up in
-logits and stacking order does not.
+logits and stacking order does not. Embeddings are fake too, but honest about their pooling: each
+token has a pseudo-random vector (a hash of the token and the adapter set); "mean" averages a
+text's token vectors (a bag of tokens: word order does not count), "cls" takes the first's,
+"last" the last's; the model's own pooling is mean. The embedding window is min(n_ctx, n_batch).
 
 Test hooks: ``script`` (tokens next_tokens samples instead of sampling), ``fail_next(method,
 kind, reason)``, ``on_next_token`` (called before each token next_tokens samples), ``counts``
@@ -38,6 +41,7 @@ SPECIALS = {UNK: "<unk>", BOS: "<s>", EOS: "</s>"}
 WORDS = [b"hello", b" world", b"\xe2\x82\xac"]  # the last one is the euro sign
 WORD0 = BYTE0 + 256
 N_VOCAB = WORD0 + len(WORDS)
+N_EMBD = 8
 LORA_REASON = "LoRA adapters are not applied on the fake backend; use the native backend."
 
 
@@ -131,7 +135,7 @@ class FakeBackend:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(backend="fake", lora=self.lora,
+        return Capabilities(backend="fake", lora=self.lora, embeddings=True,
                             lora_reason=None if self.lora else LORA_REASON)
 
     def load_model(self, path: str, params: ModelParams, n_threads: int) -> ModelInfo:
@@ -145,7 +149,7 @@ class FakeBackend:
             self.ctx, self.has_logits = [], False
             n_ctx = params.n_ctx or 256
             return ModelInfo(path=path, n_vocab=N_VOCAB, n_ctx=n_ctx, n_ctx_train=256,
-                             n_batch=params.n_batch, n_embd=8, n_layer=1, n_params=4242,
+                             n_batch=params.n_batch, n_embd=N_EMBD, n_layer=1, n_params=4242,
                              size=16968, description="fake 4K F32", bos=BOS, eos=EOS,
                              metadata={"general.architecture": "llama", "general.name": "fake"})
         finally:
@@ -309,6 +313,51 @@ class FakeBackend:
         m = max(logits)
         w = [math.exp((x - m) / self.sampler.temperature) for x in logits]
         return self._rng.choices(range(N_VOCAB), weights=w)[0]
+
+    def _token_vector(self, token: int) -> list[float]:
+        adapters = sorted((h.path, s) for h, s in self.active if s != 0.0)
+        rng = random.Random(hashlib.sha256(repr(("embd", token, adapters)).encode()).digest())
+        return [rng.uniform(-1.0, 1.0) for _ in range(N_EMBD)]
+
+    def embedding_window(self) -> int:
+        self._enter("embedding_window")
+        try:
+            self._need_model()
+            assert self.model_params is not None
+            return min(self.model_params.n_ctx or 256, self.model_params.n_batch)
+        finally:
+            self._leave()
+
+    def embedding_pooling(self, pooling: str | None) -> str:
+        self._enter("embedding_pooling", pooling)
+        try:
+            if pooling not in (None, "mean", "cls", "last"):
+                raise BackendError(ErrorKind.ARG, f"unknown pooling {pooling!r}")
+            return pooling or "mean"
+        finally:
+            self._leave()
+
+    def embed(self, tokens: Sequence[Sequence[int]], pooling: str | None,
+              normalize: bool) -> list[array.array]:
+        window = self.embedding_window()
+        pool = self.embedding_pooling(pooling)
+        self._enter("embed", [list(t) for t in tokens], pooling, normalize)
+        try:
+            out = []
+            for seq in tokens:
+                if not seq or any(not 0 <= t < N_VOCAB for t in seq):
+                    raise BackendError(ErrorKind.ARG, "empty text or token outside the vocabulary")
+                if len(seq) > window:
+                    raise BackendError(ErrorKind.CONTEXT, f"{len(seq)} tokens; the embedding "
+                                                          f"window is {window}")
+                picked = {"mean": seq, "cls": seq[:1], "last": seq[-1:]}[pool]
+                rows = [self._token_vector(t) for t in picked]
+                v = [sum(col) / len(rows) for col in zip(*rows, strict=True)]
+                norm = math.sqrt(sum(x * x for x in v))
+                out.append(array.array("f", [x / norm for x in v] if normalize and norm else v))
+            return out
+        finally:
+            self._leave()
 
     def request_cancel(self) -> None:
         self._cancel = True  # no _enter: the one call allowed from another thread mid-call

@@ -25,6 +25,7 @@ def _recipes(out: str) -> dict[str, Callable[[str], str]]:
         "model_tiny_ctx": lambda p: m.make_model(p, n_ctx=64),
         "model_no_template": lambda p: m.make_model(p, chat_template=None),
         "model_n32": lambda p: m.make_model(p, n_embd=32, n_ff=64, seed=3),
+        "model_pooling_last": lambda p: m.make_model(p, extra_kv={"llama.pooling_type": 3}),
         "lora_a": lambda p: m.make_adapter(p, rank=8, alpha=16.0, targets=("attn_q", "attn_v"),
                                            seed=1, task_name="test-a"),
         "lora_b": lambda p: m.make_adapter(p, rank=4, alpha=0.0,

@@ -121,6 +121,13 @@ def forward(m: HFLlama, tokens: Sequence[int],
             deltas: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """Logits (n_tokens, n_vocab) of transformers' Llama on weights ``W + deltas[W]``
     (deltas keyed by module name, e.g. ``model.layers.0.self_attn.q_proj``)."""
+    head = m.weights["lm_head.weight"] + (deltas or {}).get("lm_head", 0.0)
+    return hidden_states(m, tokens, deltas) @ head.T
+
+
+def hidden_states(m: HFLlama, tokens: Sequence[int],
+                  deltas: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """The final hidden states (n_tokens, n_embd), after the last norm: what embeddings pool."""
     w = dict(m.weights)
     for module, d in (deltas or {}).items():
         w[module + ".weight"] = w[module + ".weight"] + d
@@ -150,7 +157,7 @@ def forward(m: HFLlama, tokens: Sequence[int],
         g = h @ w[p + "mlp.gate_proj.weight"].T
         x = x + ((g / (1.0 + np.exp(-g))) * (h @ w[p + "mlp.up_proj.weight"].T)) \
             @ w[p + "mlp.down_proj.weight"].T
-    return _rms(x, w["model.norm.weight"], m.eps) @ w["lm_head.weight"].T
+    return _rms(x, w["model.norm.weight"], m.eps)
 
 
 def module_shapes(m: HFLlama) -> dict[str, tuple[int, int]]:
