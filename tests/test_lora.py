@@ -171,8 +171,8 @@ def test_clear_loras_equals_a_fresh_engine(loaded: Engine, fx: dict[str, str],
     assert loaded.loras == {}
     assert _logits(loaded) == fresh_logits
     assert _greedy(loaded) == fresh_text
-    loaded.clear_loras()  # nothing set: a no-op
-    assert _logits(loaded) == fresh_logits
+    loaded.clear_loras()  # nothing set: a no-op (the cache, computed without adapters, stays)
+    assert _close(_logits(loaded), fresh_logits)
 
 
 def test_scale_zero_keeps_it_registered(loaded: Engine, fx: dict[str, str],
@@ -252,8 +252,11 @@ def test_generation_after_set_lora_equals_a_fresh_engine(loaded: Engine, fx: dic
     loaded.set_lora(a, 0.7)
     text = _greedy(loaded)
     assert text != base_text
-    assert (_logits(loaded), text) == _fresh(fx, {a: 0.7})
-    loaded.set_lora(b, 1.5)
+    # the engine's cache now holds prompt + reply under {a: 0.7}: logits(PROMPT) reuses that
+    # prefix (same set), so it matches a fresh engine within float noise, not bit for bit
+    logits, fresh = _logits(loaded), _fresh(fx, {a: 0.7})
+    assert text == fresh[1] and _close(logits, fresh[0])
+    loaded.set_lora(b, 1.5)  # a new set: nothing reused, bit-identical to a fresh engine
     assert (_logits(loaded), _greedy(loaded)) == _fresh(fx, {a: 0.7, b: 1.5})
     loaded.remove_lora(a)
     assert (_logits(loaded), _greedy(loaded)) == _fresh(fx, {b: 1.5})

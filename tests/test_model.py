@@ -332,10 +332,12 @@ def test_logits_are_deterministic(loaded: Engine) -> None:
     a = loaded.logits(PROMPT)
     assert len(a) == loaded.model_info.n_vocab
     assert all(math.isfinite(x) for x in a)
+    assert loaded.logits(PROMPT).tobytes() == a.tobytes()  # bit-identical: nothing re-run
     _greedy(loaded)  # a generation in between must not leak state into the next call
-    b = loaded.logits(PROMPT)
-    assert a.tobytes() == b.tobytes()  # bit-identical
-    assert loaded.logits(loaded.tokenize(PROMPT)).tobytes() == a.tobytes()
+    b = loaded.logits(PROMPT)  # the prefix is reused, its last token evaluated again
+    scale = max(abs(x) for x in a)
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= 1e-4 * scale  # float noise
+    assert loaded.logits(loaded.tokenize(PROMPT)).tobytes() == b.tobytes()
     assert loaded.logits(PROMPT + " the").tobytes() != a.tobytes()
 
 
