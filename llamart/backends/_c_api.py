@@ -16,12 +16,12 @@ log = logging.getLogger("llamart.llama_cpp")
 # LM_ERR_* return codes -> why the call failed
 CODES = {-1: ErrorKind.ARG, -2: ErrorKind.CONTEXT, -3: ErrorKind.DECODE, -4: ErrorKind.ALLOC,
          -5: ErrorKind.ARG, -7: ErrorKind.STATE,
-         -8: ErrorKind.UNSUPPORTED}
+         -8: ErrorKind.UNSUPPORTED, -9: ErrorKind.GRAMMAR}
 # lm_generate's *status -> why the step ended (LM_ERR_DECODE, -3, is an error instead)
 STEP_ENDS = {0: StepEnd.FULL, 1: StepEnd.EOG, 2: StepEnd.CANCELLED, -2: StepEnd.CONTEXT}
 
 # lm_capabilities() bits
-CAP_LORA, CAP_THREADS, CAP_MMAP = 1, 2, 4
+CAP_LORA, CAP_THREADS, CAP_MMAP, CAP_GRAMMAR, CAP_JSON_SCHEMA = 1, 2, 4, 8, 16
 
 # why capabilities.lora is False: the only build without LoRA is the WebAssembly one
 LORA_REASON = (
