@@ -246,8 +246,9 @@ def _grammar_table(data: dict[str, Any]) -> list[str]:
         return []
     base = sorted(res["none"])[len(res["none"]) // 2]
     lines = ["## Grammar cost (structured output)", "",
-             "Greedy generation on SmolLM2 Q4_1 natively (1 thread), the same prompt, without a",
-             "grammar, with a grammar that allows any text (`root ::= [^\\x00]*`: llama.cpp's",
+             "Greedy generation on SmolLM2 Q4_1 natively (1 thread) after a one-token prompt",
+             "(BOS), without a grammar, with one that allows any text (`root ::= [^\\x00]*`:",
+             "llama.cpp's",
              "check of the unconstrained token passes) and with a JSON schema (an array of at",
              "least 64 short strings: refused tokens make the grammar run over the vocabulary);",
              "median ms per generated token over the rounds.", "",
