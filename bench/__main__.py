@@ -142,10 +142,11 @@ def describe_model(spec: config.ModelSpec) -> dict[str, Any]:
 def merge_into(old: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
     """Keep an earlier run's cells that this run does not measure again (``--merge``)."""
     merged = {**old, **{k: v for k, v in fresh.items() if k not in ("speed", "lora", "wasm",
-                                                                     "models", "threads")}}
+                                                                     "grammar", "models",
+                                                                     "threads")}}
     merged["models"] = {**old.get("models", {}), **fresh["models"]}
     merged["threads"] = sorted(set(old.get("threads", [])) | set(fresh["threads"]))
-    for k in ("speed", "lora", "wasm"):
+    for k in ("speed", "lora", "wasm", "grammar"):
         merged[k] = old.get(k) or {}
     return merged
 
@@ -201,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wasm", action="store_true")
     parser.add_argument("--no-browser", action="store_true", help="skip Chromium")
     parser.add_argument("--no-lora", action="store_true")
+    parser.add_argument("--no-grammar", action="store_true",
+                        help="skip the grammar cost per token (SmolLM2, 1 thread)")
     parser.add_argument("--no-speed", action="store_true",
                         help="skip the llamart/llama-bench/llama-cpp-python comparison")
     parser.add_argument("--no-builds", action="store_true",
@@ -268,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         for res in lora.values():
             res["threads"] = config.LORA_THREADS
         data["lora"].update(lora)
+        save()
+    if not args.no_grammar and config.GRAMMAR_MODEL in keys:
+        spec = config.MODELS[config.GRAMMAR_MODEL]
+        log(f"bench: grammar cost per token on {config.GRAMMAR_MODEL} (t=1)")
+        data["grammar"] = systems.run_llamart(spec, 1, prompt_tokens(spec), kind="grammar",
+                                              reps=2 if args.quick else 3)
         save()
     wasm_keys = [k for k in config.WASM_MODELS if k in keys]
     if not args.no_wasm and wasm_keys:

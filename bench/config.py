@@ -144,6 +144,7 @@ MODEL_GROUPS = {
 MODEL_GROUPS["all"] = MODEL_GROUPS["synthetic"] + MODEL_GROUPS["real"]
 LORA_MODELS = ("small-q8_0", "large-q8_0", "smollm2-q4_1", "gemma3-q4_k_m")
 WASM_MODELS = ("small-q8_0", "small-f32", "smollm2-q4_1", "gemma3-q4_k_m")
+GRAMMAR_MODEL = "smollm2-q4_1"  # the grammar cost per token (llamart_job.grammar), native
 
 
 def select_models(text: str) -> list[str]:

@@ -6,7 +6,7 @@ code runs natively (in a child process, see bench/worker_llamart.py) and inside 
 generated token, then ``reps`` timed generations: ``n_gen`` greedy tokens after a one-token
 prompt, i.e. ``n_gen`` decodes).
 ``lora(job)`` times the LoRA operations and generation with 0, 1 and 2 adapters; ``validate(job)``
-the GGUF validation next to a load.
+the GGUF validation next to a load; ``grammar(job)`` the cost per token of a grammar.
 """
 
 from __future__ import annotations
@@ -140,6 +140,39 @@ def validate(job: dict[str, Any]) -> dict[str, Any]:
                                         n_threads=1))
             engine.unload_model()
         out["c_walk"] = c_string_scan() is not None
+        return out
+    finally:
+        engine.dispose()
+
+
+# grammar(job): one that lets the model write anything (the cheap path: llama.cpp's check of
+# the unconstrained choice passes) and a JSON schema (tokens are refused, the grammar then runs
+# over the whole vocabulary)
+GRAMMAR_ANY = "root ::= [^\\x00]*"
+GRAMMAR_SCHEMA = {"type": "array", "items": {"type": "string", "maxLength": 12},
+                  "minItems": 64}
+
+
+def grammar(job: dict[str, Any]) -> dict[str, Any]:
+    """Seconds per generated token, greedy after a one-token prompt (BOS, as the tg test),
+    without a grammar and with each grammar above (rounds alternate the three); the token
+    counts say how far each went."""
+    engine, _load_s = _load(job)
+    prompt, n_gen = job["prompt"][:1], job["n_gen"]
+    cases = {"none": {}, "any_text": {"grammar": GRAMMAR_ANY},
+             "json_schema": {"json_schema": GRAMMAR_SCHEMA}}
+    out: dict[str, Any] = {k: [] for k in cases}
+    out["tokens"] = {k: [] for k in cases}
+    try:
+        for options in cases.values():  # warm-up (and the grammars are checked once)
+            engine.complete(prompt, 2, temperature=0.0, repeat_penalty=1.0, **options)
+        for _ in range(job.get("reps", 3)):
+            for name, options in cases.items():
+                started = clock()
+                engine.complete(prompt, n_gen, temperature=0.0, repeat_penalty=1.0, **options)
+                n = int(engine.last_usage["completion_tokens"])
+                out[name].append((clock() - started) / max(1, n))
+                out["tokens"][name].append(n)
         return out
     finally:
         engine.dispose()

@@ -346,6 +346,27 @@ def _warnings(data: dict[str, Any]) -> list[str]:
     return [" ".join(out)] if out else [""]
 
 
+def _grammar_table(data: dict[str, Any]) -> list[str]:
+    """Seconds per token with and without a grammar (bench/llamart_job.py grammar())."""
+    res = data.get("grammar")
+    if not res:
+        return []
+    base = sorted(res["none"])[len(res["none"]) // 2]
+    lines = ["## Grammar cost (structured output)", "",
+             "Greedy generation on SmolLM2 Q4_1 natively (1 thread) after a one-token prompt",
+             "(BOS), without a grammar, with one that allows any text (`root ::= [^\\x00]*`:",
+             "llama.cpp's",
+             "check of the unconstrained token passes) and with a JSON schema (an array of at",
+             "least 64 short strings: refused tokens make the grammar run over the vocabulary);",
+             "median ms per generated token over the rounds.", "",
+             "| grammar | ms / token | x unconstrained | tokens |", "| --- | --- | --- | --- |"]
+    for name in ("none", "any_text", "json_schema"):
+        per = sorted(res[name])[len(res[name]) // 2]
+        lines.append(f"| {name} | {per * 1000:.2f} | {per / base:.2f} | "
+                     f"{', '.join(map(str, res['tokens'][name]))} |")
+    return lines + [""]
+
+
 def render(data: dict[str, Any]) -> str:
     mach = data["machine"]
     pin = data["pin"]
@@ -423,6 +444,7 @@ def render(data: dict[str, Any]) -> str:
     lines += _builds_table(data)
     lines += ["## A multi-turn chat: prefix reuse", ""]
     lines += _chat_table(data)
+    lines += _grammar_table(data)
     lines += ["## Targets", "", "| target | measured | status |", "| --- | --- | --- |"]
     lines += [f"| {t} | {m} | {_check(ok)} |" for t, m, ok in
               targets(data) + builds_targets(data) + chat_targets(data)]

@@ -1,5 +1,6 @@
-# The llamart core (this folder) as sources of a target, for the native library and the
-# WebAssembly module alike: llamart_core(<target> LORA <ON|OFF>).
+# The llamart core (this folder, and llama.cpp's JSON-schema converter from common/) as sources
+# of a target, for the native library and the WebAssembly module alike:
+# llamart_core(<target> LORA <ON|OFF>).
 # The version numbers come from llamart/_version.py, the one place they are written.
 
 set(_llamart_core_dir "${CMAKE_CURRENT_LIST_DIR}")
@@ -15,8 +16,13 @@ endif()
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${_version_py}")
 
 set(LLAMART_CORE_SOURCES errors.cpp session.cpp text.cpp eval.cpp sampling.cpp adapters.cpp
-    embed.cpp gguf_scan.cpp cpu_backends.cpp)
+    embed.cpp gguf_scan.cpp cpu_backends.cpp grammar.cpp common_support.cpp)
 list(TRANSFORM LLAMART_CORE_SOURCES PREPEND "${_llamart_core_dir}/")
+# llama.cpp's JSON-schema -> GBNF converter and what it needs from common/ (common.cpp is not
+# built: core/common_support.cpp has the three string helpers it calls); nlohmann json comes
+# from llama.cpp's vendor/.  grammar.cpp also uses llama.cpp's GBNF parser (src/llama-grammar.h).
+set(LLAMART_COMMON_SOURCES json-schema-to-grammar.cpp json-schema.cpp json.cpp trie.cpp unicode.cpp)
+list(TRANSFORM LLAMART_COMMON_SOURCES PREPEND "${LLAMART_LLAMA_DIR}/common/")
 set(LLAMART_HEADER "${_llamart_core_dir}/llamart.h")
 
 function(llamart_core target)
@@ -26,8 +32,10 @@ function(llamart_core target)
   else()
     set(_lora 0)
   endif()
-  target_sources(${target} PRIVATE ${LLAMART_CORE_SOURCES})
+  target_sources(${target} PRIVATE ${LLAMART_CORE_SOURCES} ${LLAMART_COMMON_SOURCES})
   target_include_directories(${target} PUBLIC "${_llamart_core_dir}")
+  target_include_directories(${target} PRIVATE "${LLAMART_LLAMA_DIR}/common"
+    "${LLAMART_LLAMA_DIR}/src" "${LLAMART_LLAMA_DIR}/vendor")
   target_link_libraries(${target} PRIVATE llama)
   target_compile_features(${target} PRIVATE cxx_std_17)
   target_compile_definitions(${target} PRIVATE

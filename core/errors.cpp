@@ -165,6 +165,7 @@ int32_t lm_capabilities(void) {
 #if !defined(__EMSCRIPTEN__)
     caps |= LM_CAP_MMAP;  // wasm32: llama.cpp's mmap path is broken there (NOTES), and no mmap
 #endif
+    caps |= LM_CAP_GRAMMAR | LM_CAP_JSON_SCHEMA;  // grammar.cpp, in every build
     return caps;
 }
 

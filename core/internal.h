@@ -19,6 +19,8 @@ struct lm_session {
     int32_t embed_pooling = 0;            // its pooling type
     const llama_vocab * vocab = nullptr;
     llama_sampler * sampler = nullptr;
+    llama_sampler * grammar = nullptr;   // GBNF constraint, outside the chain (see sampling.cpp)
+    std::vector<llama_token_data> candidates;  // reused per token when a grammar is set
     std::vector<lm_adapter *> adapters;   // every adapter loaded for this session
     std::vector<lm_adapter *> active;     // the set applied on ctx now
     std::vector<float> active_scales;     // their scales
@@ -58,6 +60,8 @@ std::string outside_vocab(const lm_session * s, int32_t t);
 int32_t decode_tokens(lm_session * s, const llama_token * tokens, int32_t n_tokens);
 // Clear the KV cache and the position (lm_reset's body, also used after a failed decode).
 void reset_cache(lm_session * s, bool zero_data);
+// Free the session's grammar sampler (if any).
+void drop_grammar(lm_session * s);
 // An adapter's metadata strings (snprintf style), for adapters.cpp.
 int32_t meta_key(const llama_adapter_lora * a, int32_t i, char * buf, int32_t size);
 int32_t meta_val(const llama_adapter_lora * a, int32_t i, char * buf, int32_t size);

@@ -58,6 +58,7 @@ enum {
     LM_ERR_BUFFER      = -5,  /* lm_gguf_scan_strings: the strings run past the buffer */
     LM_ERR_STATE       = -7,  /* call made in the wrong state (e.g. sampling before any eval) */
     LM_ERR_UNSUPPORTED = -8,  /* this build has not got the feature (see lm_capabilities) */
+    LM_ERR_GRAMMAR     = -9,  /* a GBNF grammar or JSON schema refused, or no token continues it */
     LM_EOG             =  1,  /* status of lm_generate: an end-of-generation token was sampled */
     LM_CANCELLED       =  2   /* status of lm_generate: stopped on a cancel request */
 };
@@ -67,7 +68,9 @@ enum {
     LM_CAP_LORA    = 1,  /* LoRA adapters (not in the WebAssembly build) */
     LM_CAP_THREADS = 2,  /* n_threads > 1 is honoured (native; WebAssembly with pthreads) */
     LM_CAP_MMAP    = 4,  /* models can be memory-mapped (not in WebAssembly) */
-    LM_CAP_EMBEDDINGS = 8  /* lm_embed (every build) */
+    LM_CAP_EMBEDDINGS = 8,  /* lm_embed (every build) */
+    LM_CAP_GRAMMAR = 16,  /* GBNF-constrained sampling (lm_sampler_set_grammar) */
+    LM_CAP_JSON_SCHEMA = 32  /* lm_json_schema_to_grammar (llama.cpp's common/ converter) */
 };
 
 /* lm_embed pooling types (llama.cpp's enum llama_pooling_type values, but MODEL) */
@@ -152,9 +155,28 @@ LM_API int32_t lm_sampler_accept(lm_session * s, const int32_t * tokens, int32_t
    written was not evaluated); LM_ERR_DECODE (llama_decode failed on the last token written,
    reason in lm_last_error); LM_CANCELLED (*cancel was non-zero before a token; it is reset to
    0, so another thread can set it during the call).  cancel may be NULL.
-   A greedy sampler (temperature <= 0, no penalties) takes the argmax without the chain. */
+   A greedy sampler (temperature <= 0, no penalties) takes the argmax without the chain.
+   With a grammar set, every token is one the grammar allows (an end-of-generation token only
+   where it may end); *status is LM_ERR_GRAMMAR when it allows no token of the vocabulary. */
 LM_API int32_t lm_generate(lm_session * s, int32_t max_n, int32_t eval_last, int32_t * tokens,
                            int32_t * status, int32_t * cancel);
+
+/* ---- structured output (grammar.cpp; LM_ERR_UNSUPPORTED without LM_CAP_GRAMMAR) ---- */
+/* Check a GBNF grammar (start rule "root") for this session's vocabulary without using it:
+   LM_OK, or LM_ERR_GRAMMAR with llama.cpp's parser message in lm_last_error. */
+LM_API int32_t lm_grammar_check(const lm_session * s, const char * grammar, int32_t len);
+/* Constrain the sampler made by the last lm_sampler_init with a GBNF grammar (checked as by
+   lm_grammar_check); len 0 removes it.  lm_sampler_init removes it too.  The grammar starts
+   at the first generated token (prompt tokens never reach it). */
+LM_API int32_t lm_sampler_set_grammar(lm_session * s, const char * grammar, int32_t len);
+/* Whether text (UTF-8, no NUL) is a whole sentence of the grammar, by llama.cpp's own matcher:
+   1 yes, 0 no, or LM_ERR_GRAMMAR for a grammar lm_grammar_check refuses. */
+LM_API int32_t lm_grammar_match(const lm_session * s, const char * grammar, int32_t len,
+                                const char * text, int32_t text_len);
+/* A JSON schema (JSON text) as a GBNF grammar, by llama.cpp's json-schema-to-grammar,
+   snprintf style.  LM_ERR_GRAMMAR with the converter's message for invalid JSON or a schema
+   feature it does not support. */
+LM_API int32_t lm_json_schema_to_grammar(const char * schema, int32_t len, char * buf, int32_t size);
 
 /* ---- LoRA adapters (LM_ERR_UNSUPPORTED / NULL without LM_CAP_LORA) ---- */
 /* Load an adapter for this session's model (NULL + lm_last_error on failure).  Not applied yet. */

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <random>
 
 namespace {
@@ -62,7 +63,80 @@ llama_token argmax(const float * logits, int32_t n) {
     return best_i;
 }
 
+// Whether the grammar allows token t next (an end-of-generation token only where it may end).
+bool grammar_allows(lm_session * s, llama_token t) {
+    llama_token_data one = {t, 1.0f, 0.0f};
+    llama_token_data_array arr = {&one, 1, -1, false};
+    llama_sampler_apply(s->grammar, &arr);
+    return one.logit != -INFINITY;
+}
+
+// Every token with its logit, in s->candidates.
+llama_token_data_array all_candidates(lm_session * s, const float * logits) {
+    s->candidates.resize((size_t) s->n_vocab);
+    for (int32_t i = 0; i < s->n_vocab; i++) {
+        s->candidates[(size_t) i] = {i, logits[i], 0.0f};
+    }
+    return {s->candidates.data(), s->candidates.size(), -1, false};
+}
+
+// The candidates after the grammar removed what it refuses; false when it refuses them all.
+bool grammar_candidates(lm_session * s, const float * logits, llama_token_data_array * arr) {
+    *arr = all_candidates(s, logits);
+    llama_sampler_apply(s->grammar, arr);
+    for (size_t i = 0; i < arr->size; i++) {
+        if (arr->data[i].logit != -INFINITY) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// One token under the grammar, as llama.cpp's common_sampler_sample does it: the
+// unconstrained choice when the grammar allows it (the common case, one cheap check), else
+// the choice among what the grammar allows (the grammar runs over the whole vocabulary).
+// The token is accepted into the chain and, unless it ends the generation, the grammar: only
+// tokens the grammar allowed ever reach llama_grammar_accept_impl (others throw or abort).
+// kNoGrammarToken when the grammar allows no token at all.
+constexpr llama_token kNoGrammarToken = -2;
+
+llama_token sample_grammar(lm_session * s) {
+    const float * logits = llama_get_logits_ith(s->ctx, -1);
+    if (logits == nullptr) {
+        return -1;
+    }
+    llama_token tok = -1;
+    if (s->greedy_only) {
+        tok = argmax(logits, s->n_vocab);
+    } else {
+        llama_token_data_array arr = all_candidates(s, logits);
+        llama_sampler_apply(s->sampler, &arr);
+        tok = arr.selected >= 0 ? arr.data[arr.selected].id : -1;
+    }
+    if (tok < 0 || !grammar_allows(s, tok)) {
+        llama_token_data_array arr;
+        if (!grammar_candidates(s, logits, &arr)) {
+            return kNoGrammarToken;
+        }
+        llama_sampler_apply(s->sampler, &arr);
+        tok = arr.selected >= 0 ? arr.data[arr.selected].id : -1;
+        if (tok < 0 || arr.data[arr.selected].logit == -INFINITY) {
+            return kNoGrammarToken;
+        }
+    }
+    if (!s->greedy_only) {
+        llama_sampler_accept(s->sampler, tok);
+    }
+    if (!llama_vocab_is_eog(s->vocab, tok)) {
+        llama_sampler_accept(s->grammar, tok);
+    }
+    return tok;
+}
+
 llama_token sample_one(lm_session * s) {
+    if (s->grammar) {
+        return sample_grammar(s);
+    }
     if (s->greedy_only) {
         // the argmax straight over the logits: the chain would copy n_vocab candidates per token
         const float * logits = llama_get_logits_ith(s->ctx, -1);
@@ -91,6 +165,7 @@ int32_t lm_sampler_init(lm_session * s, float temperature, int32_t top_k, float 
         llama_sampler_free(s->sampler);
         s->sampler = nullptr;
     }
+    lm::drop_grammar(s);
     llama_sampler * chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
     const bool penalties = repeat_penalty != 1.0f && penalty_last_n != 0;
     if (penalties) {
@@ -162,7 +237,18 @@ int32_t lm_generate(lm_session * s, int32_t max_n, int32_t eval_last, int32_t * 
             *status = LM_CANCELLED;
             return n;
         }
-        const llama_token tok = sample_one(s);
+        llama_token tok = -1;
+        try {
+            tok = sample_one(s);
+        } catch (const std::exception & e) {  // llama.cpp's grammar code throws
+            *status = lm::fail(LM_ERR_GRAMMAR, std::string("grammar: ") + e.what());
+            return n;
+        }
+        if (tok == kNoGrammarToken) {
+            *status = lm::fail(LM_ERR_GRAMMAR, "the grammar allows no token of this vocabulary "
+                                               "here: it cannot be continued with this model");
+            return n;
+        }
         if (!lm::in_vocab(s, tok)) {
             *status = lm::fail(LM_ERR_DECODE, "the sampler gave no token (" + std::to_string(tok) + ")");
             return n;

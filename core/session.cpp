@@ -97,6 +97,7 @@ void lm_session_free(lm_session * s) {
         llama_sampler_free(s->sampler);
         s->sampler = nullptr;
     }
+    lm::drop_grammar(s);
     // adapters are unset from both contexts before they are freed; the contexts before the model
     if (s->ctx && !s->active.empty()) {
         llama_set_adapters_lora(s->ctx, nullptr, 0, nullptr);

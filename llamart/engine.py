@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import dataclasses
 import functools
 import importlib
 import os
@@ -56,11 +57,15 @@ from .params import (
     SamplingOptions,
     check_bool,
     check_float,
+    check_generation_params,
+    check_grammar,
+    check_json_schema,
     check_template,
     generation_params,
     model_params,
     sampling_signature,
 )
+from .structured import check_structured, require, response_format_schema
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -429,21 +434,31 @@ class Engine:
     @overload
     def chat(self, messages: Messages, max_tokens: int | GenerationParams = ..., *,
              stream: Literal[False] = ..., params: GenerationParams | None = ...,
+             response_format: Mapping[str, Any] | None = ...,
              **options: Unpack[SamplingOptions]) -> str: ...
     @overload
     def chat(self, messages: Messages, max_tokens: int | GenerationParams = ..., *,
              stream: Literal[True], params: GenerationParams | None = ...,
+             response_format: Mapping[str, Any] | None = ...,
              **options: Unpack[SamplingOptions]) -> Generation: ...
 
     @sampling_signature
     def chat(self, messages: Messages, max_tokens: int | GenerationParams = 64, *,
              stream: bool = False, params: GenerationParams | None = None,
              chat_template: str | None = None, template_kwargs: Mapping[str, Any] | None = None,
+             response_format: Mapping[str, Any] | None = None,
              **options: Unpack[SamplingOptions]) -> str | Generation:
         """The assistant's reply to ``messages`` (see :meth:`apply_chat_template`): the text,
-        or with ``stream=True`` a :class:`Generation` of it; it ends at the end of the turn."""
+        or with ``stream=True`` a :class:`Generation` of it; it ends at the end of the turn.
+        ``response_format`` (OpenAI's or llama-cpp-python's shapes, see
+        :func:`~llamart.structured.response_format_schema`) makes the reply JSON."""
         check_bool("stream", stream)
         gp = generation_params("chat", max_tokens, options, params)
+        schema = response_format_schema(response_format)
+        if schema is not None:
+            if gp.grammar is not None or gp.json_schema is not None:
+                raise ValueError("pass response_format or grammar/json_schema, not both")
+            gp = check_generation_params(dataclasses.replace(gp, json_schema=schema))
         prompt = self.apply_chat_template(messages, True, chat_template=chat_template,
                                           **dict(template_kwargs or {}))
         gen = self._start(prompt, gp, parse_special=True, add_bos=None)
@@ -463,11 +478,13 @@ class Engine:
     def achat(self, messages: Messages, max_tokens: int | GenerationParams = 64, *,
               params: GenerationParams | None = None, chat_template: str | None = None,
               template_kwargs: Mapping[str, Any] | None = None,
+              response_format: Mapping[str, Any] | None = None,
               **options: Unpack[SamplingOptions]) -> AsyncGeneration:
         """Async twin of ``chat(..., stream=True)``: the reply's chunks, async."""
         return AsyncGeneration(self.chat(messages, max_tokens, stream=True, params=params,
                                          chat_template=chat_template,
-                                         template_kwargs=template_kwargs, **options))
+                                         template_kwargs=template_kwargs,
+                                         response_format=response_format, **options))
 
     @sampling_signature
     async def acomplete(self, prompt: str | Sequence[int],
@@ -494,7 +511,30 @@ class Engine:
         with self._with_model("start a generation", weights=True) as model:
             tokens = self._prompt_tokens(model, prompt, parse_special, room=True,
                                          add_bos=add_bos)
+            check_structured(self._backend, gp)
         return Generation(self, model, tokens, gp)
+
+    def grammar_matches(self, grammar: str, text: str) -> bool:
+        """Whether ``text`` is a whole sentence of the GBNF ``grammar`` (rule ``root``), by
+        llama.cpp's own grammar engine; GrammarError if the grammar is refused."""
+        checked = check_grammar(grammar)
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, not {type(text).__name__}")
+        with self._with_model("match a grammar", idle=False):
+            require(self._backend, "grammar")
+            with backend_errors("grammar"):
+                return self._backend.grammar_match(checked or "", text)
+
+    def json_schema_to_grammar(self, schema: str | Mapping[str, Any]) -> str:
+        """The GBNF grammar llama.cpp's converter makes of a JSON schema (what
+        ``json_schema=`` applies); GrammarError for a schema it does not support."""
+        text = check_json_schema(schema)
+        if text is None:
+            raise TypeError("schema must be a dict or JSON text, not None")
+        with self._call("convert a JSON schema", idle=False):
+            require(self._backend, "json_schema")
+            with backend_errors("grammar"):
+                return self._backend.json_schema_to_grammar(text)
 
     # ---- what a Generation asks of its engine ----
 

@@ -21,6 +21,7 @@ __all__ = [
     "ChatTemplateError",
     "ContextOverflowError",
     "EngineStateError",
+    "GrammarError",
     "LlamartError",
     "LoraUnsupportedWarning",
     "ModelFetchError",
@@ -61,6 +62,12 @@ class UnsupportedCapabilityError(LlamartError):
     """The backend lacks a capability (e.g. LoRA on WebAssembly) and the engine is strict."""
 
 
+class GrammarError(LlamartError, ValueError):
+    """A GBNF grammar does not parse (or llama.cpp refuses it), a JSON schema uses a feature the
+    converter does not support, or no token of the model's vocabulary can continue the grammar;
+    the message gives llama.cpp's reason."""
+
+
 class LoraUnsupportedWarning(UserWarning):
     """A LoRA call was a no-op because this backend does not apply adapters."""
 
@@ -74,7 +81,8 @@ def from_backend_error(err: BackendError, *, op: str, path: str | None = None) -
 
     ``op`` is ``"model"`` (loading a model), ``"adapter"`` (loading or applying adapters) or
     anything else (evaluation, text). The kind decides first: context -> ContextOverflowError,
-    state -> EngineStateError, unsupported -> UnsupportedCapabilityError; otherwise adapter
+    state -> EngineStateError, unsupported -> UnsupportedCapabilityError, grammar ->
+    GrammarError; otherwise adapter
     operations give AdapterError, model loads (or kind "load") ModelLoadError, the rest
     LlamartError. The caller raises the result ``from err``.
     """
@@ -87,6 +95,8 @@ def from_backend_error(err: BackendError, *, op: str, path: str | None = None) -
         cls = EngineStateError
     elif err.kind == ErrorKind.UNSUPPORTED:
         cls = UnsupportedCapabilityError
+    elif err.kind == ErrorKind.GRAMMAR:
+        cls = GrammarError
     elif op == "adapter":
         cls = AdapterError
     elif op == "model" or err.kind == ErrorKind.LOAD:

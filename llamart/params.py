@@ -8,9 +8,10 @@ tuple of strings).
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypedDict, TypeVar
 
@@ -53,6 +54,9 @@ class GenerationParams:
     repeat_last_n: int = _option(64, "how many recent tokens the penalty looks at", "N")
     seed: int | None = _option(None, "sampling seed (default: a random one; -v prints it)", "S")
     stop: tuple[str, ...] = _option((), "stop string (repeatable)", "TEXT")
+    grammar: str | None = _option(None, "GBNF grammar the output must match (rule root)", "GBNF")
+    json_schema: str | Mapping[str, Any] | None = _option(
+        None, "JSON schema (JSON text) the output must match", "SCHEMA")
 
 
 class SamplingOptions(TypedDict, total=False):
@@ -69,6 +73,8 @@ class SamplingOptions(TypedDict, total=False):
     repeat_last_n: int
     seed: int | None
     stop: str | Sequence[str]
+    grammar: str | None
+    json_schema: str | Mapping[str, Any] | None
 
 
 def sampling_signature(func: F) -> F:
@@ -164,6 +170,37 @@ def check_stop(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def check_grammar(value: Any) -> str | None:
+    """``grammar``: None or GBNF text (parsed later, by llama.cpp's parser)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"grammar must be a str (GBNF) or None, not {_type_name(value)}")
+    if not value.strip():
+        raise ValueError("grammar is empty")
+    return value
+
+
+def check_json_schema(value: Any) -> str | None:
+    """``json_schema``: None, a mapping or its JSON text; returned as JSON text."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        try:
+            return json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"json_schema cannot be written as JSON: {e}") from None
+    if not isinstance(value, str):
+        raise TypeError(f"json_schema must be a dict or JSON text, not {_type_name(value)}")
+    try:
+        parsed = json.loads(value)
+    except ValueError as e:
+        raise ValueError(f"json_schema is not valid JSON: {e}") from None
+    if not isinstance(parsed, (dict, bool)):
+        raise ValueError(f"json_schema must be a JSON object, not {_type_name(parsed)}")
+    return value
+
+
 def check_generation_params(p: GenerationParams) -> GenerationParams:
     """Validate every field of ``p``; return a normalised copy."""
     if not isinstance(p, GenerationParams):
@@ -181,6 +218,9 @@ def check_generation_params(p: GenerationParams) -> GenerationParams:
     if repeat_penalty <= 0:
         raise ValueError(f"repeat_penalty must be > 0, got {repeat_penalty}")
     seed = None if p.seed is None else check_int("seed", p.seed, lo=0, hi=SEED_MAX)
+    grammar, json_schema = check_grammar(p.grammar), check_json_schema(p.json_schema)
+    if grammar is not None and json_schema is not None:
+        raise ValueError("pass grammar or json_schema, not both")
     return GenerationParams(
         max_tokens=check_int("max_tokens", p.max_tokens, lo=0),
         temperature=temperature,
@@ -191,6 +231,8 @@ def check_generation_params(p: GenerationParams) -> GenerationParams:
         repeat_last_n=check_int("repeat_last_n", p.repeat_last_n, lo=0),
         seed=seed,
         stop=check_stop(p.stop),
+        grammar=grammar,
+        json_schema=json_schema,
     )
 
 

@@ -244,6 +244,36 @@ def test_full_context_ends_sampling(sampling: tuple[Backend, ModelInfo]) -> None
         assert (len(tokens), end) == (3, StepEnd.CONTEXT)
 
 
+def test_structured_output(loaded: tuple[Backend, ModelInfo]) -> None:
+    b, _ = loaded
+    caps = b.capabilities
+    assert isinstance(caps.grammar, bool) and isinstance(caps.json_schema, bool)
+    if not caps.grammar:  # the Engine never calls these then; a backend still answers them
+        assert _kind(lambda: b.check_grammar('root ::= "x"')) == ErrorKind.UNSUPPORTED
+        assert _kind(lambda: b.grammar_match('root ::= "x"', "x")) == ErrorKind.UNSUPPORTED
+        assert _kind(lambda: b.json_schema_to_grammar("{}")) == ErrorKind.UNSUPPORTED
+        return
+    grammar = 'root ::= ("yes" | "no")'
+    b.check_grammar(grammar)
+    assert _kind(lambda: b.check_grammar('root ::= "yes')) == ErrorKind.GRAMMAR
+    assert _kind(lambda: b.check_grammar('other ::= "x"')) == ErrorKind.GRAMMAR
+    assert b.grammar_match(grammar, "no") and not b.grammar_match(grammar, "nope")
+    b.eval(b.tokenize(PROMPT, True, False))
+    b.sampler_init(GenerationParams(temperature=0.0, grammar=grammar), 1)
+    tokens, end = b.next_tokens(8, True)
+    assert b.detokenize(tokens) in (b"yes", b"no") and end == StepEnd.EOG
+    b.reset()
+    b.eval(b.tokenize(PROMPT, True, False))
+    logits = b.logits()
+    b.sampler_init(_greedy(), 1)  # a new sampler has no grammar: the plain argmax again
+    tokens, _ = b.next_tokens(1, True)
+    assert tokens == [max(range(len(logits)), key=logits.__getitem__)] or not tokens
+    if caps.json_schema:
+        g = b.json_schema_to_grammar('{"type": "boolean"}')
+        assert "root ::=" in g and b.grammar_match(g, "true") and not b.grammar_match(g, "1")
+        assert _kind(lambda: b.json_schema_to_grammar("{")) == ErrorKind.GRAMMAR
+
+
 def test_adapters(loaded: tuple[Backend, ModelInfo], fx: dict[str, str]) -> None:
     b, _ = loaded
     if not b.capabilities.lora:

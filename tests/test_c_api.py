@@ -259,8 +259,10 @@ def test_header_enums_match_the_python_tables() -> None:
     errors = {name: getattr(lib, name) for name in dir(lib) if name.startswith("LM_ERR_")}
     assert sorted(errors.values()) == sorted(_c_api.CODES)
     assert {lib.LM_OK, lib.LM_EOG, lib.LM_CANCELLED, lib.LM_ERR_CONTEXT} == set(_c_api.STEP_ENDS)
-    assert (lib.LM_CAP_LORA, lib.LM_CAP_THREADS, lib.LM_CAP_MMAP, lib.LM_CAP_EMBEDDINGS) == (
-        _c_api.CAP_LORA, _c_api.CAP_THREADS, _c_api.CAP_MMAP, _c_api.CAP_EMBEDDINGS)
+    assert (lib.LM_CAP_LORA, lib.LM_CAP_THREADS, lib.LM_CAP_MMAP, lib.LM_CAP_EMBEDDINGS,
+            lib.LM_CAP_GRAMMAR, lib.LM_CAP_JSON_SCHEMA) == (
+        _c_api.CAP_LORA, _c_api.CAP_THREADS, _c_api.CAP_MMAP, _c_api.CAP_EMBEDDINGS,
+        _c_api.CAP_GRAMMAR, _c_api.CAP_JSON_SCHEMA)
     pooling = {name: getattr(lib, name) for name in dir(lib) if name.startswith("LM_POOLING_")}
     assert sorted(pooling.values()) == sorted(_c_api.POOLING.values())
 

@@ -16,12 +16,12 @@ log = logging.getLogger("llamart.llama_cpp")
 # LM_ERR_* return codes -> why the call failed
 CODES = {-1: ErrorKind.ARG, -2: ErrorKind.CONTEXT, -3: ErrorKind.DECODE, -4: ErrorKind.ALLOC,
          -5: ErrorKind.ARG, -7: ErrorKind.STATE,
-         -8: ErrorKind.UNSUPPORTED}
+         -8: ErrorKind.UNSUPPORTED, -9: ErrorKind.GRAMMAR}
 # lm_generate's *status -> why the step ended (LM_ERR_DECODE, -3, is an error instead)
 STEP_ENDS = {0: StepEnd.FULL, 1: StepEnd.EOG, 2: StepEnd.CANCELLED, -2: StepEnd.CONTEXT}
 
 # lm_capabilities() bits
-CAP_LORA, CAP_THREADS, CAP_MMAP, CAP_EMBEDDINGS = 1, 2, 4, 8
+CAP_LORA, CAP_THREADS, CAP_MMAP, CAP_EMBEDDINGS, CAP_GRAMMAR, CAP_JSON_SCHEMA = 1, 2, 4, 8, 16, 32
 # lm_embed pooling types (LM_POOLING_*): None is the model's own (mean when it names none)
 POOLING: dict[str | None, int] = {None: -1, "mean": 1, "cls": 2, "last": 3}
 

@@ -25,6 +25,7 @@ class ErrorKind:
     STATE = "state"
     LOAD = "load"  # model or adapter refused by llama.cpp
     UNSUPPORTED = "unsupported"
+    GRAMMAR = "grammar"  # a grammar or JSON schema refused, or no token continues the grammar
 
 
 class StepEnd:
@@ -58,6 +59,8 @@ class Capabilities:
     threads: bool = True
     embeddings: bool = False  # Backend.embed works
     system_info: str = ""
+    grammar: bool = False  # GenerationParams.grammar constrains sampling
+    json_schema: bool = False  # GenerationParams.json_schema (llama.cpp's converter)
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,20 @@ class Backend(Protocol):
 
         Returns the tokens and a :class:`StepEnd` saying why it stopped early ("" if not).
         """
+        ...
+
+    # structured output (only called when capabilities.grammar / .json_schema is True);
+    # sampler_init applies params.grammar, or params.json_schema converted
+    def check_grammar(self, grammar: str) -> None:
+        """BackendError(GRAMMAR, llama.cpp's reason) unless the GBNF grammar can be used."""
+        ...
+
+    def grammar_match(self, grammar: str, text: str) -> bool:
+        """Whether ``text`` is a whole sentence of the GBNF grammar (llama.cpp's matcher)."""
+        ...
+
+    def json_schema_to_grammar(self, schema: str) -> str:
+        """The GBNF grammar of a JSON schema (JSON text); BackendError(GRAMMAR) if refused."""
         ...
 
     def request_cancel(self) -> None:

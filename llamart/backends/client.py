@@ -23,6 +23,8 @@ from ..params import GenerationParams, ModelParams
 from . import _c_api
 from ._c_api import (
     CAP_EMBEDDINGS,
+    CAP_GRAMMAR,
+    CAP_JSON_SCHEMA,
     CAP_LORA,
     CAP_MMAP,
     CAP_THREADS,
@@ -146,6 +148,8 @@ class CApiClient:
             threads=bool(bits & CAP_THREADS),
             embeddings=bool(bits & CAP_EMBEDDINGS),
             system_info=ffi.string(self._lib.lm_system_info()),
+            grammar=bool(bits & CAP_GRAMMAR),
+            json_schema=bool(bits & CAP_JSON_SCHEMA),
         )
         self._drain_log()
 
@@ -304,6 +308,40 @@ class CApiClient:
         ))
         if rc != 0:
             raise self._error(kind(rc, ErrorKind.ARG), "invalid sampling parameters")
+        grammar = params.grammar
+        if params.json_schema is not None:
+            grammar = self.json_schema_to_grammar(params.json_schema)
+        if grammar is not None:
+            self._with_text(self._lib.lm_sampler_set_grammar, grammar, "the grammar was refused")
+
+    # ---- structured output
+    def _with_text(self, fn: Any, text: str, fallback: str) -> None:
+        """Call fn(session, text, len) and raise its reason unless it returns LM_OK."""
+        sp = self._s()
+        data = text.encode("utf-8")
+        with self._ffi.scope() as s:
+            rc = int(fn(sp, s.text(data), len(data)))
+        if rc != 0:
+            raise self._error(rc, fallback)
+
+    def check_grammar(self, grammar: str) -> None:
+        self._with_text(self._lib.lm_grammar_check, grammar, "the grammar was refused")
+
+    def grammar_match(self, grammar: str, text: str) -> bool:
+        sp = self._s()
+        g, data = grammar.encode("utf-8"), text.encode("utf-8")
+        with self._ffi.scope() as s:
+            rc = int(self._lib.lm_grammar_match(sp, s.text(g), len(g), s.text(data), len(data)))
+        if rc < 0:
+            raise self._error(rc, "the grammar was refused")
+        return rc == 1
+
+    def json_schema_to_grammar(self, schema: str) -> str:
+        data = schema.encode("utf-8")
+        with self._ffi.scope() as s:
+            src = s.text(data)
+            return self._text(self._lib.lm_json_schema_to_grammar, src, len(data),
+                              size=4096).decode("utf-8", "replace")
 
     def sampler_accept(self, tokens: Sequence[int]) -> None:
         self._with_tokens(self._lib.lm_sampler_accept, tokens, "the sampler refused the tokens")

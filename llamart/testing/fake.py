@@ -43,6 +43,7 @@ WORD0 = BYTE0 + 256
 N_VOCAB = WORD0 + len(WORDS)
 N_EMBD = 8
 LORA_REASON = "LoRA adapters are not applied on the fake backend; use the native backend."
+GRAMMAR_REASON = "the fake backend does not constrain output (capabilities.grammar is False)"
 
 
 def byte_tokens(data: bytes) -> list[int]:
@@ -268,6 +269,9 @@ class FakeBackend:
 
     def sampler_init(self, params: GenerationParams, seed: int) -> None:
         self._enter("sampler_init", params, seed)
+        if params.grammar is not None or params.json_schema is not None:
+            self._leave()
+            raise BackendError(ErrorKind.UNSUPPORTED, GRAMMAR_REASON)
         self.sampler, self.seed = params, seed
         self._rng = random.Random(seed)
         self._leave()
@@ -358,6 +362,20 @@ class FakeBackend:
             return out
         finally:
             self._leave()
+    def check_grammar(self, grammar: str) -> None:
+        self._enter("check_grammar", grammar)
+        self._leave()
+        raise BackendError(ErrorKind.UNSUPPORTED, GRAMMAR_REASON)
+
+    def grammar_match(self, grammar: str, text: str) -> bool:
+        self._enter("grammar_match", grammar, text)
+        self._leave()
+        raise BackendError(ErrorKind.UNSUPPORTED, GRAMMAR_REASON)
+
+    def json_schema_to_grammar(self, schema: str) -> str:
+        self._enter("json_schema_to_grammar", schema)
+        self._leave()
+        raise BackendError(ErrorKind.UNSUPPORTED, GRAMMAR_REASON)
 
     def request_cancel(self) -> None:
         self._cancel = True  # no _enter: the one call allowed from another thread mid-call
