@@ -9,6 +9,8 @@
                                    # llama-cpp-python), merged into the saved results
     python -m bench --report-only  # rewrite the doc and plot from .cache/bench/results.json
     python -m bench --threads 2 --no-wasm --no-lora --merge   # redo some cells, keep the rest
+    python -m bench --wllama-only  # wllama beside llamart in Chromium (real models), merged
+                                   # into results.json; prints its section (--write: the doc)
 
 Models (--models, comma-separated keys or groups): synthetic = small-q8_0, small-f32 (random
 weights, real shapes); real = smollm2-q4_1, gemma3-q4_k_m (llamart.pinned_models); all = both
@@ -32,7 +34,7 @@ import sys
 import time
 from typing import Any
 
-from . import builds, chat, config, machine, models, report, systems, wasm
+from . import builds, chat, config, machine, models, report, systems, wasm, wllama, wllama_report
 from .proc import BenchError
 
 
@@ -142,11 +144,12 @@ def describe_model(spec: config.ModelSpec) -> dict[str, Any]:
 def merge_into(old: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
     """Keep an earlier run's cells that this run does not measure again (``--merge``)."""
     merged = {**old, **{k: v for k, v in fresh.items() if k not in ("speed", "lora", "wasm",
-                                                                     "grammar", "models",
+                                                                     "grammar", "wllama",
+                                                                     "models",
                                                                      "threads")}}
     merged["models"] = {**old.get("models", {}), **fresh["models"]}
     merged["threads"] = sorted(set(old.get("threads", [])) | set(fresh["threads"]))
-    for k in ("speed", "lora", "wasm", "grammar"):
+    for k in ("speed", "lora", "wasm", "grammar", "wllama"):
         merged[k] = old.get(k) or {}
     return merged
 
@@ -204,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-lora", action="store_true")
     parser.add_argument("--no-grammar", action="store_true",
                         help="skip the grammar cost per token (SmolLM2, 1 thread)")
+    parser.add_argument("--no-wllama", action="store_true", help="skip wllama (Chromium)")
+    parser.add_argument("--wllama-only", action="store_true",
+                        help="only wllama beside llamart in Chromium (default models: real), "
+                        "merged into results.json; prints the report (--write: the doc too)")
     parser.add_argument("--no-speed", action="store_true",
                         help="skip the llamart/llama-bench/llama-cpp-python comparison")
     parser.add_argument("--no-builds", action="store_true",
@@ -226,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.chat_only or args.builds_only:
         return run_only(args)
+    if args.wllama_only:
+        args.no_speed = args.no_lora = args.no_wasm = args.merge = True
+        args.no_grammar = args.no_builds = args.no_chat = True
+        args.no_wllama = False
+        args.systems = ""
+        args.models = args.models or "real"
     try:
         keys = config.select_models(args.models or ("small-q8_0" if args.quick else "all"))
     except ValueError as e:
@@ -233,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     if not keys:
         parser.error("--models selects no model")
     rounds = args.rounds or (2 if args.quick else None)
-    args.systems = [s.strip() for s in args.systems.split(",")]
-    args.lora_models = [k for k in config.LORA_MODELS if k in keys]
+    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    args.lora_models = [k for k in config.LORA_MODELS if k in keys and not args.no_lora]
     started = time.monotonic()
     missing = prepare(args, keys)
     available = [s for s in systems.RUNNERS if missing.get(s) is None]
@@ -249,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": threads,
         "unavailable": {k: v for k, v in missing.items() if v and not v.startswith("not sel")},
         "load_before": machine.load_average(),
-        "speed": {}, "lora": {}, "wasm": {},
+        "speed": {}, "lora": {}, "wasm": {}, "wllama": {},
         "quick": args.quick,
     }
     if args.merge and config.RESULTS_JSON.exists():
@@ -285,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
             data["wasm"][k] = wasm.measure(config.MODELS[k], prompt_tokens(config.MODELS[k]),
                                            rounds or 3, browser=not args.no_browser, log=log)
             save()
+    wllama_keys = [k for k in wllama.MODELS if k in keys]
+    if not (args.no_wllama or args.no_browser) and wllama_keys:  # wllama is browser-only
+        data.setdefault("wllama", {})
+        for k in wllama_keys:
+            data["wllama"][k] = wllama.measure(config.MODELS[k], rounds or 3, threads, log=log)
+            save()
     if not args.no_builds and {"smollm2-q4_1", "gemma3-q4_k_m"} <= set(keys):
         data["builds"] = measure_builds(rounds)
         save()
@@ -300,9 +319,13 @@ def main(argv: list[str] | None = None) -> int:
         "models": keys, "threads": threads, "argv": sys.argv[1:] if argv is None else argv})
     save()
     log(f"bench: raw results in {config.RESULTS_JSON} ({data['duration_s']:.0f} s)")
-    if not args.quick or args.write:
+    if not (args.quick or args.wllama_only) or args.write:
         report.write(data)
         log(f"bench: wrote {config.DOC} and {config.PLOT}")
+    elif args.wllama_only:
+        print("\n".join(wllama_report.section(data)))
+        print("\n".join(f"- {t}: {m} ({'met' if ok else 'n/a' if ok is None else 'missed'})"
+                        for t, m, ok in wllama_report.targets(data)))
     else:
         print(report.render(data))
     return 0

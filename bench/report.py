@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from . import wllama_report
 from .config import CHAT_PLOT, DOC, PLOT
 from .stats import med, ratio, spread
 
@@ -301,6 +302,7 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 rows.append((f"WASM tg >= 0.5x native 1 thread, SIMD on ({name}, {w['model']})",
                              f"{_fmt_ratio(r, 3)}, WASM_SIMD {'on' if simd else 'not reported'}",
                              None if r is None else (r >= 0.5 and simd)))
+    rows += wllama_report.targets(data)
     return rows
 
 
@@ -438,6 +440,8 @@ def render(data: dict[str, Any]) -> str:
               "on the small Q8_0 model), which is start-up, not the steady state native code is",
               "compared in. Load times include that up-front compilation.", ""]
     lines += _wasm_tables(data)
+    lines += ["## Side by side with wllama (Chromium)", ""]
+    lines += wllama_report.section(data)
     lines += ["## LoRA operations (llamart native)", ""]
     lines += _lora_tables(data)
     lines += ["## Build variants: runtime CPU dispatch", ""]
