@@ -86,6 +86,13 @@ def render(results: dict[str, dict[str, str]]) -> str:
         "| memory-mapped model files (`capabilities.mmap`) | yes | no: NODEFS/WORKERFS mounts"
         " read the file in place |",
         "| threads (`capabilities.threads`) | cores available to the process | 1 |",
+        "| prompt prefix reuse across calls (keyed by the adapter set) | yes | yes |",
+        "| grammar / JSON schema (`capabilities.grammar`, `.json_schema`) | True | True (the same"
+        " llama.cpp grammar sampler and converter in the module) |",
+        "| embeddings (`capabilities.embeddings`) | True (LoRA applies) | True (SmolLM2: cosine"
+        " >= 0.99 to native vectors) |",
+        "| CPU kernels | runtime dispatch: the best of ggml's x86 variants"
+        " (`CPU_VARIANT` in `capabilities.system_info`) | SIMD128 |",
         "",
         "## Native vs WebAssembly: what is comparable",
         "",
