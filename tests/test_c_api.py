@@ -216,11 +216,12 @@ def test_capabilities_come_from_the_library(backend: Any) -> None:
     bits = int(backend._lib.lm_capabilities())
     caps = backend.capabilities
     assert bits & _c_api.CAP_EMBEDDINGS and caps.embeddings  # every build
+    assert bits & _c_api.CAP_GRAMMAR and caps.grammar and bits & _c_api.CAP_JSON_SCHEMA
     if NATIVE:
         assert bits & _c_api.CAP_LORA and caps.lora and caps.lora_reason is None
         assert caps.threads and caps.mmap
-    else:  # the WebAssembly module is compiled without LoRA, threads and mmap
-        assert bits == _c_api.CAP_EMBEDDINGS
+    else:  # the module: no LoRA, threads or mmap; embeddings and grammar
+        assert bits == _c_api.CAP_EMBEDDINGS | _c_api.CAP_GRAMMAR | _c_api.CAP_JSON_SCHEMA
         assert caps.lora is False and caps.lora_reason == _c_api.LORA_REASON
         assert not caps.threads and not caps.mmap
         with backend._ffi.scope() as scope:
