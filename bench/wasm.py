@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,18 +122,25 @@ def run_chromium(spec: ModelSpec, prompt: list[int], timeout: float = 300.0) -> 
                                              "wasm": "/__bench__/llamart_wasm.wasm"},
               "modelUrl": "/__bench__/model.gguf", "modelName": spec.file.name,
               "repo": "/bench-repo", "entryUrl": rel(ENTRY), "job": _job(spec, prompt)}
-    state = _State()
     routes = {"/__bench__/config.json": json.dumps(config).encode(),
               "/__bench__/tree.zip": _tree_zip(), **files}
-    server, url = serve_in_thread(REPO, routes=routes, on_post=state.on_post, name="bench")
+    return run_bench_page("/bench/web/page.html", routes, timeout, name="bench",
+                          what="Chromium run", extra_flags=["--js-flags=" + " ".join(V8_FLAGS)])
+
+
+def run_bench_page(page: str, routes: dict[str, bytes | Path], timeout: float, *, name: str,
+                   what: str, extra_flags: Sequence[str] = ()) -> dict[str, Any]:
+    """Serve ``routes`` (and the checkout) on the isolated server, open ``page`` in Chromium
+    and return the JSON it posts to /result (BenchError with its last log lines otherwise)."""
+    state = _State()
+    server, url = serve_in_thread(REPO, routes=routes, on_post=state.on_post, name=name)
     try:
-        run_page(url + "/bench/web/page.html", state.done, timeout,
-                 extra_flags=["--js-flags=" + " ".join(V8_FLAGS)])
+        run_page(url + page, state.done, timeout, extra_flags=extra_flags)
     finally:
         server.shutdown()
         server.server_close()
     if state.error or state.result is None:
-        raise BenchError(f"Chromium run failed: {state.error or 'timed out'}\n"
+        raise BenchError(f"{what} failed: {state.error or 'timed out'}\n"
                          + "\n".join(state.log[-20:]))
     return json.loads(state.result)
 

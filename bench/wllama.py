@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools.browser import CHROMIUM, run_page
-from tools.isolated_http import serve_in_thread
+from tools.browser import CHROMIUM
 
 from . import wasm
 from .config import N_BATCH, REPO, ModelSpec, native_lib_dir
@@ -147,19 +146,9 @@ def run_chromium(spec: ModelSpec, threads: int, prompts: dict[str, Any],
               "modelUrl": "/__bench__/model.gguf", "nThreads": threads, "nCtx": spec.n_ctx,
               "nBatch": N_BATCH, "promptText": prompts["text"], "tgText": prompts["tg_text"],
               "nGen": spec.n_gen, "reps": spec.reps}
-    state = wasm._State()
     routes: dict[str, bytes | Path] = {"/__bench__/config.json": json.dumps(config).encode(),
                                        "/__bench__/model.gguf": spec.file}
-    server, url = serve_in_thread(REPO, routes=routes, on_post=state.on_post, name="wllama")
-    try:
-        run_page(url + PAGE, state.done, timeout)
-    finally:
-        server.shutdown()
-        server.server_close()
-    if state.error or state.result is None:
-        raise BenchError(f"wllama in Chromium failed: {state.error or 'timed out'}\n"
-                         + "\n".join(state.log[-20:]))
-    res = json.loads(state.result)
+    res = wasm.run_bench_page(PAGE, routes, timeout, name="wllama", what="wllama in Chromium")
     rt = res["runtime"]
     if rt["n_threads"] != threads or rt["multithread"] != (threads > 1):
         raise BenchError(f"wllama ran {rt['n_threads']} thread(s) (multithread "
