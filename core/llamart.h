@@ -85,14 +85,15 @@ enum {
 LM_API const char * lm_version(void);            /* the llamart release, e.g. "0.2.0" */
 LM_API int32_t      lm_abi_version(void);        /* bumped whenever this header changes */
 LM_API int32_t      lm_capabilities(void);       /* LM_CAP_* bits */
+LM_API int32_t      lm_max_threads(void);        /* n_threads is capped at this: 1 single-threaded WebAssembly, the cores the runtime reports with pthreads; 0 = no cap (native) */
 LM_API const char * lm_system_info(void);        /* "CPU_VARIANT = zen4 | " (runtime dispatch builds) + llama_print_system_info() */
 LM_API void         lm_log_set_level(int32_t level);  /* 0 debug,1 info,2 warn,3 error; lower dropped */
 LM_API const char * lm_log_take(void);           /* pending lines "L\ttext\n" (L = 0..3); valid until this thread's next call */
 LM_API const char * lm_last_error(void);         /* this thread's reason for its last failing call ("" if none) */
 
 /* ---- session lifecycle ---- */
-/* n_ctx 0 = model's training context; n_threads <= 0 = 1.  use_mmap is ignored without
-   LM_CAP_MMAP. */
+/* n_ctx 0 = model's training context; n_threads <= 0 = 1, capped at lm_max_threads().
+   use_mmap is ignored without LM_CAP_MMAP. */
 LM_API lm_session * lm_session_load(const char * path, int32_t n_ctx, int32_t n_batch,
                                     int32_t n_threads, int32_t use_mmap, int32_t vocab_only);
 LM_API void         lm_session_free(lm_session * s);  /* unsets+frees adapters, then contexts, then model; NULL ok */
@@ -102,6 +103,7 @@ LM_API int32_t  lm_n_vocab(const lm_session * s);
 LM_API int32_t  lm_n_ctx(const lm_session * s);        /* context actually allocated (0 when vocab_only) */
 LM_API int32_t  lm_n_ctx_train(const lm_session * s);
 LM_API int32_t  lm_n_batch(const lm_session * s);
+LM_API int32_t  lm_n_threads(const lm_session * s);    /* threads the context computes with (0 when vocab_only) */
 LM_API int32_t  lm_n_embd(const lm_session * s);
 LM_API int32_t  lm_n_layer(const lm_session * s);
 LM_API double   lm_n_params(const lm_session * s);     /* double: exact below 2^53, and JS-friendly */

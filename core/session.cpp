@@ -69,7 +69,11 @@ lm_session * lm_session_load(const char * path, int32_t n_ctx, int32_t n_batch, 
     s->n_vocab = llama_vocab_n_tokens(s->vocab);
     if (!vocab_only) {
         llama_context_params cp = llama_context_default_params();
-        const int32_t threads = n_threads > 0 ? n_threads : 1;
+        int32_t threads = n_threads > 0 ? n_threads : 1;
+        const int32_t cap = lm_max_threads();
+        if (cap > 0) {
+            threads = std::min(threads, cap);  // more threads than cores near-hang in wasm
+        }
         cp.n_ctx = (uint32_t) n_ctx;
         cp.n_batch = (uint32_t) (n_batch > 0 ? n_batch : 512);
         cp.n_ubatch = std::min<uint32_t>(cp.n_batch, 512);
@@ -122,6 +126,8 @@ int32_t lm_n_vocab(const lm_session * s) { return s ? s->n_vocab : 0; }
 int32_t lm_n_ctx(const lm_session * s) { return (s && s->ctx) ? (int32_t) llama_n_ctx(s->ctx) : 0; }
 int32_t lm_n_ctx_train(const lm_session * s) { return s ? llama_model_n_ctx_train(s->model) : 0; }
 int32_t lm_n_batch(const lm_session * s) { return (s && s->ctx) ? (int32_t) llama_n_batch(s->ctx) : 0; }
+
+int32_t lm_n_threads(const lm_session * s) { return (s && s->ctx) ? (int32_t) llama_n_threads(s->ctx) : 0; }
 int32_t lm_n_embd(const lm_session * s) { return s ? llama_model_n_embd(s->model) : 0; }
 int32_t lm_n_layer(const lm_session * s) { return s ? llama_model_n_layer(s->model) : 0; }
 double lm_n_params(const lm_session * s) { return s ? (double) llama_model_n_params(s->model) : 0.0; }

@@ -88,7 +88,8 @@ def default_backend_name() -> str:
 
 
 def default_threads() -> int:
-    """The number of CPU cores this process may run on (1 in WebAssembly)."""
+    """The number of CPU cores this process may run on (1 in WebAssembly: see
+    ``Capabilities.max_threads`` for a threaded module's count)."""
     if sys.platform == "emscripten":
         return 1
     try:
@@ -167,6 +168,13 @@ class Engine:
         """What the backend can do (no model needed)."""
         return self._backend.capabilities
 
+    def _default_threads(self) -> int:
+        """n_threads=None: every core, the runtime's count where the backend caps it (wasm)."""
+        caps = self._backend.capabilities
+        if not caps.threads:
+            return 1
+        return caps.max_threads or default_threads()
+
     @property
     def strict(self) -> bool:
         return self._strict
@@ -223,7 +231,7 @@ class Engine:
                                   "use_mmap": use_mmap, "vocab_only": vocab_only,
                                   "chat_template": chat_template}, params)
         spath = fspath("path", path)
-        threads = mp.n_threads if mp.n_threads is not None else default_threads()
+        threads = mp.n_threads if mp.n_threads is not None else self._default_threads()
         with self._call("load a model"):
             header = check_model(spath, vocab_only=mp.vocab_only)
             previous = self._model

@@ -6,7 +6,9 @@ insist on for WebAssembly and module scripts, and with the COOP/COEP/CORP header
 page cross-origin isolated (SharedArrayBuffer, precise timers). On top of the static files:
 GET routes (``routes``: a path -> bytes served as they are, or -> a local file served with its
 MIME type, wherever it is), a POST callback (``on_post``), and optionally a resolver that
-restricts which local paths may be served (``resolve``; then directories are never listed).
+restricts which local paths may be served (``resolve``; then directories are never listed),
+and ``isolated=False`` to serve without COOP/COEP, as a plain web host does (no
+SharedArrayBuffer: the single-threaded module is what runs there).
 Binds 127.0.0.1 unless told otherwise.
 """
 
@@ -48,8 +50,9 @@ class IsolatedHandler(SimpleHTTPRequestHandler):
 
     def __init__(self, *args: Any, routes: Mapping[str, bytes | Path] | None = None,
                  on_post: PostHandler | None = None, resolve: Resolver | None = None,
-                 name: str = "server", **kwargs: Any) -> None:
+                 name: str = "server", isolated: bool = True, **kwargs: Any) -> None:
         self.routes = routes or {}
+        self.isolated = isolated
         self.on_post = on_post
         self.resolve = resolve
         self.name = name
@@ -57,7 +60,8 @@ class IsolatedHandler(SimpleHTTPRequestHandler):
 
     def end_headers(self) -> None:
         for key, value in ISOLATION_HEADERS.items():
-            self.send_header(key, value)
+            if self.isolated or key == "Cache-Control":
+                self.send_header(key, value)
         super().end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)

@@ -6,9 +6,16 @@
  * Plain script: works as a CommonJS module in Node (require) and as a classic script in a
  * browser page or worker (importScripts), where it defines the global `LlamartPyodide`.
  *
- *   const M = await LlamartPyodide.load(pyodide, {glue: ".../llamart_wasm.js",
- *                                                 wasm: ".../llamart_wasm.wasm"});
- *   // Python: import llamart_wasm  -> the emscripten Module
+ *   const M = await LlamartPyodide.load(pyodide, {
+ *     glue: ".../llamart_wasm.js", wasm: ".../llamart_wasm.wasm",            // single-threaded
+ *     threaded: {glue: ".../llamart_wasm_mt.js", wasm: ".../llamart_wasm_mt.wasm"},  // optional
+ *   });
+ *   // Python: import llamart_wasm  -> the emscripten Module; M.llamartBuild: "threads" | "single"
+ *
+ * With `threaded`, the pthreads build is loaded where it can run (Node, or a page that is
+ * cross-origin isolated: COOP/COEP headers, so SharedArrayBuffer exists) and the
+ * single-threaded one elsewhere; `threads: false` forces the single-threaded build and
+ * `threads: true` fails where the threaded one cannot run.
  *
  * The module has its own file system (separate from Pyodide's): mountHost / mountBlobs make
  * the same files visible in both at the same path without copying them.
@@ -55,21 +62,66 @@
     return new Uint8Array(await resp.arrayBuffer());
   }
 
+  /** Can a pthreads module run here?  It needs SharedArrayBuffer: Node, or an isolated page. */
+  function threadsAvailable() {
+    if (typeof SharedArrayBuffer === "undefined") return false;
+    // eslint-disable-next-line no-undef
+    return IN_NODE || (typeof crossOriginIsolated !== "undefined" && crossOriginIsolated === true);
+  }
+
+  /** The cores this runtime reports (what emscripten_num_logical_cores() answers). */
+  function cores() {
+    // eslint-disable-next-line no-undef
+    if (IN_NODE) return require("os").cpus().length || 1;
+    return (typeof navigator !== "undefined" && navigator.hardwareConcurrency) || 1;
+  }
+
+  /** Which build to load: {glue, wasm, threaded} (see the header comment). */
+  function chooseBuild(options) {
+    const single = { glue: options.glue, wasm: options.wasm, threaded: false };
+    const mt = options.threaded;
+    if (options.threads === false || (!mt && options.threads !== true)) return single;
+    if (!mt) throw new Error("llamart: threads: true, but no threaded build was given (options.threaded)");
+    if (threadsAvailable()) return { glue: mt.glue, wasm: mt.wasm, threaded: true };
+    if (options.threads === true) {
+      throw new Error("llamart: the threaded WebAssembly module needs SharedArrayBuffer " +
+        "(SharedArrayBuffer is not defined: serve the page cross-origin isolated, with " +
+        "Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp)");
+    }
+    return single;
+  }
+
   /**
    * Instantiate the llamart WebAssembly module.
-   * options.glue / options.wasm: paths (Node) or URLs (browser) of llamart_wasm.js/.wasm.
+   * options.glue / options.wasm: paths (Node) or URLs (browser) of llamart_wasm.js/.wasm;
+   * options.threaded / options.threads: the pthreads build and the choice (header comment).
    * options.print / options.printErr: where the module's stdout/stderr go.
    */
   async function instantiate(options) {
-    const factory = await loadFactory(options.glue);
+    const build = chooseBuild(options);
+    const factory = await loadFactory(build.glue);
     if (typeof factory !== "function") {
-      throw new Error(`llamart: ${options.glue} did not define the LlamartWasm factory`);
+      throw new Error(`llamart: ${build.glue} did not define the LlamartWasm factory`);
     }
-    const module = await factory({
-      wasmBinary: await wasmBytes(options.wasm),
+    const settings = {
+      wasmBinary: await wasmBytes(build.wasm),
       print: options.print || ((s) => console.log(s)),
       printErr: options.printErr || ((s) => console.warn(s)),
-    });
+    };
+    if (build.threaded) {
+      // the calling thread computes too: one pool worker per other core (the C core caps
+      // n_threads at the cores, so a decode never waits for a worker the pool lacks)
+      settings.llamartPool = Math.max(1, cores() - 1);
+      if (!IN_NODE) {
+        // the glue was evaluated from text: tell the pool's workers where it and the worker
+        // script are, or they are fetched relative to the calling worker and 404
+        const url = new URL(build.glue, self.location.href).href;
+        settings.mainScriptUrlOrBlob = url;
+        settings.locateFile = (file) => new URL(file, url).href;
+      }
+    }
+    const module = await factory(settings);
+    module.llamartBuild = build.threaded ? "threads" : "single";
     return module;
   }
 
@@ -118,5 +170,6 @@
     return module;
   }
 
-  return { instantiate, load, mountHost, mountBlobs, mkdirTree, IN_NODE };
+  return { instantiate, load, mountHost, mountBlobs, mkdirTree, chooseBuild, threadsAvailable,
+           IN_NODE };
 });

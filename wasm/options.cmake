@@ -7,7 +7,15 @@ set(CMAKE_SYSTEM_PROCESSOR wasm32)
 # 64-bit memory needs a newer emcc and engine flags; a page of its own is HTML we do not ship.
 set(LLAMA_WASM_MEM64 OFF CACHE BOOL "" FORCE)
 set(LLAMA_BUILD_HTML OFF CACHE BOOL "" FORCE)
-set(GGML_OPENMP OFF CACHE BOOL "" FORCE)   # single-threaded build (no pthreads)
+set(GGML_OPENMP OFF CACHE BOOL "" FORCE)   # ggml's own pthreads pool, never OpenMP
+# Two builds of one module: single-threaded (build-wasm, runs anywhere) and pthreads
+# (build-wasm-mt: SharedArrayBuffer, so Node or a cross-origin isolated page). `-pthread`
+# must be on every object file, llama.cpp's included, hence a build folder of its own.
+option(LLAMART_WASM_THREADS "WebAssembly with pthreads (llamart_wasm_mt.js)" OFF)
+if(LLAMART_WASM_THREADS)
+  add_compile_options(-pthread)
+  add_link_options(-pthread)
+endif()
 # Native WebAssembly exceptions: without them a failed load throws a bare number into JS and
 # leaves the module unusable; with them llama.cpp catches its own exceptions and returns NULL.
 # They must be on for every object file and at link time.

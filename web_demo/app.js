@@ -142,7 +142,9 @@ function showModelInfo(info) {
 }
 
 function showCapabilities(caps, adapter) {
-  ui.backend.textContent = `${caps.backend}${caps.system_info ? ` (${caps.system_info.trim()})` : ""}`;
+  const threads = caps.threads ? `${caps.max_threads || "all"} threads` : "1 thread";
+  ui.backend.textContent = `${caps.backend}, ${threads}` +
+    `${caps.system_info ? ` (${caps.system_info.trim()})` : ""}`;
   ui.loraFlag.textContent = pyRepr(caps.lora);
   ui.loraFlag.dataset.value = String(caps.lora);
   ui.loraReason.textContent = caps.lora_reason === null ? "None" : caps.lora_reason;

@@ -95,7 +95,7 @@ class DemoSession:
         caps = self.engine.capabilities
         return {"backend": caps.backend, "lora": caps.lora, "lora_reason": caps.lora_reason,
                 "streaming": caps.streaming, "mmap": caps.mmap, "threads": caps.threads,
-                "system_info": caps.system_info}
+                "max_threads": caps.max_threads, "system_info": caps.system_info}
 
     def mount(self, blob: Any, name: str) -> dict[str, Any]:
         """Make a browser File/Blob readable by llama.cpp without copying it (WORKERFS)."""

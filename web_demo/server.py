@@ -172,6 +172,17 @@ def locate_wasm(wasm_dir: Path | None = None) -> tuple[Path, Path]:
     return glue, wasm
 
 
+THREADED_FILES = ("llamart_wasm_mt.js", "llamart_wasm_mt.wasm", "llamart_wasm_mt.worker.js")
+
+
+def locate_threaded_wasm(wasm_dir: Path | None = None) -> list[Path]:
+    """The pthreads build's three files beside the single-threaded module ([] if not built:
+    the page then runs single-threaded everywhere)."""
+    folder = wasm_dir if wasm_dir is not None else runner_paths.wasm_dir()
+    files = [folder / name for name in THREADED_FILES]
+    return files if all(f.is_file() for f in files) else []
+
+
 def locate_pyodide() -> Path:
     """node_modules/pyodide (installed with ``npm ci`` from package.json when missing)."""
     try:
@@ -214,6 +225,7 @@ def prepare(cache_dir: Path | None = None, wasm_dir: Path | None = None) -> Site
     """Build or locate everything the page needs; returns the site to serve."""
     cache = Path(cache_dir or DEFAULT_CACHE).resolve()
     glue, wasm = locate_wasm(wasm_dir)
+    threaded = locate_threaded_wasm(wasm_dir)
     pyodide = locate_pyodide()
     template_wheels = locate_template_wheels()
     model = fetch_demo_model()
@@ -229,7 +241,11 @@ def prepare(cache_dir: Path | None = None, wasm_dir: Path | None = None) -> Site
         "wheel": f"/demo/{wheel.name}",
         "pyodideWheels": [f"/wheels/{w.name}" for w in template_wheels],
         "glue": "/wasm/llamart_pyodide.js",
-        "wasmModule": {"glue": "/wasm/llamart_wasm.js", "wasm": "/wasm/llamart_wasm.wasm"},
+        # the glue picks the pthreads build when the page is cross-origin isolated (this
+        # server sends COOP/COEP), the single-threaded one otherwise
+        "wasmModule": {"glue": "/wasm/llamart_wasm.js", "wasm": "/wasm/llamart_wasm.wasm",
+                       "threaded": {"glue": "/wasm/llamart_wasm_mt.js",
+                                    "wasm": "/wasm/llamart_wasm_mt.wasm"} if threaded else None},
         "session": "/demo_session.py",
         "demoModel": {"url": f"/models/{model.name}", "name": model.name,
                       "size": model.stat().st_size, "nCtx": DEMO_N_CTX,
@@ -249,6 +265,7 @@ def prepare(cache_dir: Path | None = None, wasm_dir: Path | None = None) -> Site
         "/wasm/llamart_pyodide.js": REPO / "wasm" / "llamart_pyodide.js",
         "/wasm/llamart_wasm.js": glue,
         "/wasm/llamart_wasm.wasm": wasm,
+        **{f"/wasm/{f.name}": f for f in threaded},
         **{f"/wheels/{w.name}": w for w in template_wheels},
         f"/models/{model.name}": model,
         "/demo/": demo,

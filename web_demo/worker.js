@@ -57,6 +57,7 @@ async function init(cfg) {
   await LlamartPyodide.load(pyodide, {
     glue: cfg.wasmModule.glue,
     wasm: cfg.wasmModule.wasm,
+    threaded: cfg.wasmModule.threaded,
     print: (s) => console.log(`[llama.cpp] ${s}`),
     printErr: (s) => console.warn(`[llama.cpp] ${s}`),
   });

@@ -16,6 +16,8 @@ async function main() {
   const module = await glue.load(pyodide, {
     glue: config.wasm.glue,
     wasm: config.wasm.wasm,
+    threaded: config.wasm.threaded,
+    threads: config.wasm.threads,
     print: (s) => process.stderr.write(s + "\n"),
     printErr: (s) => process.stderr.write(s + "\n"),
   });

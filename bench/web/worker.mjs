@@ -18,6 +18,8 @@ async function main() {
   const module = await LlamartPyodide.load(pyodide, {
     glue: config.wasm.glue,
     wasm: config.wasm.wasm,
+    threaded: config.wasm.threaded,
+    threads: config.wasm.threads,
     print: (s) => post("log", s),
     printErr: (s) => post("log", s),
   });

@@ -57,6 +57,7 @@ class Capabilities:
     streaming: bool = True
     mmap: bool = True
     threads: bool = True
+    max_threads: int | None = None  # n_threads is capped at this (wasm: the cores); None: no cap
     embeddings: bool = False  # Backend.embed works
     system_info: str = ""
     grammar: bool = False  # GenerationParams.grammar constrains sampling
@@ -80,6 +81,7 @@ class ModelInfo:
     bos: int
     eos: int
     metadata: dict[str, str] = field(default_factory=dict)
+    n_threads: int = 1  # threads the context computes with (after the backend's cap)
 
 
 @runtime_checkable

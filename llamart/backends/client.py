@@ -146,6 +146,7 @@ class CApiClient:
             lora_reason=None if lora else LORA_REASON,
             mmap=bool(bits & CAP_MMAP),
             threads=bool(bits & CAP_THREADS),
+            max_threads=int(self._lib.lm_max_threads()) or None,
             embeddings=bool(bits & CAP_EMBEDDINGS),
             system_info=ffi.string(self._lib.lm_system_info()),
             grammar=bool(bits & CAP_GRAMMAR),
@@ -224,6 +225,7 @@ class CApiClient:
             bos=int(lib.lm_token_bos(ptr)),
             eos=int(lib.lm_token_eos(ptr)),
             metadata=meta,
+            n_threads=int(lib.lm_n_threads(ptr)),
         )
 
     def unload_model(self) -> None:

@@ -1,6 +1,7 @@
 """Run the pytest suite inside Pyodide, under Node or in headless Chromium.
 
-    python -m tools.pyodide_runner --runtime node|chromium [pytest args ...]
+    python -m tools.pyodide_runner --runtime node|chromium [--threads auto|on|off]
+                                   [--no-isolation] [pytest args ...]
 
 Any test file or folder runs, inside the checkout or not: the folders the pytest arguments
 name (a file brings the folder it is in) are mounted (Node) or shipped (Chromium) at their host
@@ -8,12 +9,15 @@ paths, with llamart/ and tools/. Steps: make the test fixtures natively (``pytho
 llamart.testing.fixtures``), fetch pytest's pure-Python wheels once into ``.cache/`` (``pip
 download``), then start Pyodide (npm package,
 pinned in package.json: run ``npm ci``), unpack the wheels, load the llamart WebAssembly module
-(``build-wasm/wasm`` or ``$LLAMART_WASM_DIR``) as ``import llamart_wasm``, and run
+(``build-wasm/wasm`` or ``$LLAMART_WASM_DIR``; the pthreads build where it can run, as
+wasm/llamart_pyodide.js chooses: Node, or the page served cross-origin isolated, which
+``--no-isolation`` turns off) as ``import llamart_wasm``, and run
 ``pytest.main(args)`` with the checkout at its host path as the working directory. The real
 models and vocabulary files keep their host paths: NODEFS mounts in Node; in Chromium the
 server serves each file and the worker mounts them as Blobs (WORKERFS: read on demand, never
 copied into the Pyodide heap; llama.cpp reads a model into the module's heap when it loads). Output
-streams live; junit xml lands in ``tests/.artifacts/results-<runtime>.xml`` (``--results``);
+streams live; junit xml lands in ``tests/.artifacts/results-<runtime>[-unisolated].xml``
+(``--results``);
 the exit code is pytest's.
 """
 
@@ -59,11 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", choices=("node", "chromium"), required=True)
     parser.add_argument("--without-wasm", action="store_true",
                         help="run even when the wasm module is not built (pure-Python tests)")
+    parser.add_argument("--threads", choices=("auto", "on", "off"), default="auto",
+                        help="which module: auto = the pthreads build where it can run (Node, an"
+                        " isolated page) and the single-threaded one elsewhere; on / off force it")
+    parser.add_argument("--no-isolation", action="store_true",
+                        help="chromium: serve without COOP/COEP (no SharedArrayBuffer), as a"
+                        " plain web host would")
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds to wait for the browser run (default 3600)")
     parser.add_argument("--results", type=Path, default=None,
-                        help="where the junit xml goes (default "
-                             "tests/.artifacts/results-RUNTIME.xml, read by tests.matrix)")
+                        help="where the junit xml goes (default tests/.artifacts/"
+                             "results-RUNTIME[-unisolated].xml, read by tests.matrix)")
     ours, pytest_args = parser.parse_known_args(argv)
     pytest_args, named = paths.resolve_args(pytest_args, Path.cwd())
     if not named:  # no path given: pytest collects the checkout's testpaths (pyproject.toml)
@@ -73,12 +83,21 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     wasm = find_wasm(required=not ours.without_wasm)
+    if ours.no_isolation and ours.runtime != "chromium":
+        parser.error("--no-isolation is for --runtime chromium")
+    if ours.threads == "on" and not (wasm and wasm["threaded"]):
+        parser.error("--threads on: no threaded build (python -m wasm.build --only threads)")
+    isolated = ours.runtime == "node" or not ours.no_isolation
+    # the build the glue must pick (tests/test_wasm_threads.py checks it did)
+    expect = ("threads" if wasm and wasm["threaded"] and ours.threads != "off"
+              and (ours.threads == "on" or isolated) else "single")
     pyodide_dir = ensure_pyodide()
     # .cache may be a link out of the checkout: resolved paths are the ones to mount
     wheels = [w.resolve() for w in [*ensure_wheels(), *runtime_wheels()]]
     data_folders, data_env = host_data()
     fixtures = make_fixtures().resolve()
-    junit = (ours.results or paths.ARTIFACTS / f"results-{ours.runtime}.xml").resolve()
+    run = ours.runtime + ("-unisolated" if ours.no_isolation else "")
+    junit = (ours.results or paths.ARTIFACTS / f"results-{run}.xml").resolve()
     junit.parent.mkdir(parents=True, exist_ok=True)
     junit.unlink(missing_ok=True)
     node = ours.runtime == "node"  # Node writes the junit xml in place; Chromium posts it
@@ -88,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         "pyodideDir": str(pyodide_dir),
         "glueJs": str(paths.REPO / "wasm" / "llamart_pyodide.js"),
         "wasm": wasm,
+        "threads": {"auto": None, "on": True, "off": False}[ours.threads],
+        "isolated": isolated,
         "wheels": [str(w) for w in wheels],
         "trees": [str(t) for t in paths.visible_trees(
             [*named, fixtures, *{w.parent for w in wheels},
@@ -95,12 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         # Chromium: {folder: [files]} served and mounted as Blobs (Node mounts the folders)
         "blobs": {} if node else {d: [str(f) for f in fs] for d, fs in data_folders.items()},
         "env": {"LLAMART_FIXTURES": str(fixtures), "LLAMART_RUNTIME": f"pyodide-{ours.runtime}",
-                **data_env},
+                "LLAMART_EXPECT_WASM_BUILD": expect if wasm else "", **data_env},
         "args": pytest_args,
         "junit": str(junit),
     }
     print(f"pyodide_runner: setup {time.monotonic() - started:.1f} s; running pytest "
-          f"{' '.join(pytest_args)} in Pyodide ({ours.runtime})", flush=True)
+          f"{' '.join(pytest_args)} in Pyodide ({run}, {expect}-thread module expected)",
+          flush=True)
     started = time.monotonic()
     if ours.runtime == "node":
         code = run_node(config)

@@ -87,12 +87,18 @@ def make_fixtures() -> Path:
     return out
 
 
-def find_wasm(required: bool) -> dict[str, str] | None:
-    """The llamart WebAssembly build (glue .js + .wasm); exits saying how to build it."""
+def find_wasm(required: bool) -> dict | None:
+    """The llamart WebAssembly builds: {glue, wasm} (single-threaded) and, when built,
+    ``threaded`` {glue, wasm, worker}; exits saying how to build them."""
     folder = paths.wasm_dir()
     glue, wasm = folder / "llamart_wasm.js", folder / "llamart_wasm.wasm"
     if glue.exists() and wasm.exists():
-        return {"glue": str(glue), "wasm": str(wasm)}
+        found: dict = {"glue": str(glue), "wasm": str(wasm), "threaded": None}
+        mt = {k: folder / f"llamart_wasm_mt{ext}"
+              for k, ext in (("glue", ".js"), ("wasm", ".wasm"), ("worker", ".worker.js"))}
+        if all(f.exists() for f in mt.values()):
+            found["threaded"] = {k: str(f) for k, f in mt.items()}
+        return found
     message = (f"no WebAssembly build in {folder}: build it with `python -m wasm.build` "
                "(see wasm/README.md) or set LLAMART_WASM_DIR")
     if required:

@@ -50,6 +50,18 @@ def pack_tree(config: dict) -> bytes:
     return buf.getvalue()
 
 
+def _route(path: str) -> str:
+    """Where the page fetches a wasm build file (the threaded glue finds its worker script
+    beside it)."""
+    return f"/__llamart__/{Path(path).name}"
+
+
+def _wasm_files(wasm: dict | None) -> list[str]:
+    if not wasm:
+        return []
+    return [wasm["glue"], wasm["wasm"], *(wasm["threaded"] or {}).values()]
+
+
 class RunState:
     """What the browser reported back."""
 
@@ -91,17 +103,19 @@ def run_chromium(config: dict, timeout: float) -> int:
                   for i, (folder, files) in enumerate(config["blobs"].items())},
         "junit": "/tmp/llamart-junit.xml",
         "pyodideUrl": "/node_modules/pyodide/",
-        "wasm": config["wasm"] and {k: f"/__llamart__/{Path(v).name}"
-                                    for k, v in config["wasm"].items()},
+        "wasm": config["wasm"] and {
+            "glue": _route(config["wasm"]["glue"]), "wasm": _route(config["wasm"]["wasm"]),
+            "threaded": config["wasm"]["threaded"] and {
+                k: _route(v) for k, v in config["wasm"]["threaded"].items()}},
     }
     routes: dict[str, bytes | Path] = {
         **blob_routes,
-        **{f"/__llamart__/{Path(v).name}": Path(v) for v in (config["wasm"] or {}).values()},
+        **{_route(f): Path(f) for f in _wasm_files(config["wasm"])},
         "/__llamart__/config.json": json.dumps(browser_config).encode(),
         "/__llamart__/tree.zip": pack_tree(config),
     }
     server, url = serve_in_thread(paths.REPO, routes=routes, on_post=state.on_post,
-                                  name="pyodide_runner server")
+                                  name="pyodide_runner server", isolated=config["isolated"])
     page = url + "/" + (paths.RUNNER_DIR / "page.html").relative_to(paths.REPO).as_posix()
     try:
         if not run_page(page, state.done, timeout, echo_console=True):

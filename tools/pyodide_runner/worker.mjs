@@ -31,6 +31,8 @@ async function main() {
     module = await LlamartPyodide.load(pyodide, {
       glue: config.wasm.glue,
       wasm: config.wasm.wasm,
+      threaded: config.wasm.threaded,
+      threads: config.threads,
       print: (s) => post("out", s + "\n"),
       printErr: (s) => post("err", s + "\n"),
     });
