@@ -71,7 +71,7 @@ def llamart_chat(job: dict[str, Any]) -> dict[str, Any]:
             return engine.chat(messages, max_tokens=REPLY_TOKENS, temperature=0.0,
                                repeat_penalty=1.0)
         # no reuse: clear the KV cache as the engine did before each call (bench-only access)
-        reset = engine._backend.reset if not job.get("reuse", True) else None
+        reset = engine.reset if not job.get("reuse", True) else None
         run_turns(chat, reset)  # warm-up conversation (page cache, allocations)
         engine.logits("x")  # and a cache that shares nothing with the timed one
         return run_turns(chat, reset)

@@ -200,7 +200,6 @@ void embed_free(lm_session * s) { drop_context(s); }
 
 extern "C" {
 
-int32_t lm_model_pooling(const lm_session * s) { return s ? gguf_pooling(s->model) : -1; }
 
 int32_t lm_n_embd_out(const lm_session * s) { return s ? llama_model_n_embd_out(s->model) : 0; }
 

@@ -23,7 +23,8 @@
  * so no callback has to cross from C into Python).
  *
  * The source is split by topic beside this header (session.cpp, text.cpp, eval.cpp,
- * sampling.cpp, adapters.cpp, embed.cpp, gguf_scan.cpp, errors.cpp; internal.h holds the shared structs).
+ * sampling.cpp, grammar.cpp, adapters.cpp, embed.cpp, gguf_scan.cpp, cpu_backends.cpp,
+ * errors.cpp, common_support.cpp; internal.h holds the shared structs).
  * Everything between the CDEF markers is plain C that cffi parses directly: keep it free of
  * preprocessor lines and macros other than LM_API (stripped by the Python loader).
  */
@@ -196,7 +197,6 @@ LM_API int32_t lm_adapter_meta_val(const lm_adapter * a, int32_t i, char * buf, 
 /* ---- embeddings: a second context (embeddings on, one pooling type), made on first use and
    remade when the pooling type changes; the generation context is never touched.  The active
    adapters are set on it too; lm_session_free unsets them from both contexts, frees both. ---- */
-LM_API int32_t lm_model_pooling(const lm_session * s);  /* the GGUF's pooling type, -1 if none */
 /* The pooling lm_embed uses for `pooling` (LM_POOLING_MODEL resolved), or LM_ERR_ARG /
    LM_ERR_UNSUPPORTED (the model's own is e.g. rank, which gives no embedding). */
 LM_API int32_t lm_embed_pooling(const lm_session * s, int32_t pooling);

@@ -1,4 +1,4 @@
-// Text <-> tokens and the built-in chat templates.
+// Text <-> tokens: tokenize, token pieces, detokenize.
 #include "internal.h"
 
 #include <climits>

@@ -392,6 +392,12 @@ class Engine:
                 self._backend.eval_prompt(tokens)
                 return self._backend.logits()
 
+    def reset(self) -> None:
+        """Forget the evaluated prompt (the KV cache): the next call evaluates its whole prompt
+        (llama-cpp-python's ``Llama.reset``). Results are the same either way; only time differs."""
+        with self._with_model("reset the evaluated prompt", weights=True), backend_errors("eval"):
+            self._backend.reset()
+
     def embed(self, texts: str | Sequence[str], normalize: bool = True,
               pooling: str | None = None) -> list[array.array]:
         """One embedding (``array.array('f')``, n_embd floats) per text; a str is one text.

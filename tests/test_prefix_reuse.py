@@ -71,6 +71,16 @@ def test_a_growing_prompt_reuses_its_prefix_and_matches_a_fresh_engine(reusing, 
         prompt = prompt + reply + " and then"
 
 
+def test_reset_forgets_the_prefix_and_changes_no_result(reusing, fx):
+    prompt = "Once upon a time"
+    first = reusing.complete(prompt, max_tokens=8, **GREEDY)
+    assert reusing.complete(prompt, max_tokens=8, **GREEDY) == first
+    assert reusing.last_usage["cached_tokens"] > 0
+    reusing.reset()
+    assert reusing.complete(prompt, max_tokens=8, **GREEDY) == first
+    assert reusing.last_usage["cached_tokens"] == 0  # evaluated from scratch after reset()
+
+
 def test_logits_reuse_and_match_a_fresh_engine(reusing, fx):
     first = reusing.logits("Once upon a time there")
     again = reusing.logits("Once upon a time there")
