@@ -34,7 +34,6 @@ WLLAMA_DIR = REPO / "node_modules" / "@wllama" / "wllama"
 WLLAMA_WASM = WLLAMA_DIR / "esm" / "wasm" / "wllama.wasm"
 WLLAMA_GLUE = WLLAMA_DIR / "esm" / "index.js"
 PAGE = "/bench/web/wllama_page.html"
-LLAMART = "llamart (Pyodide + Chromium, 1 thread)"
 
 
 def pinned_version() -> str | None:
@@ -177,9 +176,9 @@ def _add(entry: dict[str, Any], res: dict[str, Any], n_prompt: int) -> None:
 
 def measure(spec: ModelSpec, rounds: int, threads: list[int], *, with_llamart: bool = True,
             log=print) -> dict[str, Any]:
-    """Rounds of wllama at each thread count and (``with_llamart``, when its WebAssembly build
-    is there) llamart's Pyodide + Chromium at 1 thread on the same prompt ids, rotated each
-    round."""
+    """Rounds of wllama and (``with_llamart``, when its WebAssembly builds are there) llamart's
+    Pyodide + Chromium (its pthreads module, which an isolated page loads) at each thread
+    count, on the same prompt ids, rotated each round."""
     reason = missing()
     if reason:
         log(f"bench: wllama skipped: {reason}")
@@ -192,15 +191,17 @@ def measure(spec: ModelSpec, rounds: int, threads: list[int], *, with_llamart: b
                            "llamart": {}, "prompt": prompts}
     llamart_missing = wasm.missing() if with_llamart else "not selected"
     if llamart_missing is None:
-        runners[LLAMART] = lambda: wasm.run_chromium(spec, prompt)
+        for t in threads:
+            runners[f"llamart {t}"] = (
+                lambda t=t: wasm.run_chromium(spec, prompt, "threads", t))
     else:
         out["llamart"] = {"unavailable": llamart_missing}
     names = list(runners)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             started = time.monotonic()
-            entry = (out["llamart"] if name == LLAMART
-                     else out["threads"].setdefault(name.split()[1], {}))
+            system, t = name.split()
+            entry = out["llamart" if system == "llamart" else "threads"].setdefault(t, {})
             try:
                 res = runners[name]()
             except (BenchError, Exception) as e:  # keep going: report what failed

@@ -7,34 +7,37 @@ from typing import Any
 from .stats import med, ratio, spread
 
 TARGET = 2.5  # llamart >= 2.5x wllama, generation and prompt, at equal threads
-CHROMIUM = "Pyodide + Chromium"
 
 
 def _fmt(r: float | None) -> str:
     return "n/a" if r is None else f"{int(r * 100) / 100:.2f}x"  # truncated, as report.py
 
 
-def llamart_figures(data: dict[str, Any], key: str) -> tuple[dict[str, Any], str]:
-    """llamart's Chromium pp/tg for a model: the run paired with wllama's (same rounds, same
-    prompt ids), else the WebAssembly section's Pyodide + Chromium run; and where it came from."""
+def llamart_figures(data: dict[str, Any], key: str,
+                    threads: str) -> tuple[dict[str, Any], str]:
+    """llamart's Chromium pp/tg for a model at a thread count: the run paired with wllama's
+    (same rounds, same prompt ids, its pthreads module), else the WebAssembly section's run of
+    that module at that count; and where it came from."""
     w = (data.get("wllama") or {}).get(key) or {}
-    paired = w.get("llamart") or {}
+    paired = (w.get("llamart") or {}).get(threads) or {}
     if paired.get("tg_tps"):
         return paired, "paired"
     from .report import wasm_runs
+    from .wasm import system_name
 
-    chromium = ((wasm_runs(data).get(key) or {}).get("systems") or {}).get(CHROMIUM) or {}
+    name = system_name("Chromium", "threads", int(threads))
+    chromium = ((wasm_runs(data).get(key) or {}).get("systems") or {}).get(name) or {}
     if chromium.get("tg_tps"):
         return chromium, "wasm section"
-    return {}, paired.get("unavailable") or "not measured"
+    return {}, (w.get("llamart") or {}).get("unavailable") or "not measured"
 
 
 def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (model, wllama threads): both systems' samples and the ratios."""
     out = []
     for key, w in (data.get("wllama") or {}).items():
-        me, source = llamart_figures(data, key)
         for t, e in (w.get("threads") or {}).items():
+            me, source = llamart_figures(data, key, t)
             out.append({"model": key, "threads": t, "wllama": e, "llamart": me,
                         "source": source,
                         "pp": ratio(me.get("pp_tps", []), e.get("pp_tps", [])),
@@ -76,11 +79,11 @@ def section(data: dict[str, Any]) -> list[str]:
         "`prompt_n` = n_prompt, and llamart gets those very ids); **tg** = wall clock of "
         "`createCompletion` on a one-token prompt with `n_predict: n_gen, ignore_eos: true`, "
         "greedy (= n_gen single-token decodes, as llamart's `Engine.generate([bos])`); a "
-        "warm-up then 3 timed runs per page load, medians over all. llamart's WebAssembly "
-        "module is single-threaded today, so every row compares with llamart at 1 thread "
-        "(`Engine.logits` / `Engine.generate` in Pyodide, as in the WebAssembly section).", "",
-        "| model | threads (wllama) | wllama pp tokens/s | wllama tg tokens/s | llamart pp "
-        "tokens/s (1 thread) | llamart tg tokens/s (1 thread) | pp llamart / wllama | "
+        "warm-up then 3 timed runs per page load, medians over all. llamart: its pthreads "
+        "module (what an isolated page loads) at the same thread count (`Engine.logits` / "
+        "`Engine.generate` in Pyodide, as in the WebAssembly section).", "",
+        "| model | threads | wllama pp tokens/s | wllama tg tokens/s | llamart pp "
+        "tokens/s | llamart tg tokens/s | pp llamart / wllama | "
         "tg llamart / wllama | wllama's own timings pp / tg |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows(data):
@@ -111,8 +114,7 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     for r in rows(data):
         for what in ("tg", "pp"):
             value = r[what]
-            note = "" if value is None or r["threads"] == "1" else " (llamart at 1 thread)"
             out.append((f"llamart {what} >= {TARGET}x wllama at equal threads ({r['model']}, "
-                        f"{r['threads']} thr)", _fmt(value) + note,
+                        f"{r['threads']} thr)", _fmt(value),
                         None if value is None else value >= TARGET))
     return out

@@ -54,16 +54,17 @@ def test_report_ratios_and_targets_use_the_paired_llamart_run() -> None:
 
     data = {"wllama": {"m": {
         "module": None,
-        "llamart": {"pp_tps": [100.0, 110.0, 90.0], "tg_tps": [50.0]},
+        "llamart": {"1": {"pp_tps": [100.0, 110.0, 90.0], "tg_tps": [50.0]},
+                    "2": {"pp_tps": [130.0], "tg_tps": [60.0]}},
         "threads": {"1": {"pp_tps": [20.0], "tg_tps": [10.0]},
                     "2": {"pp_tps": [50.0], "tg_tps": [25.0]}}}}}
     targets = wllama_report.targets(data)
     assert [(t.split("(")[1], m, ok) for t, m, ok in targets] == [
         ("m, 1 thr)", "5.00x", True), ("m, 1 thr)", "5.00x", True),
-        ("m, 2 thr)", "2.00x (llamart at 1 thread)", False),
-        ("m, 2 thr)", "2.00x (llamart at 1 thread)", False)]
+        ("m, 2 thr)", "2.40x", False), ("m, 2 thr)", "2.60x", True)]
     table = "\n".join(wllama_report.section(data))
-    assert "| m | 2 | 50.0 | 25.0 | 100.0 (90.0–110.0) | 50.0 | 2.00x | 2.00x |" in table
+    assert "| m | 1 | 20.0 | 10.0 | 100.0 (90.0–110.0) | 50.0 | 5.00x | 5.00x |" in table
+    assert "| m | 2 | 50.0 | 25.0 | 130.0 | 60.0 | 2.60x | 2.40x |" in table
 
 
 def test_report_falls_back_to_the_wasm_section_and_handles_a_missing_llamart() -> None:
@@ -74,7 +75,8 @@ def test_report_falls_back_to_the_wasm_section_and_handles_a_missing_llamart() -
     data = {"wllama": {"m": wl}}
     assert [ok for _, _, ok in wllama_report.targets(data)] == [None, None]
     assert "n/a (no WebAssembly build)" in "\n".join(wllama_report.section(data))
-    data["wasm"] = {"m": {"model": "m", "systems": {
-        "Pyodide + Chromium": {"pp_tps": [60.0], "tg_tps": [30.0]}}}}
+    data["wasm"] = {"m": {"model": "m", "systems": {  # the pthreads module at 1 thread
+        "Pyodide + Chromium": {"pp_tps": [1.0], "tg_tps": [1.0]},
+        "Pyodide + Chromium, threads module, 1 thread": {"pp_tps": [60.0], "tg_tps": [30.0]}}}}
     assert [m for _, m, _ in wllama_report.targets(data)] == ["3.00x", "3.00x"]
     assert "a different run" in "\n".join(wllama_report.section(data))

@@ -302,6 +302,12 @@ def test_the_demo_is_not_a_command_of_the_installed_package(capsys) -> None:
 
 # ---- the page in Chromium ----
 
+def wds_threaded() -> bool:
+    from web_demo import server as wds
+
+    return bool(wds.locate_threaded_wasm())
+
+
 def test_demo_model_loads_and_its_info_is_shown(browser: Browser,
                                                 native_info: dict[str, Any]) -> None:
     page = browser.page
@@ -314,6 +320,10 @@ def test_demo_model_loads_and_its_info_is_shown(browser: Browser,
     assert page.text_content('#model-info dd[data-key="Chat template"]').startswith(
         "the model's own (tokenizer.chat_template")
     assert browser.text("#backend").startswith("wasm")
+    # the server sends COOP/COEP: the page is isolated, so the glue loaded the pthreads module
+    # (this machine's cores, as navigator.hardwareConcurrency reports them)
+    threads = f"{os.cpu_count()} threads" if wds_threaded() else "1 thread"
+    assert browser.text("#backend").startswith(f"wasm, {threads}")
     assert "Model loaded" in browser.text("#status")
     # chat mode is the default for a model with a template, the system prompt filled in
     assert page.is_checked('input[name="mode"][value="chat"]')
