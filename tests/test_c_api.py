@@ -220,10 +220,16 @@ def test_capabilities_come_from_the_library(backend: Any) -> None:
     if NATIVE:
         assert bits & _c_api.CAP_LORA and caps.lora and caps.lora_reason is None
         assert caps.threads and caps.mmap
-    else:  # the module: no LoRA, threads or mmap; embeddings and grammar
-        assert bits == _c_api.CAP_EMBEDDINGS | _c_api.CAP_GRAMMAR | _c_api.CAP_JSON_SCHEMA
+        assert caps.max_threads is None and int(backend._lib.lm_max_threads()) == 0
+    else:  # a module: no LoRA or mmap; embeddings and grammar; threads in the pthreads build
+        import llamart_wasm  # type: ignore[import-not-found]
+
+        threaded = llamart_wasm.llamartBuild == "threads"
+        assert bits == (_c_api.CAP_EMBEDDINGS | _c_api.CAP_GRAMMAR | _c_api.CAP_JSON_SCHEMA
+                        | (_c_api.CAP_THREADS if threaded else 0))
         assert caps.lora is False and caps.lora_reason == _c_api.LORA_REASON
-        assert not caps.threads and not caps.mmap
+        assert caps.threads == threaded and not caps.mmap
+        assert caps.max_threads >= 1 and (threaded or caps.max_threads == 1)
         with backend._ffi.scope() as scope:
             raw = backend._lib.lm_adapter_load(backend._s(), scope.text(b"/x.gguf"))
             assert backend._ffi.ptr(raw) is None
