@@ -152,7 +152,8 @@ class FakeBackend:
             return ModelInfo(path=path, n_vocab=N_VOCAB, n_ctx=n_ctx, n_ctx_train=256,
                              n_batch=params.n_batch, n_embd=N_EMBD, n_layer=1, n_params=4242,
                              size=16968, description="fake 4K F32", bos=BOS, eos=EOS,
-                             metadata={"general.architecture": "llama", "general.name": "fake"})
+                             metadata={"general.architecture": "llama", "general.name": "fake"},
+                             n_threads=n_threads)
         finally:
             self._leave()
 
