@@ -36,6 +36,10 @@ PROMPT = "Once upon a time"
 WASM_TOL = {"model_f32": 1e-5}
 WASM_MIN_COS = 0.99
 NATIVE_TOL = 1e-6
+# SmolLM2 Q4_1 natively: ggml picks its CPU kernels per machine (runtime dispatch), and the
+# Q4 dot products of two variants round differently (measured: golden from one AVX-512 host,
+# another gives max diff 1.4e-3 on unit vectors, cosine 0.999988)
+NATIVE_Q4_TOL, NATIVE_Q4_MIN_COS = 5e-3, 0.9999
 # two texts saying the same, one about something else (SmolLM2's mean-pooled cosines:
 # 0.957 vs 0.672)
 PARAPHRASE = ("The cat sat on the mat.", "A cat was sitting on the mat.",
@@ -294,7 +298,8 @@ def test_smollm2_matches_the_golden(smol: Engine, real_model: Callable[[str], st
             nearest = max(range(len(golden)), key=lambda j: cos(vec, golden[j]))
             assert nearest == i, f"text {i} is nearest native's vector of text {nearest}"
     else:
-        assert worst <= NATIVE_TOL, f"max |ours - native golden| {worst:.3g} > {NATIVE_TOL}"
+        assert worst <= NATIVE_Q4_TOL, f"max |ours - native golden| {worst:.3g}"
+        assert least >= NATIVE_Q4_MIN_COS, f"min cosine(ours, native golden) {least:.6f}"
 
 
 def test_smollm2_empty_text_is_refused(smol: Engine) -> None:
