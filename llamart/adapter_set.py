@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .backends.base import Backend, Capabilities
-from .errors import LoraUnsupportedWarning, UnsupportedCapabilityError, logged_backend_errors
+from .errors import (
+    LoraUnsupportedWarning,
+    UnsupportedCapabilityError,
+    backend_errors,
+    logged_backend_errors,
+)
+from .model_files import adapter_summary, check_adapter, file_metadata
 
-__all__ = ["AdapterPlan", "AdapterSet", "lora_unavailable"]
+if TYPE_CHECKING:
+    from .model_state import LoadedModel
+
+__all__ = ["AdapterPlan", "AdapterSet", "lora_metadata", "lora_unavailable"]
 
 
 def lora_unavailable(caps: Capabilities, strict: bool, op: str) -> bool:
@@ -28,6 +38,18 @@ def lora_unavailable(caps: Capabilities, strict: bool, op: str) -> bool:
         raise UnsupportedCapabilityError(f"{op}: {reason}", reason=reason)
     warnings.warn(LoraUnsupportedWarning(reason), stacklevel=3)
     return True
+
+
+def lora_metadata(path: str, guard: AbstractContextManager[LoadedModel | None]) -> dict[str, Any]:
+    """``Engine.lora_metadata``: the file's summary and metadata, and (read inside ``guard``,
+    which yields the loaded model or None) the loaded adapter's state."""
+    with guard as model, backend_errors("adapter", path):
+        header = check_adapter(path, None)
+        out = {**adapter_summary(header), "path": path, "loaded": False, "scale": None,
+               "metadata": file_metadata(header)}
+        if model is not None:
+            out.update(model.adapters.describe(path))
+        return out
 
 
 class AdapterPlan(NamedTuple):
@@ -88,6 +110,27 @@ class AdapterSet:
 
     def plan_clear(self) -> AdapterPlan:
         return AdapterPlan({}, None, tuple(h for h, _s in self._entries.values()))
+
+    # ---- changing (plan, apply; backend errors mapped to AdapterError etc.) ----
+
+    def set_scale(self, path: str, scale: float, check: Callable[[], object]) -> None:
+        """Apply ``path`` at ``scale`` (:meth:`plan_set`, then :meth:`apply`)."""
+        with backend_errors("adapter", path):
+            self.apply(self.plan_set(path, scale, check))
+
+    def remove(self, path: str) -> bool:
+        """Stop applying ``path`` and free it; False (a no-op) if it is not set."""
+        if path not in self._entries:
+            return False
+        with backend_errors("adapter", path):
+            self.apply(self.plan_remove(path))
+        return True
+
+    def clear(self) -> None:
+        """Stop applying every adapter and free them."""
+        if self._entries:
+            with backend_errors("adapter"):
+                self.apply(self.plan_clear())
 
     # ---- applying ----
 

@@ -19,16 +19,18 @@ Decisions (also in the README):
 from __future__ import annotations
 
 import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from .backends.base import Backend
 from .errors import ContextOverflowError, UnsupportedCapabilityError, backend_errors
+from .inputs import tokenize
 from .params import check_bool
 
 POOLINGS = ("mean", "cls", "last")
 
-__all__ = ["POOLINGS", "check_pooling", "check_texts", "embed"]
+__all__ = ["POOLINGS", "check_pooling", "check_texts", "embed", "embedding_pooling"]
 
 
 def check_texts(texts: Any) -> list[str]:
@@ -51,11 +53,15 @@ def check_pooling(pooling: Any) -> str | None:
 
 
 def embed(backend: Backend, texts: Any, normalize: Any, pooling: Any,
-          tokenize: Callable[[str], list[int]]) -> list[array.array]:
-    """The Engine's embed, with the model loaded and the engine lock held."""
-    items = check_texts(texts)
-    norm = check_bool("normalize", normalize)
-    pool = check_pooling(pooling)
+          guard: AbstractContextManager[object]) -> list[array.array]:
+    """``Engine.embed``, inside ``guard`` (the engine's lock with the model's weights loaded;
+    entered first, so a missing model is reported before bad arguments)."""
+    with guard:
+        return _embed(backend, check_texts(texts), check_bool("normalize", normalize),
+                      check_pooling(pooling))
+
+
+def _embed(backend: Backend, items: list[str], norm: bool, pool: str | None) -> list[array.array]:
     if not backend.capabilities.embeddings:
         raise UnsupportedCapabilityError(
             f"the {backend.capabilities.backend} backend does not compute embeddings")
@@ -64,7 +70,7 @@ def embed(backend: Backend, texts: Any, normalize: Any, pooling: Any,
     with backend_errors("embed"):
         window = backend.embedding_window()
         backend.embedding_pooling(pool)  # the model's own may be unusable (e.g. rank)
-    tokens = [tokenize(t) for t in items]
+    tokens = [tokenize(backend, t, True, False) for t in items]
     for i, seq in enumerate(tokens):
         if not seq:
             raise ValueError(f"texts[{i}] has no tokens: nothing to embed")
@@ -76,8 +82,11 @@ def embed(backend: Backend, texts: Any, normalize: Any, pooling: Any,
         return backend.embed(tokens, pool, norm)
 
 
-def embedding_pooling(backend: Backend, pooling: Any) -> str:
-    """The pooling ``embed(..., pooling=pooling)`` uses on the loaded model."""
-    pool = check_pooling(pooling)
-    with backend_errors("embed"):
-        return backend.embedding_pooling(pool)
+def embedding_pooling(backend: Backend, pooling: Any,
+                      guard: AbstractContextManager[object]) -> str:
+    """``Engine.embedding_pooling``: the pooling ``embed(..., pooling=pooling)`` uses on the
+    loaded model (inside ``guard``, as :func:`embed`)."""
+    with guard:
+        pool = check_pooling(pooling)
+        with backend_errors("embed"):
+            return backend.embedding_pooling(pool)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import array
 import contextlib
-import dataclasses
 import functools
 import importlib
 import os
@@ -35,8 +34,8 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from . import embedding
-from .adapter_set import AdapterSet, lora_unavailable
+from . import embedding, inputs, structured
+from .adapter_set import lora_metadata, lora_unavailable
 from .async_generation import AsyncGeneration
 from .backends.base import Backend, Capabilities, ModelInfo
 from .errors import (
@@ -47,25 +46,20 @@ from .errors import (
     logged_backend_errors,
 )
 from .generation import FINISH_REASONS, Generation, GenerationRun
-from .inputs import check_messages, check_tokens, fspath, prompt_tokens
-from .model_files import adapter_summary, check_adapter, check_model, file_metadata
+from .inputs import fspath, model_prompt_tokens
+from .model_files import check_adapter, check_model
 from .model_state import LoadedModel
-from .model_template import bos_text, model_chat_template
 from .params import (
     GenerationParams,
     ModelParams,
     SamplingOptions,
     check_bool,
     check_float,
-    check_generation_params,
-    check_grammar,
-    check_json_schema,
-    check_template,
     generation_params,
     model_params,
     sampling_signature,
 )
-from .structured import check_structured, require, response_format_schema
+from .structured import check_structured
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -80,6 +74,15 @@ _BACKENDS = {
     "wasm": ("llamart.backends.wasm", "WasmBackend"),
 }
 Messages = Sequence[Mapping[str, str]]
+
+
+class ChatOptions(SamplingOptions, total=False):
+    """The keywords of :meth:`Engine.chat` but ``stream`` (for its typing overloads)."""
+
+    params: GenerationParams | None
+    chat_template: str | None
+    template_kwargs: Mapping[str, Any] | None
+    response_format: Mapping[str, Any] | None
 
 
 def default_backend_name() -> str:
@@ -97,6 +100,13 @@ def default_threads() -> int:
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
     return max(1, n)
+
+
+def _engine_threads(caps: Capabilities) -> int:
+    """n_threads=None: every core, the runtime's count where the backend caps it (wasm)."""
+    if not caps.threads:
+        return 1
+    return caps.max_threads or default_threads()
 
 
 def _resolve_backend(backend: str | Backend | None) -> Backend:
@@ -147,33 +157,27 @@ class Engine:
                                    f"finish, close or cancel it first")
 
     @contextlib.contextmanager
-    def _call(self, what: str, *, idle: bool = True) -> Iterator[None]:
+    def _call(self, what: str, *, idle: bool = True) -> Iterator[LoadedModel | None]:
+        """The engine's lock for the block, which gets the loaded model (or None)."""
         self._check(what if idle else None)  # refuse at once, not after a running token
         with self._lock:
             self._check(what if idle else None)
-            yield
+            yield self._model
 
     @contextlib.contextmanager
     def _with_model(self, what: str, *, idle: bool = True,
                     weights: bool = False) -> Iterator[LoadedModel]:
-        with self._call(what, idle=idle):
-            if self._model is None:
+        with self._call(what, idle=idle) as model:
+            if model is None:
                 raise EngineStateError(f"no model is loaded: call load_model() before {what}")
             if weights:
-                self._model.require_weights(what)
-            yield self._model
+                model.require_weights(what)
+            yield model
 
     @property
     def capabilities(self) -> Capabilities:
         """What the backend can do (no model needed)."""
         return self._backend.capabilities
-
-    def _default_threads(self) -> int:
-        """n_threads=None: every core, the runtime's count where the backend caps it (wasm)."""
-        caps = self._backend.capabilities
-        if not caps.threads:
-            return 1
-        return caps.max_threads or default_threads()
 
     @property
     def strict(self) -> bool:
@@ -231,17 +235,15 @@ class Engine:
                                   "use_mmap": use_mmap, "vocab_only": vocab_only,
                                   "chat_template": chat_template}, params)
         spath = fspath("path", path)
-        threads = mp.n_threads if mp.n_threads is not None else self._default_threads()
-        with self._call("load a model"):
+        threads = mp.n_threads or _engine_threads(self._backend.capabilities)
+        with self._call("load a model") as previous:
             header = check_model(spath, vocab_only=mp.vocab_only)
-            previous = self._model
             scales = self._unload_locked()
             try:
                 with backend_errors("model", spath):
                     self._model = LoadedModel.load(self._backend, spath, header, mp, threads)
-            except LlamartError:
-                if previous is not None:
-                    self._model = previous.reload(self._backend, scales)
+            except LlamartError:  # the previous model again, if there was one
+                self._model = previous.reload(self._backend, scales) if previous else None
                 raise
             return self._model.info
 
@@ -288,10 +290,9 @@ class Engine:
         fscale = check_float("scale", scale)
         if lora_unavailable(self.capabilities, self._strict, "set_lora"):
             return False
-        with self._with_model("change LoRA adapters", weights=True) as model, \
-                backend_errors("adapter", spath):
-            check = functools.partial(check_adapter, spath, model.header, applicable=True)
-            model.adapters.apply(model.adapters.plan_set(spath, fscale, check))
+        with self._with_model("change LoRA adapters", weights=True) as model:
+            model.adapters.set_scale(spath, fscale, functools.partial(
+                check_adapter, spath, model.header, applicable=True))
             return True
 
     def remove_lora(self, path: str | os.PathLike[str]) -> bool:
@@ -301,63 +302,35 @@ class Engine:
         spath = fspath("path", path)
         if lora_unavailable(self.capabilities, self._strict, "remove_lora"):
             return False
-        with self._call("change LoRA adapters"):
-            adapters = self._adapters()
-            if adapters is None or spath not in adapters:
-                return False
-            with backend_errors("adapter", spath):
-                adapters.apply(adapters.plan_remove(spath))
-            return True
+        with self._call("change LoRA adapters") as model:
+            return model is not None and model.adapters.remove(spath)
 
     def clear_loras(self) -> None:
         """Stop applying every adapter and free them: the base model again."""
         self._check()
         if lora_unavailable(self.capabilities, self._strict, "clear_loras"):
             return
-        with self._call("change LoRA adapters"):
-            adapters = self._adapters()
-            if adapters:
-                with backend_errors("adapter"):
-                    adapters.apply(adapters.plan_clear())
-
-    def _adapters(self) -> AdapterSet | None:
-        return self._model.adapters if self._model else None
+        with self._call("change LoRA adapters") as model:
+            if model is not None:
+                model.adapters.clear()
 
     def lora_metadata(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """An adapter file's alpha, rank, targets, task_name and architecture, plus
         ``loaded``, ``scale`` and ``metadata`` (the backend's view when loaded, else the
         file's keys). Works for any adapter file, loaded or not, on every backend."""
-        spath = fspath("path", path)
-        with self._call("read adapter metadata", idle=False), backend_errors("adapter", spath):
-            header = check_adapter(spath, None)
-            out = {**adapter_summary(header), "path": spath, "loaded": False, "scale": None,
-                   "metadata": file_metadata(header)}
-            adapters = self._adapters()
-            if adapters is not None:
-                out.update(adapters.describe(spath))
-            return out
+        return lora_metadata(fspath("path", path), self._call("read adapter metadata", idle=False))
 
     # ---- text ----
 
     def tokenize(self, text: str, add_special: bool = True,
                  parse_special: bool = False) -> list[int]:
         """The model's tokens for ``text`` (BOS etc. added when ``add_special``)."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, not {type(text).__name__}")
-        check_bool("add_special", add_special)
-        check_bool("parse_special", parse_special)
-        with self._with_model("tokenize", idle=False):
-            return self._tokenize(text, add_special, parse_special)
-
-    def _tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
-        with backend_errors("text"):
-            return list(self._backend.tokenize(text, add_special, parse_special))
+        return inputs.tokenize_checked(self._backend, text, add_special, parse_special,
+                                       self._with_model("tokenize", idle=False))
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         """The text of ``tokens`` (invalid UTF-8 becomes U+FFFD)."""
-        with self._with_model("detokenize", idle=False) as model, backend_errors("text"):
-            data = self._backend.detokenize(check_tokens(tokens, model.info.n_vocab))
-            return bytes(data).decode("utf-8", errors="replace")
+        return inputs.detokenize(self._backend, tokens, self._with_model("detokenize", idle=False))
 
     def apply_chat_template(self, messages: Messages, add_generation_prompt: bool = True, *,
                             chat_template: str | None = None, **template_kwargs: Any) -> str:
@@ -365,14 +338,8 @@ class Engine:
         Jinja chat template (or ``chat_template``), as transformers renders it: ending with
         the assistant's turn when ``add_generation_prompt``; ``template_kwargs`` (tools,
         documents, enable_thinking, ...) reach the template. ChatTemplateError on failure."""
-        check_messages(messages)
-        check_bool("add_generation_prompt", add_generation_prompt)
-        override = check_template("chat_template", chat_template)
-        with self._with_model("apply a chat template", idle=False) as model:
-            template = model_chat_template(model.header, model.info.path,
-                                           override or model.params.chat_template)
-        return template.render([dict(m) for m in messages],
-                               add_generation_prompt=add_generation_prompt, **template_kwargs)
+        return inputs.chat_prompt(messages, add_generation_prompt, chat_template, template_kwargs,
+                                  self._with_model("apply a chat template", idle=False))
 
     # ---- evaluation ----
 
@@ -387,7 +354,7 @@ class Engine:
             if not self.capabilities.logits:
                 raise UnsupportedCapabilityError(
                     f"the {self.capabilities.backend} backend does not expose logits")
-            tokens = self._prompt_tokens(model, prompt, False, room=False)
+            tokens = model_prompt_tokens(self._backend, model, prompt, False, room=False)
             with backend_errors("eval"):
                 self._backend.eval_prompt(tokens)
                 return self._backend.logits()
@@ -408,14 +375,13 @@ class Engine:
         A text over ``min(n_ctx, n_batch)`` tokens raises ContextOverflowError. See
         :mod:`llamart.embedding`.
         """
-        with self._with_model("compute embeddings", idle=False, weights=True):
-            return embedding.embed(self._backend, texts, normalize, pooling,
-                                   lambda text: self._tokenize(text, True, False))
+        return embedding.embed(self._backend, texts, normalize, pooling,
+                               self._with_model("compute embeddings", idle=False, weights=True))
 
     def embedding_pooling(self, pooling: str | None = None) -> str:
         """The pooling :meth:`embed` uses for ``pooling`` on the loaded model."""
-        with self._with_model("compute embeddings", idle=False, weights=True):
-            return embedding.embedding_pooling(self._backend, pooling)
+        return embedding.embedding_pooling(self._backend, pooling, self._with_model(
+            "compute embeddings", idle=False, weights=True))
 
     def cancel(self) -> bool:
         """Ask the streaming generation (from any thread) to stop before its next token.
@@ -447,14 +413,10 @@ class Engine:
 
     @overload
     def chat(self, messages: Messages, max_tokens: int | GenerationParams = ..., *,
-             stream: Literal[False] = ..., params: GenerationParams | None = ...,
-             response_format: Mapping[str, Any] | None = ...,
-             **options: Unpack[SamplingOptions]) -> str: ...
+             stream: Literal[False] = ..., **options: Unpack[ChatOptions]) -> str: ...
     @overload
     def chat(self, messages: Messages, max_tokens: int | GenerationParams = ..., *,
-             stream: Literal[True], params: GenerationParams | None = ...,
-             response_format: Mapping[str, Any] | None = ...,
-             **options: Unpack[SamplingOptions]) -> Generation: ...
+             stream: Literal[True], **options: Unpack[ChatOptions]) -> Generation: ...
 
     @sampling_signature
     def chat(self, messages: Messages, max_tokens: int | GenerationParams = 64, *,
@@ -467,12 +429,8 @@ class Engine:
         ``response_format`` (OpenAI's or llama-cpp-python's shapes, see
         :func:`~llamart.structured.response_format_schema`) makes the reply JSON."""
         check_bool("stream", stream)
-        gp = generation_params("chat", max_tokens, options, params)
-        schema = response_format_schema(response_format)
-        if schema is not None:
-            if gp.grammar is not None or gp.json_schema is not None:
-                raise ValueError("pass response_format or grammar/json_schema, not both")
-            gp = check_generation_params(dataclasses.replace(gp, json_schema=schema))
+        gp = structured.with_response_format(
+            generation_params("chat", max_tokens, options, params), response_format)
         prompt = self.apply_chat_template(messages, True, chat_template=chat_template,
                                           **dict(template_kwargs or {}))
         gen = self._start(prompt, gp, parse_special=True, add_bos=None)
@@ -509,21 +467,10 @@ class Engine:
         gp = generation_params("acomplete", max_tokens, options, params)
         return await AsyncGeneration(self._start(prompt, gp, parse_special=False)).text()
 
-    def _prompt_tokens(self, model: LoadedModel, prompt: Any, parse_special: bool, *,
-                       room: bool, add_bos: bool | None = True) -> list[int]:
-        def tokenize(text: str) -> list[int]:
-            add = add_bos
-            if add is None:  # a rendered chat: BOS unless the template wrote it already
-                bos = bos_text(model.header)
-                add = not (bos and text.startswith(bos))
-            return self._tokenize(text, add, parse_special)
-
-        return prompt_tokens(prompt, tokenize, model.info.n_vocab, model.info.n_ctx, room=room)
-
     def _start(self, prompt: Any, gp: GenerationParams, *, parse_special: bool,
                add_bos: bool | None = True) -> Generation:
         with self._with_model("start a generation", weights=True) as model:
-            tokens = self._prompt_tokens(model, prompt, parse_special, room=True,
+            tokens = model_prompt_tokens(self._backend, model, prompt, parse_special, room=True,
                                          add_bos=add_bos)
             check_structured(self._backend, gp)
         return Generation(self, model, tokens, gp)
@@ -531,24 +478,14 @@ class Engine:
     def grammar_matches(self, grammar: str, text: str) -> bool:
         """Whether ``text`` is a whole sentence of the GBNF ``grammar`` (rule ``root``), by
         llama.cpp's own grammar engine; GrammarError if the grammar is refused."""
-        checked = check_grammar(grammar)
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, not {type(text).__name__}")
-        with self._with_model("match a grammar", idle=False):
-            require(self._backend, "grammar")
-            with backend_errors("grammar"):
-                return self._backend.grammar_match(checked or "", text)
+        return structured.grammar_matches(self._backend, grammar, text,
+                                          self._with_model("match a grammar", idle=False))
 
     def json_schema_to_grammar(self, schema: str | Mapping[str, Any]) -> str:
         """The GBNF grammar llama.cpp's converter makes of a JSON schema (what
         ``json_schema=`` applies); GrammarError for a schema it does not support."""
-        text = check_json_schema(schema)
-        if text is None:
-            raise TypeError("schema must be a dict or JSON text, not None")
-        with self._call("convert a JSON schema", idle=False):
-            require(self._backend, "json_schema")
-            with backend_errors("grammar"):
-                return self._backend.json_schema_to_grammar(text)
+        return structured.json_schema_to_grammar(
+            self._backend, schema, self._call("convert a JSON schema", idle=False))
 
     # ---- what a Generation asks of its engine ----
 

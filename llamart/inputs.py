@@ -1,6 +1,9 @@
-"""Checks of the Engine's call arguments: paths, token lists and chat messages.
+"""The Engine's text inputs: checks of its call arguments (paths, token lists, chat messages)
+and the way text becomes tokens and tokens text.
 
-TypeError for a wrong type, ValueError for a bad value, each naming the argument.
+TypeError for a wrong type, ValueError for a bad value, each naming the argument. Functions
+given a ``guard`` (the engine's lock and loaded-model check, a context manager yielding the
+:class:`~llamart.model_state.LoadedModel`) check their arguments first, then enter it.
 """
 
 from __future__ import annotations
@@ -8,11 +11,20 @@ from __future__ import annotations
 import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
-from .errors import ContextOverflowError
+from .errors import ContextOverflowError, backend_errors
+from .model_template import bos_text, model_chat_template
+from .params import check_bool, check_template
 
-__all__ = ["check_messages", "check_tokens", "fspath", "is_token_seq", "prompt_tokens"]
+if TYPE_CHECKING:
+    from .backends.base import Backend
+    from .model_state import LoadedModel
+
+__all__ = ["chat_prompt", "check_messages", "check_tokens", "detokenize", "fspath",
+           "is_token_seq", "model_prompt_tokens", "prompt_tokens", "tokenize",
+           "tokenize_checked"]
 
 
 def fspath(name: str, value: Any) -> str:
@@ -87,3 +99,59 @@ def prompt_tokens(prompt: Any, tokenize: Callable[[str], list[int]], n_vocab: in
         raise ContextOverflowError(f"prompt is {len(tokens)} tokens; the context window "
                                    f"(n_ctx={n_ctx}) cannot hold it{extra}")
     return tokens
+
+
+def tokenize(backend: Backend, text: str, add_special: bool, parse_special: bool) -> list[int]:
+    """The backend's tokens for ``text`` (backend errors mapped)."""
+    with backend_errors("text"):
+        return list(backend.tokenize(text, add_special, parse_special))
+
+
+def tokenize_checked(backend: Backend, text: Any, add_special: Any, parse_special: Any,
+                     guard: AbstractContextManager[object]) -> list[int]:
+    """``Engine.tokenize``: the arguments checked, then :func:`tokenize` inside ``guard``."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, not {type(text).__name__}")
+    check_bool("add_special", add_special)
+    check_bool("parse_special", parse_special)
+    with guard:
+        return tokenize(backend, text, add_special, parse_special)
+
+
+def detokenize(backend: Backend, tokens: Any,
+               guard: AbstractContextManager[LoadedModel]) -> str:
+    """``Engine.detokenize``: the text of ``tokens`` (invalid UTF-8 becomes U+FFFD)."""
+    with guard as model, backend_errors("text"):
+        data = backend.detokenize(check_tokens(tokens, model.info.n_vocab))
+        return bytes(data).decode("utf-8", errors="replace")
+
+
+def model_prompt_tokens(backend: Backend, model: LoadedModel, prompt: Any, parse_special: bool,
+                        *, room: bool, add_bos: bool | None = True) -> list[int]:
+    """:func:`prompt_tokens` for the loaded ``model``. ``add_bos=None`` (a rendered chat):
+    BOS unless the text starts with the model's BOS already (the template wrote it)."""
+    def tokenize_prompt(text: str) -> list[int]:
+        add = add_bos
+        if add is None:
+            bos = bos_text(model.header)
+            add = not (bos and text.startswith(bos))
+        return tokenize(backend, text, add, parse_special)
+
+    return prompt_tokens(prompt, tokenize_prompt, model.info.n_vocab, model.info.n_ctx,
+                         room=room)
+
+
+def chat_prompt(messages: Any, add_generation_prompt: Any, chat_template: Any,
+                template_kwargs: Mapping[str, Any],
+                guard: AbstractContextManager[LoadedModel]) -> str:
+    """``Engine.apply_chat_template``: the arguments checked, the template found inside
+    ``guard`` (``chat_template``, else the one given at load, else the model's own) and
+    rendered outside it."""
+    check_messages(messages)
+    check_bool("add_generation_prompt", add_generation_prompt)
+    override = check_template("chat_template", chat_template)
+    with guard as model:
+        template = model_chat_template(model.header, model.info.path,
+                                       override or model.params.chat_template)
+    return template.render([dict(m) for m in messages],
+                           add_generation_prompt=add_generation_prompt, **template_kwargs)

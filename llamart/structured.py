@@ -8,14 +8,17 @@ compiled into the core natively and in WebAssembly.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from .backends.base import Backend
 from .errors import UnsupportedCapabilityError, backend_errors
-from .params import GenerationParams
+from .params import GenerationParams, check_generation_params, check_grammar, check_json_schema
 
-__all__ = ["ANY_JSON_OBJECT", "check_structured", "require", "response_format_schema"]
+__all__ = ["ANY_JSON_OBJECT", "check_structured", "grammar_matches", "json_schema_to_grammar",
+           "require", "response_format_schema", "with_response_format"]
 
 # what {"type": "json_object"} without a schema asks for: any JSON object
 ANY_JSON_OBJECT: Mapping[str, Any] = {"type": "object"}
@@ -56,6 +59,17 @@ def response_format_schema(response_format: Any) -> Any:
     return response_format["schema"]
 
 
+def with_response_format(params: GenerationParams, response_format: Any) -> GenerationParams:
+    """``params`` constrained to the JSON a chat ``response_format`` asks for (unchanged when it
+    asks for none); ValueError if ``params`` has a grammar or JSON schema already."""
+    schema = response_format_schema(response_format)
+    if schema is None:
+        return params
+    if params.grammar is not None or params.json_schema is not None:
+        raise ValueError("pass response_format or grammar/json_schema, not both")
+    return check_generation_params(dataclasses.replace(params, json_schema=schema))
+
+
 def require(backend: Backend, what: str) -> None:
     """UnsupportedCapabilityError unless the backend has capability ``what`` ("grammar" or
     "json_schema")."""
@@ -77,3 +91,29 @@ def check_structured(backend: Backend, params: GenerationParams) -> None:
             grammar = backend.json_schema_to_grammar(params.json_schema)
         assert grammar is not None
         backend.check_grammar(grammar)
+
+
+def grammar_matches(backend: Backend, grammar: Any, text: Any,
+                    guard: AbstractContextManager[object]) -> bool:
+    """``Engine.grammar_matches``: the arguments checked, then the match inside ``guard`` (the
+    engine's lock with a model loaded)."""
+    checked = check_grammar(grammar)
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, not {type(text).__name__}")
+    with guard:
+        require(backend, "grammar")
+        with backend_errors("grammar"):
+            return backend.grammar_match(checked or "", text)
+
+
+def json_schema_to_grammar(backend: Backend, schema: Any,
+                           guard: AbstractContextManager[object]) -> str:
+    """``Engine.json_schema_to_grammar``: the schema checked, then converted inside ``guard``
+    (the engine's lock)."""
+    text = check_json_schema(schema)
+    if text is None:
+        raise TypeError("schema must be a dict or JSON text, not None")
+    with guard:
+        require(backend, "json_schema")
+        with backend_errors("grammar"):
+            return backend.json_schema_to_grammar(text)

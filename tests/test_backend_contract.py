@@ -64,13 +64,6 @@ def loaded(backend: Backend, fx: dict[str, str]) -> tuple[Backend, ModelInfo]:
     return backend, backend.load_model(fx["model_f32"], ModelParams(n_ctx=N_CTX), 1)
 
 
-@pytest.fixture
-def sampling(loaded: tuple[Backend, ModelInfo],
-             request: pytest.FixtureRequest) -> tuple[Backend, ModelInfo]:
-    """``loaded``, for tests that sample."""
-    return loaded
-
-
 def _kind(call: Any) -> str:
     with pytest.raises(BackendError) as info:
         call()
@@ -180,8 +173,8 @@ def test_eval_prompt_reuses_the_cached_prefix(loaded: tuple[Backend, ModelInfo])
     assert b.eval_prompt(tokens) == 0
 
 
-def test_greedy_sampling_follows_the_logits(sampling: tuple[Backend, ModelInfo]) -> None:
-    b, info = sampling
+def test_greedy_sampling_follows_the_logits(loaded: tuple[Backend, ModelInfo]) -> None:
+    b, info = loaded
     b.eval(b.tokenize(PROMPT, True, False))
     logits = b.logits()
     b.sampler_init(_greedy(), 1)
@@ -191,8 +184,8 @@ def test_greedy_sampling_follows_the_logits(sampling: tuple[Backend, ModelInfo])
     assert all(0 <= t < info.n_vocab and t != info.eos for t in tokens)
 
 
-def test_seeded_sampling_repeats(sampling: tuple[Backend, ModelInfo]) -> None:
-    b, _ = sampling
+def test_seeded_sampling_repeats(loaded: tuple[Backend, ModelInfo]) -> None:
+    b, _ = loaded
     prompt = b.tokenize(PROMPT, True, False)
     runs = []
     for _ in range(2):
@@ -234,8 +227,8 @@ def test_a_new_backend_has_no_pending_cancel(backend: Backend, fx: dict[str, str
             b.dispose()
 
 
-def test_full_context_ends_sampling(sampling: tuple[Backend, ModelInfo]) -> None:
-    b, info = sampling
+def test_full_context_ends_sampling(loaded: tuple[Backend, ModelInfo]) -> None:
+    b, info = loaded
     word = b.tokenize(" the", False, False)[-1]
     b.eval([info.bos] + [word] * (info.n_ctx - 3))  # two cells left
     b.sampler_init(_greedy(), 1)

@@ -50,7 +50,7 @@ def _reason(b: Any) -> str:
 def _failing_calls(b: Any, s: Any, scope: Any) -> dict[str, tuple[Callable[[], Any], str]]:
     """name -> (a call that fails, a pattern its reason must match)."""
     lib, ffi = b._lib, b._ffi
-    n_vocab = int(lib.lm_n_vocab(s))
+    n_vocab, n_embd = int(lib.lm_n_vocab(s)), int(lib.lm_n_embd_out(s))
     bad = scope.i32s([n_vocab + 5])
     buf, ibuf = scope.out(64), scope.out_i32s(16)
     return {
@@ -75,7 +75,29 @@ def _failing_calls(b: Any, s: Any, scope: Any) -> dict[str, tuple[Callable[[], A
                                                         256, 64, 1, 0, 0),
                             "could not load the model"),
         "lm_model_desc": (lambda: lib.lm_model_desc(s, buf, -3), "negative size"),
+        "lm_eval_prompt": (lambda: lib.lm_eval_prompt(s, bad, 0), "an empty prompt has no logits"),
+        "lm_embed": (lambda: lib.lm_embed(s, bad, scope.i32s([0]), 1, -1, 0,
+                                          scope.out_f32s(n_embd), n_embd),
+                     "text 0 has no tokens"),
+        "lm_adapters_apply": (lambda: lib.lm_adapters_apply(
+            s, scope.pointers("lm_adapter *", [ffi.NULL]), scope.f32s([1.0]), 1),
+            "adapter 0 does not belong to this session" if b.capabilities.lora
+            else "LoRA adapters are not compiled into this build"),
+        "lm_grammar_check": (lambda: lib.lm_grammar_check(s, *_text(scope, b'a ::= "x"')),
+                             "invalid grammar: it has no 'root' rule"),
+        "lm_sampler_set_grammar": (lambda: lib.lm_sampler_set_grammar(s, scope.text(b"x"), -1),
+                                   "no session, or a negative length"),
+        "lm_grammar_match": (lambda: lib.lm_grammar_match(s, *_text(scope, b'root ::= "x"'),
+                                                          *_text(scope, b"x\0")),
+                             "the text contains a NUL byte"),
+        "lm_json_schema_to_grammar": (lambda: lib.lm_json_schema_to_grammar(
+            *_text(scope, b'{"type": '), buf, 64), "parse error"),
     }
+
+
+def _text(scope: Any, data: bytes) -> tuple[Any, int]:
+    """A (pointer, length) argument pair."""
+    return scope.text(data), len(data)
 
 
 def test_every_failing_call_sets_its_own_reason(backend: Any) -> None:
@@ -238,9 +260,10 @@ def test_capabilities_come_from_the_library(backend: Any) -> None:
 
 
 def test_the_library_is_this_version(backend: Any) -> None:
-    assert backend._ffi.string(backend._lib.lm_version()) == llamart.__version__ == "0.2.0"
     from llamart import _version
 
+    assert backend._ffi.string(backend._lib.lm_version()) == _version.__version__
+    assert llamart.__version__ == _version.__version__
     assert int(backend._lib.lm_abi_version()) == _version.C_ABI_VERSION
 
 
@@ -261,6 +284,7 @@ def test_a_version_mismatch_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, at
 @native_only
 def test_header_enums_match_the_python_tables() -> None:
     from llamart.backends.ffi_cffi import library
+    from llamart.gguf import reader
 
     _, lib, _ = library()
     errors = {name: getattr(lib, name) for name in dir(lib) if name.startswith("LM_ERR_")}
@@ -272,6 +296,9 @@ def test_header_enums_match_the_python_tables() -> None:
         _c_api.CAP_GRAMMAR, _c_api.CAP_JSON_SCHEMA)
     pooling = {name: getattr(lib, name) for name in dir(lib) if name.startswith("LM_POOLING_")}
     assert sorted(pooling.values()) == sorted(_c_api.POOLING.values())
+    # the GGUF reader takes the C string scanner as a callable and keeps its own copy of the
+    # "strings run past the buffer" code (it never imports the backends)
+    assert reader._SCAN_NEEDS_MORE == lib.LM_ERR_BUFFER
 
 
 @native_only

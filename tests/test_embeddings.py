@@ -1,7 +1,7 @@
 """Engine.embed on llama.cpp, natively and in Pyodide (WebAssembly), plus the FakeBackend's.
 
 Checked against independent references: a numpy forward pass of a tiny F32 llama
-(llamart.testing.hf_llama, native only) for every pooling type; and, on every platform,
+(tests.support.hf_llama, native only) for every pooling type; and, on every platform,
 tests/data/embedding_golden.json (``python -m tools.make_embed_golden``, made natively): the
 native build must still compute it, the WebAssembly one must agree within the tolerances below.
 No numpy outside the reference test: this file runs in Pyodide.
@@ -235,7 +235,7 @@ def test_lora_set_before_the_first_embedding(tiny: Engine, fx: dict[str, str]) -
 def test_poolings_match_a_numpy_forward_pass(engine: Engine,
                                              tmp_path_factory: pytest.TempPathFactory) -> None:
     np = pytest.importorskip("numpy")
-    from llamart.testing import hf_llama
+    from tests.support import hf_llama
 
     m = hf_llama.make_hf_llama(seed=5)
     path = hf_llama.write_gguf(m, tmp_path_factory.mktemp("ref") / "ref.gguf")

@@ -32,6 +32,7 @@ from llamart import (
     ModelLoadError,
     ModelParams,
     UnsupportedCapabilityError,
+    _version,
 )
 from llamart.backends.base import BackendError, ErrorKind
 from llamart.engine import default_backend_name, default_threads
@@ -159,7 +160,7 @@ def _logits(e: Engine, prompt: str = "abc") -> list[float]:
 # ---- construction, capabilities, errors ----
 
 def test_exports() -> None:
-    assert llamart.__version__ == "0.2.0"
+    assert llamart.__version__ == _version.__version__  # the one version source
     for name in ["ModelLoadError", "AdapterError", "EngineStateError", "ContextOverflowError",
                  "UnsupportedCapabilityError"]:
         assert issubclass(getattr(llamart, name), llamart.LlamartError)
@@ -1248,7 +1249,10 @@ def test_generation_closed_or_cancelled_before_it_starts(loaded: Engine,
     assert loaded.complete("x", max_tokens=2) == "ok"
     for end in ("close", "cancel"):
         gen = loaded.generate("x", max_tokens=3)
-        assert (gen.close() if end == "close" else gen.cancel()) in (None, False)
+        if end == "close":
+            assert gen.close() is None
+        else:
+            assert gen.cancel() is False  # nothing was streaming
         assert list(gen) == [] and gen.finish_reason == "cancelled"
         assert fake.counts["eval_prompt"] == 1  # it never reached the backend
         assert loaded.last_finish_reason == "length"  # the engine's record is untouched
@@ -1303,11 +1307,12 @@ def _entry_points(e: Engine) -> dict[str, object]:
         "chat_stream": lambda **kw: "".join(e.chat(msgs, stream=True, **kw)),
         "agenerate": lambda **kw: run_coroutine(e.agenerate("x", **kw).text()),
         "acomplete": lambda **kw: run_coroutine(e.acomplete("x", **kw)),
+        "achat": lambda **kw: run_coroutine(e.achat(msgs, **kw).text()),
     }
 
 
 @pytest.mark.parametrize("entry", ["generate", "complete", "chat", "chat_stream", "agenerate",
-                                   "acomplete"])
+                                   "acomplete", "achat"])
 def test_every_entry_point_takes_every_option(loaded: Engine, fake: FakeBackend,
                                               entry: str) -> None:
     options = dict(max_tokens=2, temperature=0.5, top_k=7, top_p=0.5, min_p=0.25,
@@ -1332,7 +1337,7 @@ def test_sampling_options_declared_once() -> None:
     names = [f.name for f in dataclasses.fields(GenerationParams)]
     assert set(typing.get_type_hints(SamplingOptions)) == set(names) - {"max_tokens"}
     for method in (Engine.generate, Engine.complete, Engine.chat, Engine.agenerate,
-                   Engine.acomplete):
+                   Engine.acomplete, Engine.achat):
         params = inspect.signature(method).parameters
         assert [n for n in params if n in names] == names, method.__name__
         assert params["repeat_last_n"].kind is inspect.Parameter.KEYWORD_ONLY

@@ -1,7 +1,7 @@
 """``llamart lora convert``: PEFT folders -> GGUF adapters, against an independent reference.
 
 The reference is a tiny llama in Hugging Face convention (un-permuted q/k, rotate-half RoPE,
-4 heads over 2 KV heads, 2 layers) with a numpy forward pass (llamart.testing.hf_llama); its
+4 heads over 2 KV heads, 2 layers) with a numpy forward pass (tests.support.hf_llama); its
 GGUF is written the way llama.cpp's converter writes one. A converted adapter applied by
 llama.cpp with ``set_lora(scale)`` must give the reference's logits on PEFT's merged weights
 ``W + scale * scaling * B @ A``. Native only: needs numpy, safetensors, gguf and llama.cpp.
@@ -29,8 +29,8 @@ from llamart.gguf import read_header, validate_adapter, validate_model  # noqa: 
 from llamart.lora import check_applicable, convert, converter  # noqa: E402
 from llamart.lora.converter import ConvertWarning  # noqa: E402
 from llamart.lora.peft_config import ConvertError  # noqa: E402
-from llamart.testing import hf_llama as H  # noqa: E402
 from llamart.testing.models import make_adapter  # noqa: E402
+from tests.support import hf_llama as H  # noqa: E402
 
 TOKENS = [[1, 300, 420, 500, 333, 290, 610, 450], [1, 270, 281, 292, 303, 314]]
 # F32 base and adapter: max |diff| relative to max |logit|. llama.cpp keeps the KV cache in F16,

@@ -3,12 +3,10 @@
 - :class:`FakeBackend` (``llamart.testing.fake``): a pure-Python Backend double,
   ``Engine(FakeBackend())``; stdlib only, so it also runs in Pyodide.
 - ``llamart.testing.models``: tiny GGUF models, LoRA adapters and broken files made on the spot
-  (needs numpy and the ``gguf`` package; native only); ``llamart.testing.fixtures`` writes the
-  set llamart's own suite uses; ``llamart.testing.mutate``: byte-level edits of GGUF headers
-  (pure Python; the broken-file makers use it); ``llamart.testing.hf_llama``: a Hugging Face
-  convention reference llama (numpy forward pass) and PEFT folders (also needs safetensors).
+  (needs numpy and the ``gguf`` package; native only).
 
-Nothing here is imported by ``llamart`` itself.
+Nothing here is imported by ``llamart`` itself. llamart's own harnesses (its fixture set, GGUF
+header mutations, the Hugging Face reference llama) live in the checkout's ``tests/support/``.
 """
 
 from .fake import FakeBackend

@@ -17,7 +17,6 @@ import gguf
 import numpy as np
 
 from ..gguf import read_header
-from . import mutate
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -316,33 +315,4 @@ def make_truncated(path: str | os.PathLike[str], model: str | os.PathLike[str],
         data = f.read()
     with open(path, "wb") as f:
         f.write(data[: int(len(data) * keep)])
-    return os.fspath(path)
-
-
-def make_lying_header(path: str | os.PathLike[str], model: str | os.PathLike[str],
-                      field: str = "n_tensors") -> str:
-    """A copy of ``model`` whose header lies about one size.
-
-    ``field``: "n_tensors" or "n_kv" (inflated to 2**40), "string" (first key's length),
-    "array" (token list count), "dims" (a dimension of the first tensor).
-    """
-    with open(model, "rb") as f:
-        data = bytearray(f.read())
-    lay = mutate.layout(data)
-    if field == "n_tensors":
-        mutate.put_u64(data, mutate.N_TENSORS_AT, 1 << 40)
-    elif field == "n_kv":
-        mutate.put_u64(data, mutate.N_KV_AT, 1 << 40)
-    elif field == "string":
-        mutate.put_u64(data, lay.keys[0].at, 1 << 40)
-    elif field == "array":
-        at = lay.key("tokenizer.ggml.tokens").count_at
-        assert at is not None
-        mutate.put_u64(data, at, 1 << 29)
-    elif field == "dims":
-        mutate.put_u64(data, lay.tensors[0].dims_at[0], 1 << 40)
-    else:
-        raise ValueError(f"unknown field {field!r}")
-    with open(path, "wb") as f:
-        f.write(data)
     return os.fspath(path)

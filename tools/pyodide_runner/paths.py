@@ -11,8 +11,10 @@ CACHE = REPO / ".cache"
 ARTIFACTS = REPO / "tests" / ".artifacts"
 PYODIDE_DIR = REPO / "node_modules" / "pyodide"
 RUNNER_DIR = Path(__file__).resolve().parent
-# always visible: the package under test and the developer tools the suite imports
-BASE_TREES = ("llamart", "tools")
+# always visible: the package under test, the developer tools the suite imports and the test
+# harnesses those tools import (tools/fuzz.py: tests/support/mutate.py), even for a test file
+# outside tests/
+BASE_TREES = ("llamart", "tools", "tests/support")
 
 
 def wasm_dir() -> Path:
@@ -44,7 +46,7 @@ def resolve_args(args: Sequence[str], cwd: Path) -> tuple[list[str], list[Path]]
 
 
 def visible_trees(named: Sequence[Path]) -> list[Path]:
-    """The folders a run needs in Pyodide: llamart/, tools/ and what the arguments name,
+    """The folders a run needs in Pyodide: :data:`BASE_TREES` and what the arguments name,
     without folders already inside another one."""
     candidates = sorted({*(REPO / t for t in BASE_TREES), *named}, key=lambda p: len(p.parts))
     out: list[Path] = []

@@ -1,11 +1,13 @@
 """Byte-level edits of GGUF files (pure Python, stdlib only: also runs in Pyodide).
 
 ``layout(data)`` walks a *valid* GGUF file and returns where each header field sits, so tests
-and the fuzzer can make a header lie (inflated counts, lengths, dims, types) precisely.
+and the fuzzer can make a header lie (inflated counts, lengths, dims, types) precisely;
+``make_lying_header`` writes the lying copies the test fixtures include.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 
@@ -144,3 +146,32 @@ def rename_tensor(data: bytearray, t: TensorLayout, new_name: str) -> None:
     if len(raw) != _u64(data, t.at):
         raise ValueError("new tensor name must have the same length")
     data[t.at + 8:t.at + 8 + len(raw)] = raw
+
+
+def make_lying_header(path: str | os.PathLike[str], model: str | os.PathLike[str],
+                      what: str = "n_tensors") -> str:
+    """A copy of ``model`` whose header lies about one size.
+
+    ``what``: "n_tensors" or "n_kv" (inflated to 2**40), "string" (first key's length),
+    "array" (token list count), "dims" (a dimension of the first tensor).
+    """
+    with open(model, "rb") as f:
+        data = bytearray(f.read())
+    lay = layout(data)
+    if what == "n_tensors":
+        put_u64(data, N_TENSORS_AT, 1 << 40)
+    elif what == "n_kv":
+        put_u64(data, N_KV_AT, 1 << 40)
+    elif what == "string":
+        put_u64(data, lay.keys[0].at, 1 << 40)
+    elif what == "array":
+        at = lay.key("tokenizer.ggml.tokens").count_at
+        assert at is not None
+        put_u64(data, at, 1 << 29)
+    elif what == "dims":
+        put_u64(data, lay.tensors[0].dims_at[0], 1 << 40)
+    else:
+        raise ValueError(f"unknown header size {what!r}")
+    with open(path, "wb") as f:
+        f.write(data)
+    return os.fspath(path)

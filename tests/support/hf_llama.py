@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from .models import make_model, make_vocab
+from llamart.testing.models import make_model, make_vocab
 
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -167,7 +167,7 @@ def module_shapes(m: HFLlama) -> dict[str, tuple[int, int]]:
 
 def gguf_module_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, int]]:
     """The same for a llama GGUF model (for a PEFT folder fitting a real model's shapes)."""
-    from ..gguf import read_header
+    from llamart.gguf import read_header
 
     short = {v: k for k, v in _GGUF_NAMES.items()}
     out: dict[str, tuple[int, int]] = {}

@@ -1,4 +1,4 @@
-"""Write every test fixture into a folder: ``python -m llamart.testing.fixtures OUTDIR``.
+"""Write every test fixture into a folder: ``python -m tests.support.fixtures OUTDIR``.
 
 Writes OUTDIR/manifest.json mapping fixture name -> file name (relative to OUTDIR), so the
 Pyodide test run (which has no numpy) can use files made natively.
@@ -11,11 +11,13 @@ import os
 import sys
 from collections.abc import Callable
 
+from .mutate import make_lying_header
+
 MANIFEST = "manifest.json"
 
 
 def _recipes(out: str) -> dict[str, Callable[[str], str]]:
-    from . import models as m  # numpy + gguf: only when building
+    from llamart.testing import models as m  # numpy + gguf: only when building
 
     base = os.path.join(out, "model_f32.gguf")
     return {
@@ -42,11 +44,11 @@ def _recipes(out: str) -> dict[str, Callable[[str], str]]:
         "bad_garbage": m.make_garbage,
         "bad_empty": m.make_empty,
         "bad_truncated": lambda p: m.make_truncated(p, base),
-        "bad_lying_n_tensors": lambda p: m.make_lying_header(p, base, "n_tensors"),
-        "bad_lying_n_kv": lambda p: m.make_lying_header(p, base, "n_kv"),
-        "bad_lying_string": lambda p: m.make_lying_header(p, base, "string"),
-        "bad_lying_array": lambda p: m.make_lying_header(p, base, "array"),
-        "bad_lying_dims": lambda p: m.make_lying_header(p, base, "dims"),
+        "bad_lying_n_tensors": lambda p: make_lying_header(p, base, "n_tensors"),
+        "bad_lying_n_kv": lambda p: make_lying_header(p, base, "n_kv"),
+        "bad_lying_string": lambda p: make_lying_header(p, base, "string"),
+        "bad_lying_array": lambda p: make_lying_header(p, base, "array"),
+        "bad_lying_dims": lambda p: make_lying_header(p, base, "dims"),
     }
 
 
@@ -75,7 +77,7 @@ def load(out: str | os.PathLike[str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m llamart.testing.fixtures OUTDIR", file=sys.stderr)
+        print("usage: python -m tests.support.fixtures OUTDIR", file=sys.stderr)
         return 2
     paths = build(args[0])
     print(f"wrote {len(paths)} fixtures to {os.path.abspath(args[0])}")
