@@ -35,13 +35,12 @@ def _module_build() -> str:
 
 
 def _cores() -> int:
-    """The cores the runtime reports (what the C core caps n_threads at)."""
-    import js  # type: ignore[import-not-found]
-
-    process = getattr(js, "process", None)
-    if process is not None and getattr(process.versions, "node", None):
-        return int(js.require("os").cpus().length)
-    return int(js.navigator.hardwareConcurrency)
+    """The host's cores, as the runner saw them natively (Node's os.cpus() and Chromium's
+    navigator.hardwareConcurrency report the same on this host)."""
+    cores = os.environ.get("LLAMART_HOST_CORES")
+    if not cores:
+        pytest.skip("the runner did not pass the host's cores (LLAMART_HOST_CORES)")
+    return int(cores)
 
 
 @pytest.mark.skipif(not IN_PYODIDE, reason="the module choice is made in Pyodide's runtime")

@@ -116,12 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         # Chromium: {folder: [files]} served and mounted as Blobs (Node mounts the folders)
         "blobs": {} if node else {d: [str(f) for f in fs] for d, fs in data_folders.items()},
         "env": {"LLAMART_FIXTURES": str(fixtures), "LLAMART_RUNTIME": f"pyodide-{ours.runtime}",
-                "LLAMART_EXPECT_WASM_BUILD": expect if wasm else "", **data_env},
+                "LLAMART_EXPECT_WASM_BUILD": expect if wasm else "",
+                "LLAMART_HOST_CORES": str(os.cpu_count() or 1), **data_env},
         "args": pytest_args,
         "junit": str(junit),
     }
     print(f"pyodide_runner: setup {time.monotonic() - started:.1f} s; running pytest "
-          f"{' '.join(pytest_args)} in Pyodide ({run}, {expect}-thread module expected)",
+          f"{' '.join(pytest_args)} in Pyodide ({run}, {expect} module expected)",
           flush=True)
     started = time.monotonic()
     if ours.runtime == "node":
