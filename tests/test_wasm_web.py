@@ -47,7 +47,10 @@ def test_capabilities() -> None:
         caps = engine.capabilities
     assert caps.backend == "wasm"
     assert caps.lora is False and caps.lora_reason == LORA_REASON
-    assert caps.mmap is False and caps.threads is False
+    import llamart_wasm  # type: ignore[import-not-found]
+
+    assert caps.mmap is False
+    assert caps.threads is (llamart_wasm.llamartBuild == "threads")  # tests/test_wasm_threads.py
     assert "WASM_SIMD = 1" in caps.system_info
 
 
