@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import warnings
+from typing import Any
 
 import pytest
 
@@ -364,21 +365,62 @@ def test_cli_convert_then_inspect(tmp_path, model: H.HFLlama, base: str, capsys)
     assert not (tmp_path / "x.gguf").exists()
 
 
-# ---- a real model's shapes (the SmolLM2 GGUF of the real-models issue, when present) ----
+# ---- the real SmolLM2 (llama arch, 9 heads over 3 KV heads, Q4_1), when it is cached ----
 
-SMOLLM2 = os.environ.get("LLAMART_SMOLLM2_GGUF")
+def _reader_tensors(path: str | os.PathLike[str]) -> dict[str, Any]:
+    return {t.name: t for t in gguf.GGUFReader(path).tensors}
 
 
-@pytest.mark.skipif(not SMOLLM2 or not os.path.isfile(SMOLLM2),
-                    reason="set LLAMART_SMOLLM2_GGUF to SmolLM2-135M-Instruct's GGUF")
-def test_real_shaped_adapter_loads_and_changes_logits(tmp_path) -> None:
-    assert SMOLLM2 is not None
-    shapes = H.gguf_module_shapes(SMOLLM2)
+def _head_counts(path: str) -> tuple[int, int]:
+    meta = read_header(path).kv
+    return int(meta["llama.attention.head_count"]), int(meta["llama.attention.head_count_kv"])
+
+
+def test_real_shaped_adapter_is_written_as_llama_cpp_reads_it(tmp_path, real_model) -> None:
+    """Every pair of a random all-linear PEFT adapter on SmolLM2's shapes, read back from the
+    written GGUF: alpha, names, shapes, B's rows permuted for q/k with the head counts of the
+    base (independent permutation: convert_hf_to_gguf.py's, in hf_llama), A untouched."""
+    smol = real_model("smollm2")
+    n_head, n_head_kv = _head_counts(smol)
+    assert (n_head, n_head_kv) == (9, 3)  # GQA: a q/k permutation with the wrong count shows
+    shapes = H.gguf_module_shapes(smol)
+    pairs = H.make_peft(tmp_path / "peft", shapes, r=8, lora_alpha=16, b_std=0.05)
+    n_layer = int(read_header(smol).kv["llama.block_count"])
+    assert len(pairs) == n_layer * len(H.ALL_LINEAR)
+    out = convert(tmp_path / "peft", smol, tmp_path / "smol-lora.gguf", outtype="f16")
+    reader = gguf.GGUFReader(out)
+    alpha = reader.fields[gguf.Keys.Adapter.LORA_ALPHA]
+    assert float(alpha.parts[alpha.data[0]][0]) == 16.0  # llama.cpp's alpha/r = PEFT's 16/8
+    written = {t.name: t for t in reader.tensors}
+    assert len(written) == 2 * len(pairs)
+    names = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v",
+             "o_proj": "attn_output", "gate_proj": "ffn_gate", "up_proj": "ffn_up",
+             "down_proj": "ffn_down"}
+    for module, pair in pairs.items():
+        layer, kind = module.split(".")[2], module.split(".")[-1]
+        name = f"blk.{layer}.{names[kind]}.weight"
+        a = np.asarray(written[name + ".lora_a"].data, dtype=np.float64)
+        b = np.asarray(written[name + ".lora_b"].data, dtype=np.float64)
+        want_b = pair.b
+        if kind == "q_proj":
+            want_b = H.llama_cpp_permute(pair.b, n_head)
+        elif kind == "k_proj":
+            want_b = H.llama_cpp_permute(pair.b, n_head, n_head_kv)
+        assert a.shape == pair.a.shape and b.shape == want_b.shape, module
+        np.testing.assert_allclose(a, pair.a.astype(np.float16), rtol=0, atol=0, err_msg=module)
+        np.testing.assert_allclose(b, want_b.astype(np.float16), rtol=0, atol=0, err_msg=module)
+        if kind in ("q_proj", "k_proj"):  # the permutation moved rows (the check has teeth)
+            assert not np.array_equal(b, pair.b.astype(np.float16)), module
+
+
+def test_real_adapter_changes_logits_and_clears(tmp_path, real_model) -> None:
+    smol = real_model("smollm2")
+    shapes = H.gguf_module_shapes(smol)
     H.make_peft(tmp_path / "peft", shapes, r=8, lora_alpha=16, b_std=0.05)
-    out = convert(tmp_path / "peft", SMOLLM2, tmp_path / "smol-lora.gguf", outtype="f16")
+    out = convert(tmp_path / "peft", smol, tmp_path / "smol-lora.gguf", outtype="f16")
     e = Engine("native")
     try:
-        e.load_model(SMOLLM2, n_ctx=128, n_threads=2)
+        e.load_model(smol, n_ctx=128, n_threads=2)
         before = np.asarray(e.logits("The capital of France is"))
         assert e.set_lora(out, 1.0)
         after = np.asarray(e.logits("The capital of France is"))
@@ -392,8 +434,73 @@ def test_real_shaped_adapter_loads_and_changes_logits(tmp_path) -> None:
     H.make_peft(tmp_path / "head", {"lm_head": shapes["model.embed_tokens"]},
                 targets=("lm_head",), r=2)
     with pytest.raises(ConvertError, match="tied lm_head"):
-        convert(tmp_path / "head", SMOLLM2, tmp_path / "head.gguf")
+        convert(tmp_path / "head", smol, tmp_path / "head.gguf")
     assert not (tmp_path / "head.gguf").exists()
+
+
+def _hf_rows(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Undo convert_hf_to_gguf.py's q/k permutation: the Hugging Face row order."""
+    idx = H.llama_cpp_permute(np.arange(w.shape[0]), n_head)  # permuted[i] = hf[idx[i]]
+    hf = np.empty_like(w)
+    hf[idx] = w
+    return hf
+
+
+def _write_peft(folder: Any, tensors: dict[str, np.ndarray], **cfg: Any) -> None:
+    import safetensors.numpy
+
+    os.makedirs(folder)
+    safetensors.numpy.save_file({k: np.ascontiguousarray(v, np.float32)
+                                 for k, v in tensors.items()},
+                                os.path.join(folder, "adapter_model.safetensors"))
+    with open(os.path.join(folder, "adapter_config.json"), "w") as f:
+        json.dump({"peft_type": "LORA", "bias": "none", "use_dora": False, **cfg}, f)
+
+
+def test_real_qk_deltas_land_on_llama_cpps_rows(tmp_path, real_model) -> None:
+    """A reference that needs no forward pass: a LoRA whose delta is minus layer 0's q weight
+    (in Hugging Face row order, from the dequantized GGUF) zeroes q, one whose delta is minus
+    k's zeroes k; both make layer 0's attention uniform, so the two give the same logits. A
+    wrong permutation, head count, rank or alpha leaves q or k non-zero and the two apart."""
+    smol = real_model("smollm2")
+    n_head, n_head_kv = _head_counts(smol)
+    t = _reader_tensors(smol)
+    wq, wk = (gguf.quants.dequantize(t[f"blk.0.attn_{x}.weight"].data,
+                                     t[f"blk.0.attn_{x}.weight"].tensor_type).astype(np.float64)
+              for x in ("q", "k"))
+    hq, hk = _hf_rows(wq, n_head), _hf_rows(wk, n_head_kv)
+    assert not np.array_equal(hq, wq) and not np.array_equal(hk, wk)
+    pre = "base_model.model.model.layers.0.self_attn."
+    # q: rank 576, alpha 1152 (PEFT scaling 2): A = I, B = -Wq / 2
+    _write_peft(tmp_path / "q", {pre + "q_proj.lora_A.weight": np.eye(wq.shape[1]),
+                                 pre + "q_proj.lora_B.weight": -hq / 2},
+                r=wq.shape[1], lora_alpha=2.0 * wq.shape[1], target_modules=["q_proj"])
+    # k: default rank 8 / alpha 16, but rank_pattern 192 and alpha_pattern 96 (scaling 0.5)
+    n_k = wk.shape[0]
+    _write_peft(tmp_path / "k", {pre + "k_proj.lora_A.weight": hk,
+                                 pre + "k_proj.lora_B.weight": -2.0 * np.eye(n_k)},
+                r=8, lora_alpha=16, rank_pattern={"k_proj": n_k},
+                alpha_pattern={"k_proj": n_k / 2}, target_modules=["k_proj"])
+    q_out = convert(tmp_path / "q", smol, tmp_path / "q.gguf")
+    k_out = convert(tmp_path / "k", smol, tmp_path / "k.gguf")
+    text = "The capital of France is Paris, and the capital of Italy is"
+    e = Engine("native")
+    try:
+        e.load_model(smol, n_ctx=128, n_threads=2)
+        base = np.asarray(e.logits(text), dtype=np.float64)
+        logits = {}
+        for name, path in (("q", q_out), ("k", k_out)):
+            assert e.set_lora(path, 1.0)
+            logits[name] = np.asarray(e.logits(text), dtype=np.float64)
+            e.clear_loras()
+    finally:
+        e.dispose()
+    moved = _rel(logits["q"], base)
+    apart = _rel(logits["q"], logits["k"])
+    # measured: moved 0.72, apart 0.064 (the Q4_1 matmul quantizes its input to Q8_1, so q and
+    # k are zeroed only to ~1%); a q or k delta left in Hugging Face row order: apart 0.71-0.73
+    assert moved > 0.2  # uniform attention in layer 0 changes the logits a lot...
+    assert apart < moved / 4  # ...and the same way whether q or k was zeroed
 
 
 # ---- aLoRA: llama.cpp loads it, llamart must refuse it before set_lora ----
