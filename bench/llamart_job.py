@@ -44,10 +44,12 @@ def speed(job: dict[str, Any]) -> dict[str, Any]:
     try:
         prompt = job["prompt"]
         bos = prompt[0]
-        # as llama-bench: the pp test (a warm-up, then its reps back to back), then the tg test
+        # as llama-bench: the pp test (a warm-up, then its reps back to back), then the tg test;
+        # reset() first each time, or prefix reuse would evaluate nothing (the same prompt)
         engine.logits(prompt)
         pp_s, tg_s, produced = [], [], []
         for _ in range(job.get("reps", 1)):
+            engine.reset()
             started = clock()
             engine.logits(prompt)
             pp_s.append(clock() - started)
