@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": keys, "threads": threads, "argv": sys.argv[1:] if argv is None else argv})
     save()
     log(f"bench: raw results in {config.RESULTS_JSON} ({data['duration_s']:.0f} s)")
-    if not (args.quick or args.wllama_only) or args.write:
+    if not (args.quick or args.wllama_only or args.wasm_only) or args.write:
         report.write(data)
         log(f"bench: wrote {config.DOC} and {config.PLOT}")
     elif args.wllama_only:
