@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from llamart import Engine, pinned_models
-from llamart.errors import ModelLoadError
+from llamart.errors import ChatTemplateError, ModelLoadError
 from llamart.testing import mutate
 from tests.chat_conversations import CONVERSATIONS
 
@@ -196,6 +196,45 @@ def test_smollm2_chat_template_matches_transformers(real_model):
                                         bos_token=bos, eos_token=eos)[0][0]
             assert ours[key][i] == ref, (key, agp)
     assert ours == GOLDEN["models"]["smollm2"]["chat_template"]
+
+
+# ---- Gemma 3 270M: a base model, no chat template ----
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_gemma_without_template_needs_an_override(gemma, real_model):
+    name = os.path.basename(real_model("gemma3-270m"))
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    for call in (lambda: gemma.chat(question, 4, **GREEDY),
+                 lambda: gemma.apply_chat_template(question)):
+        with pytest.raises(ChatTemplateError) as ei:
+            call()
+        assert name in str(ei.value) and "no chat template" in str(ei.value), str(ei.value)
+        assert ei.value.template == name
+    # a per-call ChatML override: the prompt is ChatML as written by hand, the reply is the
+    # greedy completion of that prompt's tokens (BOS first: the template does not write it)
+    prompt = gemma.apply_chat_template(question, chat_template=CHATML)
+    assert prompt == ("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+                      "<|im_start|>assistant\n")
+    reply = gemma.chat(question, 8, chat_template=CHATML, **GREEDY)
+    tokens = gemma.tokenize(prompt, add_special=True, parse_special=True)
+    assert reply and reply == gemma.complete(tokens, 8, **GREEDY)
+    with pytest.raises(ChatTemplateError):  # the override was for that call only
+        gemma.chat(question, 4, **GREEDY)
+
+
+def test_gemma_template_override_at_load(real_model):
+    eng = Engine()
+    try:
+        eng.load_model(real_model("gemma3-270m"), n_ctx=256, n_threads=1, vocab_only=True,
+                       chat_template=CHATML)
+        question = [{"role": "user", "content": "hi"}]
+        assert eng.apply_chat_template(question) == \
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    finally:
+        eng.dispose()
 
 
 # ---- a real model llama.cpp cannot run ----
