@@ -278,3 +278,44 @@ def test_unknown_architecture_is_a_clear_error(real_model, tmp_path):
     finally:
         eng.dispose()
         os.unlink(bad)
+
+
+def _with_tensor_type(src: str, dst: Path, tensor: str, ggml_type: int) -> None:
+    """Copy the GGUF ``src`` to ``dst`` with the type id of ``tensor`` replaced in its info."""
+    shutil.copyfile(src, dst)
+    with open(dst, "r+b") as f:
+        t = mutate.layout(f.read(16 << 20)).tensor(tensor)
+        f.seek(t.type_at)
+        f.write(struct.pack("<I", ggml_type))
+
+
+# tensor, new ggml type id, what the error must say. I32 (26) has F32's size, so the copy is
+# consistent but llama.cpp has no kernel for a norm of it (without validation: an abort in the
+# first evaluation, see docs/security.md); 4 (Q4_2) was removed from ggml; 99 never existed.
+BAD_TENSOR_TYPES = [
+    ("blk.0.attn_norm.weight", 26, "has type I32, which llama.cpp cannot compute with"),
+    ("blk.0.ffn_down.weight", 4, "tensor 'blk.0.ffn_down.weight' has removed ggml type 4"),
+    ("blk.0.ffn_down.weight", 99, "tensor 'blk.0.ffn_down.weight' has unknown ggml type 99"),
+]
+
+
+@pytest.mark.parametrize("tensor, ggml_type, reason", BAD_TENSOR_TYPES,
+                         ids=[str(t[1]) for t in BAD_TENSOR_TYPES])
+def test_unsupported_tensor_type_is_a_clear_error(real_model, tmp_path, tensor, ggml_type,
+                                                  reason):
+    good = real_model("smollm2")
+    bad = tmp_path / "retyped.gguf"
+    _with_tensor_type(good, bad, tensor, ggml_type)
+    eng = _open(good, 256)
+    try:
+        before = eng.logits([1, 2, 3])
+        with pytest.raises(ModelLoadError) as ei:
+            eng.load_model(bad, n_ctx=256, n_threads=1)
+        message = str(ei.value)
+        assert str(bad) in message and reason in message, message
+        assert ei.value.path == str(bad)
+        assert eng.model_info.path == good and list(eng.logits([1, 2, 3])) == list(before)
+    finally:
+        eng.dispose()
+        os.unlink(bad)
+
