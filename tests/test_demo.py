@@ -1,7 +1,8 @@
 """``llamart demo`` (llamart/demo.py) end to end on the real SmolLM2 with the shipped adapter.
 
 Native only (the demo converts the adapter with numpy/safetensors/gguf and applies it); skips
-when SmolLM2 is not in the model cache. Small settings keep it short: few tokens, two scales.
+when SmolLM2 is not in the model cache. Small settings keep it short: few tokens, few scales,
+one thread (two threads slow down many times on a busy machine).
 The model cache is a temporary folder linking the cached model, so the demo's converted
 adapter is written there, not into the shared cache.
 """
@@ -45,8 +46,8 @@ def test_demo_runs_base_adapter_and_base_again(model_dir: Path, monkeypatch) -> 
 
     monkeypatch.setattr(demo, "stream_reply", recording)
     out = io.StringIO()
-    assert demo.run(backend="native", max_tokens=16, scales=(1.0,), compare_scales=(0, 1),
-                    out=out) == 0
+    assert demo.run(backend="native", max_tokens=16, scales=(0.75,), compare_scales=(0, 1),
+                    compare_max_tokens=4, n_threads=1, out=out) == 0
     text = out.getvalue()
     assert os.path.isfile(model_dir / "demo-pirate-lora.gguf")  # converted into this cache
 
@@ -56,7 +57,7 @@ def test_demo_runs_base_adapter_and_base_again(model_dir: Path, monkeypatch) -> 
     base = {q: r for q, _, r in replies[:n]}
     assert "Paris" in base["What is the capital of France?"]
     adapted = [(q, loras, r) for q, loras, r in replies if loras]
-    assert adapted and all(list(loras.values()) == [1.0] for _, loras, _ in adapted)
+    assert adapted and all(list(loras.values()) == [0.75] for _, loras, _ in adapted)
     for q, _, r in adapted:
         assert r != base[q]
         assert OPEN in r or CLOSE in r  # the persona it was trained on
@@ -65,3 +66,19 @@ def test_demo_runs_base_adapter_and_base_again(model_dir: Path, monkeypatch) -> 
     assert not again[1] and again[2] == base[again[0]]
     assert "identical to the first base reply: yes" in text
     assert "drift and scale" in text and "recommended" in text
+    assert "reference text" in text and "base perplexity" in text  # over-steering by perplexity
+
+
+def test_golden_prompts_are_held_out() -> None:
+    """The golden prompts (and so the demo's adapter question) are none of the training
+    questions and start with none of their templates' first two words."""
+    from llamart.lora.prompts import load_prompts
+    from tools.train_lora.data import examples
+
+    trained = [q.lower() for q, _ in examples()]
+    starts = {" ".join(q.split()[:2]) for q in trained}
+    golden = [p.messages[-1]["content"].lower() for p in load_prompts(demo.GOLDEN)
+              if p.messages is not None]
+    assert len(golden) >= 5 and demo.QUESTIONS[1].lower() == golden[0]
+    for q in golden:
+        assert q not in trained and " ".join(q.split()[:2]) not in starts, q

@@ -2,7 +2,8 @@
 
 Every test needs ``engine.capabilities.lora`` (never the platform name): where it is False
 (WebAssembly) the test is skipped with that reason; the documented no-op behaviour there is
-tested by tests/test_lora_unsupported.py. No numpy or gguf: this file also runs in Pyodide.
+tested by tests/test_lora_unsupported.py. No numpy or gguf at import: this file also runs in
+Pyodide (the aLoRA test writes its adapters with them, only where adapters apply).
 """
 
 from __future__ import annotations
@@ -366,6 +367,29 @@ def test_adapter_for_another_model_is_refused(engine: Engine, fx: dict[str, str]
         engine.set_lora(fx["lora_a"])
     assert info.value.path == fx["lora_a"]
     assert engine.loras == {} and _logits(engine) == base
+
+
+def test_alora_adapter_is_refused_by_set_lora(loaded: Engine, fx: dict[str, str], tmp_path,
+                                             record_property: Record) -> None:
+    """An activated LoRA would act from the first token here: set_lora refuses it (AdapterError
+    naming aLoRA) and leaves the adapter set and the logits as they were. The same adapter
+    without its invocation tokens applies (so the refusal is about aLoRA alone)."""
+    require_lora(loaded)  # native: numpy and gguf are there to write the adapters
+    from llamart.testing.models import make_adapter
+
+    plain = make_adapter(tmp_path / "plain.gguf", base=fx["model_f32"], rank=4, seed=9)
+    alora = make_adapter(tmp_path / "alora.gguf", base=fx["model_f32"], rank=4, seed=9,
+                         alora_tokens=[300, 301, 302])
+    a = fx["lora_a"]
+    loaded.set_lora(a, 0.5)
+    before = _logits(loaded)
+    with pytest.raises(AdapterError, match="aLoRA") as info:
+        loaded.set_lora(alora, 1.0)
+    assert info.value.path == alora and "3 invocation tokens" in str(info.value)
+    assert loaded.loras == {a: 0.5}
+    assert _logits(loaded) == before
+    assert loaded.set_lora(plain, 1.0) is True  # the same weights without aLoRA apply
+    assert loaded.loras == {a: 0.5, plain: 1.0} and _logits(loaded) != before
 
 
 # ---- metadata ----

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from llamart import Engine, pinned_models
-from llamart.errors import ModelLoadError
+from llamart.errors import ChatTemplateError, ModelLoadError
 from tests.chat_conversations import CONVERSATIONS
 from tests.support import mutate
 
@@ -202,6 +202,45 @@ def test_smollm2_chat_template_matches_transformers(real_model):
     assert ours == GOLDEN["models"]["smollm2"]["chat_template"]
 
 
+# ---- Gemma 3 270M: a base model, no chat template ----
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_gemma_without_template_needs_an_override(gemma, real_model):
+    name = os.path.basename(real_model("gemma3-270m"))
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    for call in (lambda: gemma.chat(question, 4, **GREEDY),
+                 lambda: gemma.apply_chat_template(question)):
+        with pytest.raises(ChatTemplateError) as ei:
+            call()
+        assert name in str(ei.value) and "no chat template" in str(ei.value), str(ei.value)
+        assert ei.value.template == name
+    # a per-call ChatML override: the prompt is ChatML as written by hand, the reply is the
+    # greedy completion of that prompt's tokens (BOS first: the template does not write it)
+    prompt = gemma.apply_chat_template(question, chat_template=CHATML)
+    assert prompt == ("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+                      "<|im_start|>assistant\n")
+    reply = gemma.chat(question, 8, chat_template=CHATML, **GREEDY)
+    tokens = gemma.tokenize(prompt, add_special=True, parse_special=True)
+    assert reply and reply == gemma.complete(tokens, 8, **GREEDY)
+    with pytest.raises(ChatTemplateError):  # the override was for that call only
+        gemma.chat(question, 4, **GREEDY)
+
+
+def test_gemma_template_override_at_load(real_model):
+    eng = Engine()
+    try:
+        eng.load_model(real_model("gemma3-270m"), n_ctx=256, n_threads=1, vocab_only=True,
+                       chat_template=CHATML)
+        question = [{"role": "user", "content": "hi"}]
+        assert eng.apply_chat_template(question) == \
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    finally:
+        eng.dispose()
+
+
 # ---- a real model llama.cpp cannot run ----
 
 def _with_architecture(src: str, dst: Path, arch: str) -> None:
@@ -243,3 +282,44 @@ def test_unknown_architecture_is_a_clear_error(real_model, tmp_path):
     finally:
         eng.dispose()
         os.unlink(bad)
+
+
+def _with_tensor_type(src: str, dst: Path, tensor: str, ggml_type: int) -> None:
+    """Copy the GGUF ``src`` to ``dst`` with the type id of ``tensor`` replaced in its info."""
+    shutil.copyfile(src, dst)
+    with open(dst, "r+b") as f:
+        t = mutate.layout(f.read(16 << 20)).tensor(tensor)
+        f.seek(t.type_at)
+        f.write(struct.pack("<I", ggml_type))
+
+
+# tensor, new ggml type id, what the error must say. I32 (26) has F32's size, so the copy is
+# consistent but llama.cpp has no kernel for a norm of it (without validation: an abort in the
+# first evaluation, see docs/security.md); 4 (Q4_2) was removed from ggml; 99 never existed.
+BAD_TENSOR_TYPES = [
+    ("blk.0.attn_norm.weight", 26, "has type I32, which llama.cpp cannot compute with"),
+    ("blk.0.ffn_down.weight", 4, "tensor 'blk.0.ffn_down.weight' has removed ggml type 4"),
+    ("blk.0.ffn_down.weight", 99, "tensor 'blk.0.ffn_down.weight' has unknown ggml type 99"),
+]
+
+
+@pytest.mark.parametrize("tensor, ggml_type, reason", BAD_TENSOR_TYPES,
+                         ids=[str(t[1]) for t in BAD_TENSOR_TYPES])
+def test_unsupported_tensor_type_is_a_clear_error(real_model, tmp_path, tensor, ggml_type,
+                                                  reason):
+    good = real_model("smollm2")
+    bad = tmp_path / "retyped.gguf"
+    _with_tensor_type(good, bad, tensor, ggml_type)
+    eng = _open(good, 256)
+    try:
+        before = eng.logits([1, 2, 3])
+        with pytest.raises(ModelLoadError) as ei:
+            eng.load_model(bad, n_ctx=256, n_threads=1)
+        message = str(ei.value)
+        assert str(bad) in message and reason in message, message
+        assert ei.value.path == str(bad)
+        assert eng.model_info.path == good and list(eng.logits([1, 2, 3])) == list(before)
+    finally:
+        eng.dispose()
+        os.unlink(bad)
+

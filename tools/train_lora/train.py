@@ -20,8 +20,9 @@ DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Huggin
 
 
 def chatml_prompt(question: str, system: str | None) -> str:
-    """SmolLM2's ChatML up to the assistant turn (its Jinja template adds DEFAULT_SYSTEM when no
-    system message is given; llama.cpp's built-in ChatML, used by Engine.chat, adds none)."""
+    """SmolLM2's ChatML up to the assistant turn; ``system=None`` leaves the system turn out.
+    (Engine.chat renders SmolLM2's own Jinja template, which puts DEFAULT_SYSTEM there when the
+    messages have no system message: this with ``system=DEFAULT_SYSTEM``, byte for byte.)"""
     head = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
     return f"{head}<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
@@ -36,8 +37,10 @@ class Encoded:
 
 def encode(tokenize: Any, pairs: Sequence[tuple[str, str]], seed: int) -> list[Encoded]:
     """Tokenize with llama.cpp's tokenizer (``tokenize(text) -> ids``, special tokens parsed);
-    a quarter of the examples carry SmolLM2's default system prompt, the rest none (as
-    Engine.chat renders them)."""
+    a quarter of the examples carry SmolLM2's default system prompt (what Engine.chat renders
+    for messages without a system message), the rest no system turn at all (the recipe predates
+    Engine.chat's Jinja rendering and is kept so that it reproduces the shipped adapter; the
+    adapter's persona shows with either, see llamart/data/pirate_lora/README.md)."""
     rng = random.Random(seed)
     out = []
     for q, a in pairs:
