@@ -238,18 +238,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.chat_only or args.builds_only:
         return run_only(args)
-    if args.wasm_only:
-        args.no_speed = args.no_lora = args.no_wllama = args.merge = True
-        args.no_grammar = args.no_builds = args.no_chat = True
-        args.no_wasm = False
-        args.systems = ""
-        args.models = args.models or "real"
-    if args.wllama_only:
-        args.no_speed = args.no_lora = args.no_wasm = args.merge = True
-        args.no_grammar = args.no_builds = args.no_chat = True
-        args.no_wllama = False
-        args.systems = ""
-        args.models = args.models or "real"
+    for only, keep in ((args.wasm_only, "no_wasm"), (args.wllama_only, "no_wllama")):
+        if only:  # that one section, merged into the saved results (default models: real)
+            for skip in ("no_speed", "no_lora", "no_grammar", "no_builds", "no_chat",
+                         "no_wasm", "no_wllama"):
+                setattr(args, skip, skip != keep)
+            args.merge, args.systems = True, ""
+            args.models = args.models or "real"
     try:
         keys = config.select_models(args.models or ("small-q8_0" if args.quick else "all"))
     except ValueError as e:

@@ -20,6 +20,7 @@ from typing import Any
 
 from tools.browser import CHROMIUM, run_page
 from tools.isolated_http import serve_in_thread
+from tools.pyodide_runner.paths import WASM_FILES
 
 from . import systems
 from .config import N_BATCH, REPO, ModelSpec
@@ -39,9 +40,7 @@ def wasm_dir() -> Path:
     return Path(os.environ.get("LLAMART_WASM_DIR") or REPO / "build-wasm" / "wasm")
 
 
-BUILD_FILES = {"single": {"glue": "llamart_wasm.js", "wasm": "llamart_wasm.wasm"},
-               "threads": {"glue": "llamart_wasm_mt.js", "wasm": "llamart_wasm_mt.wasm",
-                           "worker": "llamart_wasm_mt.worker.js"}}
+BUILD_FILES = WASM_FILES
 
 
 def missing() -> str | None:

@@ -172,7 +172,7 @@ def locate_wasm(wasm_dir: Path | None = None) -> tuple[Path, Path]:
     return glue, wasm
 
 
-THREADED_FILES = ("llamart_wasm_mt.js", "llamart_wasm_mt.wasm", "llamart_wasm_mt.worker.js")
+THREADED_FILES = tuple(runner_paths.WASM_FILES["threads"].values())
 
 
 def locate_threaded_wasm(wasm_dir: Path | None = None) -> list[Path]:

@@ -17,6 +17,12 @@ RUNNER_DIR = Path(__file__).resolve().parent
 BASE_TREES = ("llamart", "tools", "tests/support")
 
 
+# the files of the two WebAssembly builds (python -m wasm.build), all in wasm_dir()
+WASM_FILES = {"single": {"glue": "llamart_wasm.js", "wasm": "llamart_wasm.wasm"},
+              "threads": {"glue": "llamart_wasm_mt.js", "wasm": "llamart_wasm_mt.wasm",
+                          "worker": "llamart_wasm_mt.worker.js"}}
+
+
 def wasm_dir() -> Path:
     """Folder holding llamart_wasm.js and llamart_wasm.wasm ($LLAMART_WASM_DIR overrides)."""
     return Path(os.environ.get("LLAMART_WASM_DIR") or REPO / "build-wasm" / "wasm").resolve()

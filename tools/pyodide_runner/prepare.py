@@ -91,11 +91,10 @@ def find_wasm(required: bool) -> dict | None:
     """The llamart WebAssembly builds: {glue, wasm} (single-threaded) and, when built,
     ``threaded`` {glue, wasm, worker}; exits saying how to build them."""
     folder = paths.wasm_dir()
-    glue, wasm = folder / "llamart_wasm.js", folder / "llamart_wasm.wasm"
-    if glue.exists() and wasm.exists():
-        found: dict = {"glue": str(glue), "wasm": str(wasm), "threaded": None}
-        mt = {k: folder / f"llamart_wasm_mt{ext}"
-              for k, ext in (("glue", ".js"), ("wasm", ".wasm"), ("worker", ".worker.js"))}
+    single = {k: folder / name for k, name in paths.WASM_FILES["single"].items()}
+    if all(f.exists() for f in single.values()):
+        found: dict = {**{k: str(f) for k, f in single.items()}, "threaded": None}
+        mt = {k: folder / name for k, name in paths.WASM_FILES["threads"].items()}
         if all(f.exists() for f in mt.values()):
             found["threaded"] = {k: str(f) for k, f in mt.items()}
         return found
