@@ -162,7 +162,8 @@ def locate_wasm(wasm_dir: Path | None = None) -> tuple[Path, Path]:
     """The emscripten module (llamart_wasm.js, llamart_wasm.wasm); WebDemoError if not built."""
     if wasm_dir is None:
         wasm_dir = runner_paths.wasm_dir()
-    glue, wasm = wasm_dir / "llamart_wasm.js", wasm_dir / "llamart_wasm.wasm"
+    single = runner_paths.WASM_FILES["single"]
+    glue, wasm = wasm_dir / single["glue"], wasm_dir / single["wasm"]
     missing = [p.name for p in (glue, wasm) if not p.is_file()]
     if missing:
         raise WebDemoError(
@@ -173,6 +174,8 @@ def locate_wasm(wasm_dir: Path | None = None) -> tuple[Path, Path]:
 
 
 THREADED_FILES = tuple(runner_paths.WASM_FILES["threads"].values())
+WASM_URL = "/wasm/"  # where the page finds the glue and both builds
+PYODIDE_GLUE = REPO / "wasm" / "llamart_pyodide.js"
 
 
 def locate_threaded_wasm(wasm_dir: Path | None = None) -> list[Path]:
@@ -240,12 +243,13 @@ def prepare(cache_dir: Path | None = None, wasm_dir: Path | None = None) -> Site
         "pyodideIndex": "/pyodide/",
         "wheel": f"/demo/{wheel.name}",
         "pyodideWheels": [f"/wheels/{w.name}" for w in template_wheels],
-        "glue": "/wasm/llamart_pyodide.js",
+        "glue": WASM_URL + PYODIDE_GLUE.name,
         # the glue picks the pthreads build when the page is cross-origin isolated (this
         # server sends COOP/COEP), the single-threaded one otherwise
-        "wasmModule": {"glue": "/wasm/llamart_wasm.js", "wasm": "/wasm/llamart_wasm.wasm",
-                       "threaded": {"glue": "/wasm/llamart_wasm_mt.js",
-                                    "wasm": "/wasm/llamart_wasm_mt.wasm"} if threaded else None},
+        "wasmModule": {"glue": WASM_URL + glue.name, "wasm": WASM_URL + wasm.name,
+                       "threaded": {k: WASM_URL + name for k, name in
+                                    runner_paths.WASM_FILES["threads"].items() if k != "worker"}
+                       if threaded else None},
         "session": "/demo_session.py",
         "demoModel": {"url": f"/models/{model.name}", "name": model.name,
                       "size": model.stat().st_size, "nCtx": DEMO_N_CTX,
@@ -262,10 +266,7 @@ def prepare(cache_dir: Path | None = None, wasm_dir: Path | None = None) -> Site
         "/": WEB_DIR / "index.html",
         **{f"/{name}": WEB_DIR / name for name in PAGE_FILES},
         "/pyodide/": pyodide,
-        "/wasm/llamart_pyodide.js": REPO / "wasm" / "llamart_pyodide.js",
-        "/wasm/llamart_wasm.js": glue,
-        "/wasm/llamart_wasm.wasm": wasm,
-        **{f"/wasm/{f.name}": f for f in threaded},
+        **{WASM_URL + f.name: f for f in (PYODIDE_GLUE, glue, wasm, *threaded)},
         **{f"/wheels/{w.name}": w for w in template_wheels},
         f"/models/{model.name}": model,
         "/demo/": demo,
