@@ -20,7 +20,7 @@ from typing import Any
 
 from tools.browser import CHROMIUM, run_page
 from tools.isolated_http import serve_in_thread
-from tools.pyodide_runner.paths import WASM_FILES
+from tools.pyodide_runner.paths import WASM_FILES, wasm_dir
 
 from . import systems
 from .config import N_BATCH, REPO, ModelSpec
@@ -36,17 +36,10 @@ ENTRY = Path(__file__).with_name("wasm_entry.py")
 V8_FLAGS = ["--no-liftoff"]
 
 
-def wasm_dir() -> Path:
-    return Path(os.environ.get("LLAMART_WASM_DIR") or REPO / "build-wasm" / "wasm")
-
-
-BUILD_FILES = WASM_FILES
-
-
 def missing() -> str | None:
     """Why the WebAssembly measurement cannot run here (None when it can)."""
     d = wasm_dir()
-    for which, files in BUILD_FILES.items():
+    for which, files in WASM_FILES.items():
         if not all((d / f).exists() for f in files.values()):
             return f"no {which} WebAssembly build in {d} (python -m wasm.build)"
     if not (PYODIDE_DIR / "pyodide.js").exists():
@@ -62,11 +55,11 @@ def _job(spec: ModelSpec, prompt: list[int], n_threads: int = 1) -> dict[str, An
 
 def _module(build: str, where: Any) -> dict[str, Any]:
     """The glue's options for one build: {glue, wasm, threaded, threads} (forced, not chosen)."""
-    files = BUILD_FILES[build]
+    files = WASM_FILES[build]
     if build == "single":
         return {"glue": where(files["glue"]), "wasm": where(files["wasm"]), "threaded": None,
                 "threads": False}
-    single = BUILD_FILES["single"]
+    single = WASM_FILES["single"]
     return {"glue": where(single["glue"]), "wasm": where(single["wasm"]), "threads": True,
             "threaded": {k: where(v) for k, v in files.items()}}
 
@@ -145,7 +138,7 @@ def run_chromium(spec: ModelSpec, prompt: list[int], build: str = "single", n_th
     d = wasm_dir()
     rel = lambda p: "/" + str(Path(p).relative_to(REPO))  # noqa: E731 (files in the checkout)
     files: dict[str, bytes | Path] = {
-        f"/__bench__/{name}": d / name for fs in BUILD_FILES.values() for name in fs.values()}
+        f"/__bench__/{name}": d / name for fs in WASM_FILES.values() for name in fs.values()}
     files["/__bench__/model.gguf"] = spec.file  # wherever they are
     config = {"glueUrl": rel(GLUE), "wasm": _module(build, lambda name: f"/__bench__/{name}"),
               "modelUrl": "/__bench__/model.gguf", "modelName": spec.file.name,
