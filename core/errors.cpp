@@ -107,6 +107,13 @@ ExpectedLog::~ExpectedLog() {
     t_expected = nullptr;
 }
 
+void log_line(int level, const std::string & text) {
+    ensure_log();
+    const ggml_log_level lv = level >= 3 ? GGML_LOG_LEVEL_ERROR : level == 2 ? GGML_LOG_LEVEL_WARN
+                            : level == 1 ? GGML_LOG_LEVEL_INFO : GGML_LOG_LEVEL_DEBUG;
+    log_callback(lv, (text + "\n").c_str(), nullptr);
+}
+
 void begin_call() {
     ensure_log();
     ensure_backends();  // after the log hook, so ggml's loader logs reach lm_log_take
@@ -189,7 +196,11 @@ const char * lm_system_info(void) {
     ensure_log();
     static thread_local std::string info;
     const std::string & variant = lm::cpu_variant();
+    const std::string & reason = lm::cpu_variant_reason();
+    const std::string & error = lm::cpu_error();
     info = (variant.empty() ? std::string() : "CPU_VARIANT = " + variant + " | ") +
+           (reason.empty() ? std::string() : "CPU_VARIANT_REASON = " + reason + " | ") +
+           (error.empty() ? std::string() : "CPU_VARIANT_ERROR = " + error + " | ") +
            llama_print_system_info();
     return info.c_str();
 }

@@ -35,8 +35,13 @@ namespace lm {
 
 // Load ggml's CPU backend variants once (runtime dispatch builds; a no-op otherwise).
 void ensure_backends();
-// The CPU variant ggml picked ("zen4", ...), "" without runtime dispatch.
+// The CPU variant picked ("zen4", ...), "" without runtime dispatch; why it was picked; and,
+// non-empty when no variant could be loaded (LLAMART_CPU_VARIANT unknown or unusable), why.
 const std::string & cpu_variant();
+const std::string & cpu_variant_reason();
+const std::string & cpu_error();
+// Log one line of ours (level 0 debug .. 3 error) as llama.cpp's lines are logged.
+void log_line(int level, const std::string & text);
 // While alive, llama.cpp warnings on this thread containing `needle` are logged as info (a
 // warning we cause on purpose, e.g. asking for a pooling type the model does not name).
 struct ExpectedLog {

@@ -87,7 +87,11 @@ LM_API const char * lm_version(void);            /* the llamart release, e.g. "0
 LM_API int32_t      lm_abi_version(void);        /* bumped whenever this header changes */
 LM_API int32_t      lm_capabilities(void);       /* LM_CAP_* bits */
 LM_API int32_t      lm_max_threads(void);        /* n_threads is capped at this: 1 single-threaded WebAssembly, the cores the runtime reports with pthreads; 0 = no cap (native) */
-LM_API const char * lm_system_info(void);        /* "CPU_VARIANT = zen4 | " (runtime dispatch builds) + llama_print_system_info() */
+LM_API const char * lm_system_info(void);        /* "CPU_VARIANT = zen4 | CPU_VARIANT_REASON = ... | " (runtime dispatch builds; CPU_VARIANT_ERROR = ... when none loads) + llama_print_system_info() */
+/* Runtime dispatch builds: one line per CPU variant beside the library, best first,
+   "name\tscore\tstatus\n" (status: picked, probe failed: <why>, not supported..., not probed);
+   "" without runtime dispatch.  snprintf style. */
+LM_API int32_t      lm_cpu_variants(char * buf, int32_t size);
 LM_API void         lm_log_set_level(int32_t level);  /* 0 debug,1 info,2 warn,3 error; lower dropped */
 LM_API const char * lm_log_take(void);           /* pending lines "L\ttext\n" (L = 0..3); valid until this thread's next call */
 LM_API const char * lm_last_error(void);         /* this thread's reason for its last failing call ("" if none) */

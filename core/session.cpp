@@ -48,6 +48,9 @@ lm_session * lm_session_load(const char * path, int32_t n_ctx, int32_t n_batch, 
     if (path == nullptr || n_ctx < 0 || n_batch < 0) {
         return lm::fail_null("invalid arguments (path NULL, or n_ctx/n_batch negative)");
     }
+    if (!lm::cpu_error().empty()) {
+        return lm::fail_null(lm::cpu_error());
+    }
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = 0;
     const bool mmap = use_mmap && (lm_capabilities() & LM_CAP_MMAP);

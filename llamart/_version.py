@@ -3,4 +3,4 @@ and the C library (CMake compiles both numbers into ``lm_version()``/``lm_abi_ve
 
 __version__ = "0.2.0"
 # bump whenever core/llamart.h changes: Python refuses a libllamart built with another number
-C_ABI_VERSION = 5
+C_ABI_VERSION = 6
