@@ -64,6 +64,7 @@ void lm_adapter_free(lm_session * s, lm_adapter * a) {
             lm_reset(s);
         }
     }
+    lm::slots_forget_adapter(s, a);  // its address may be reused by a later adapter
     s->adapters.erase(std::find(s->adapters.begin(), s->adapters.end(), a));
     llama_adapter_lora_free(a->lora);
     delete a;
@@ -89,8 +90,13 @@ int32_t lm_adapters_apply(lm_session * s, lm_adapter ** adapters, const float * 
         }
     }
     // the KV cache (and the prefix lm_eval_prompt would reuse) was computed under the old set:
-    // drop it before the set changes, so even a failed change leaves nothing stale behind
-    lm_reset(s);
+    // drop it before the set changes, so even a failed change leaves nothing stale behind.
+    // A parallel session keeps each sequence's KV tagged with the set it was computed under
+    // (slots.cpp): a sequence is only ever decoded or reused under that same set.
+    if (s->slots.empty()) {
+        lm_reset(s);
+    }
+    s->active_key = "\x01changing";  // no slot matches while the set is in flux
     const int32_t rc = loras.empty()
         ? llama_set_adapters_lora(s->ctx, nullptr, 0, nullptr)
         : llama_set_adapters_lora(s->ctx, loras.data(), loras.size(), sc.data());
@@ -99,6 +105,7 @@ int32_t lm_adapters_apply(lm_session * s, lm_adapter ** adapters, const float * 
     }
     s->active = active;
     s->active_scales.assign(scales, scales + n);
+    s->active_key = lm::adapter_key(s->active, s->active_scales);
     lm::embed_sync_adapters(s);  // embeddings see the same set as generation
     return LM_OK;
 }

@@ -16,7 +16,7 @@ endif()
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${_version_py}")
 
 set(LLAMART_CORE_SOURCES errors.cpp session.cpp text.cpp eval.cpp sampling.cpp adapters.cpp
-    embed.cpp gguf_scan.cpp cpu_backends.cpp grammar.cpp common_support.cpp)
+    embed.cpp gguf_scan.cpp cpu_backends.cpp grammar.cpp common_support.cpp slots.cpp)
 list(TRANSFORM LLAMART_CORE_SOURCES PREPEND "${_llamart_core_dir}/")
 # llama.cpp's JSON-schema -> GBNF converter and what it needs from common/ (common.cpp is not
 # built: core/common_support.cpp has the three string helpers it calls); nlohmann json comes

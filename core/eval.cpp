@@ -10,6 +10,9 @@ int32_t check_tokens(lm_session * s, const int32_t * tokens, int32_t n_tokens) {
     if (s == nullptr || s->ctx == nullptr || n_tokens < 0 || (tokens == nullptr && n_tokens > 0)) {
         return lm::fail(LM_ERR_ARG, "no context to evaluate in");
     }
+    if (!s->slots.empty()) {
+        return lm::fail(LM_ERR_STATE, "a parallel session evaluates through lm_slot_prompt / lm_step");
+    }
     for (int32_t i = 0; i < n_tokens; i++) {
         if (!lm::in_vocab(s, tokens[i])) {
             return lm::fail(LM_ERR_ARG, lm::outside_vocab(s, tokens[i]));

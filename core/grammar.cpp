@@ -147,11 +147,23 @@ llama_sampler * build(const llama_vocab * vocab, const char * text, int32_t len)
 
 namespace lm {
 
-void drop_grammar(lm_session * s) {
-    if (s->grammar) {
-        llama_sampler_free(s->grammar);
-        s->grammar = nullptr;
+void drop_grammar(Sampling & st) {
+    if (st.grammar) {
+        llama_sampler_free(st.grammar);
+        st.grammar = nullptr;
     }
+}
+
+int32_t set_grammar(lm_session * s, Sampling & st, const char * grammar, int32_t len) {
+    if (st.sampler == nullptr) {
+        return fail(LM_ERR_STATE, "no sampler: call lm_sampler_init first");
+    }
+    drop_grammar(st);
+    if (len == 0) {
+        return LM_OK;
+    }
+    st.grammar = build(s->vocab, grammar, len);
+    return st.grammar != nullptr ? LM_OK : LM_ERR_GRAMMAR;
 }
 
 }  // namespace lm
@@ -176,15 +188,7 @@ int32_t lm_sampler_set_grammar(lm_session * s, const char * grammar, int32_t len
     if (s == nullptr || len < 0) {
         return lm::fail(LM_ERR_ARG, "no session, or a negative length");
     }
-    if (s->sampler == nullptr) {
-        return lm::fail(LM_ERR_STATE, "no sampler: call lm_sampler_init first");
-    }
-    lm::drop_grammar(s);
-    if (len == 0) {
-        return LM_OK;
-    }
-    s->grammar = build(s->vocab, grammar, len);
-    return s->grammar != nullptr ? LM_OK : LM_ERR_GRAMMAR;
+    return lm::set_grammar(s, s->samp, grammar, len);
 }
 
 int32_t lm_grammar_match(const lm_session * s, const char * grammar, int32_t len,

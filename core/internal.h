@@ -12,15 +12,39 @@ struct lm_adapter {
     llama_adapter_lora * lora = nullptr;
 };
 
+namespace lm {
+
+// One sequence's sampler chain, grammar constraint (outside the chain, see sampling.cpp) and
+// the candidates buffer reused per token when a grammar is set.
+struct Sampling {
+    llama_sampler * sampler = nullptr;
+    llama_sampler * grammar = nullptr;
+    std::vector<llama_token_data> candidates;
+    bool greedy_only = false;  // a plain argmax: sample without the chain
+};
+
+// One sequence of a parallel session (slots.cpp): llama.cpp sequence id = its index.
+struct Slot {
+    std::vector<llama_token> cached;   // tokens whose KV the sequence holds, positions 0..
+    std::vector<llama_token> pending;  // prompt tokens still to evaluate (lm_step)
+    std::string key;                   // the adapter set its KV was computed under
+    Sampling samp;
+    llama_token sampled = -1;          // sampled, not evaluated yet (the next step evaluates it)
+    int32_t logits_row = -1;           // its row in the last decode's logits, -1 none
+    bool ready = false;                // prompt evaluated: the next step samples / decodes
+};
+
+}  // namespace lm
+
 struct lm_session {
     llama_model * model = nullptr;
     llama_context * ctx = nullptr;
     llama_context * embed_ctx = nullptr;  // embed.cpp's: made on the first lm_embed
     int32_t embed_pooling = 0;            // its pooling type
     const llama_vocab * vocab = nullptr;
-    llama_sampler * sampler = nullptr;
-    llama_sampler * grammar = nullptr;   // GBNF constraint, outside the chain (see sampling.cpp)
-    std::vector<llama_token_data> candidates;  // reused per token when a grammar is set
+    lm::Sampling samp;                    // the single-sequence API's sampler (sampling.cpp)
+    std::vector<lm::Slot> slots;          // n_seq_max > 1: the parallel sequences (slots.cpp)
+    std::string active_key;               // the active adapter set as a key ("" = none)
     std::vector<lm_adapter *> adapters;   // every adapter loaded for this session
     std::vector<lm_adapter *> active;     // the set applied on ctx now
     std::vector<float> active_scales;     // their scales
@@ -28,7 +52,6 @@ struct lm_session {
     std::vector<llama_token> cached;      // the tokens whose KV the cache holds, positions 0..
     int32_t n_vocab = 0;
     bool have_logits = false;
-    bool greedy_only = false;             // sampler is a plain argmax: sample without the chain
 };
 
 namespace lm {
@@ -65,8 +88,19 @@ std::string outside_vocab(const lm_session * s, int32_t t);
 int32_t decode_tokens(lm_session * s, const llama_token * tokens, int32_t n_tokens);
 // Clear the KV cache and the position (lm_reset's body, also used after a failed decode).
 void reset_cache(lm_session * s, bool zero_data);
-// Free the session's grammar sampler (if any).
-void drop_grammar(lm_session * s);
+// Sampling state: make the chain (lm_sampler_init's rules), constrain it with a GBNF grammar
+// (len 0 removes it), free it; sample one token from logits row idx (-1 the last): the token,
+// or -1 with *status an LM_ERR_*; *status LM_EOG when the token ends the generation.
+int32_t sampling_init(lm_session * s, Sampling & st, float temperature, int32_t top_k, float top_p,
+                      float min_p, float repeat_penalty, int32_t penalty_last_n, int64_t seed);
+int32_t set_grammar(lm_session * s, Sampling & st, const char * grammar, int32_t len);
+void drop_grammar(Sampling & st);
+void sampling_free(Sampling & st);
+llama_token sample(lm_session * s, Sampling & st, int32_t idx, int32_t * status);
+// The key of an adapter set (pointers and scales): equal keys = the same weights.
+std::string adapter_key(const std::vector<lm_adapter *> & adapters, const std::vector<float> & scales);
+// A parallel session's slots whose KV was computed under an adapter set including a: dropped.
+void slots_forget_adapter(lm_session * s, const lm_adapter * a);
 // An adapter's metadata strings (snprintf style), for adapters.cpp.
 int32_t meta_key(const llama_adapter_lora * a, int32_t i, char * buf, int32_t size);
 int32_t meta_val(const llama_adapter_lora * a, int32_t i, char * buf, int32_t size);

@@ -101,6 +101,12 @@ LM_API const char * lm_last_error(void);         /* this thread's reason for its
    use_mmap is ignored without LM_CAP_MMAP. */
 LM_API lm_session * lm_session_load(const char * path, int32_t n_ctx, int32_t n_batch,
                                     int32_t n_threads, int32_t use_mmap, int32_t vocab_only);
+/* lm_session_load with n_seq_max: 1 = the single-sequence API below; 2..256 = a parallel
+   session, n_seq_max slots sharing one KV cache of n_ctx cells, driven by the lm_slot_* calls
+   and lm_step (the single-sequence eval/generate calls are refused). */
+LM_API lm_session * lm_session_load_ex(const char * path, int32_t n_ctx, int32_t n_batch,
+                                       int32_t n_threads, int32_t use_mmap, int32_t vocab_only,
+                                       int32_t n_seq_max);
 LM_API void         lm_session_free(lm_session * s);  /* unsets+frees adapters, then contexts, then model; NULL ok */
 
 /* ---- model facts (0 / -1 for a NULL session) ---- */
@@ -215,6 +221,51 @@ LM_API int32_t lm_embed(lm_session * s, const int32_t * tokens, const int32_t * 
                         int32_t n_seqs, int32_t pooling, int32_t normalize, float * out,
                         int32_t out_size);
 LM_API int32_t lm_n_embd_out(const lm_session * s);   /* floats per embedding */
+
+/* ---- parallel sequences (slots.cpp): sessions loaded with n_seq_max > 1 ----
+   A slot is one llama.cpp sequence with its own tokens, sampler and grammar.  Its KV is tagged
+   with the adapter set it was computed under; it is reused (lm_slot_prompt), restored
+   (lm_slot_state_load) and decoded (lm_step) only under that same set: applying another set
+   never clears the other slots, and nothing computed under one set can serve another. */
+LM_API int32_t lm_n_seq_max(const lm_session * s);     /* slots (1 for a single-sequence session) */
+/* Make tokens the slot's prompt: keeps the longest prefix of its KV that they share when that
+   KV was computed under the active adapter set (else drops it all), queues the rest for
+   lm_step (at least the last token, for its logits).  Returns the tokens reused, or LM_ERR_*
+   (LM_ERR_CONTEXT when n_tokens > n_ctx).  Resets nothing else: call lm_slot_sampler_init. */
+LM_API int32_t lm_slot_prompt(lm_session * s, int32_t slot, const int32_t * tokens, int32_t n_tokens);
+/* The slot's sampler (lm_sampler_init's rules) and GBNF grammar (len 0 removes it). */
+LM_API int32_t lm_slot_sampler_init(lm_session * s, int32_t slot, float temperature, int32_t top_k,
+                                    float top_p, float min_p, float repeat_penalty,
+                                    int32_t penalty_last_n, int64_t seed);
+LM_API int32_t lm_slot_sampler_accept(lm_session * s, int32_t slot, const int32_t * tokens, int32_t n_tokens);
+LM_API int32_t lm_slot_set_grammar(lm_session * s, int32_t slot, const char * grammar, int32_t len);
+/* Forget the slot's KV and tokens. */
+LM_API int32_t lm_slot_clear(lm_session * s, int32_t slot);
+/* Tokens the slot's KV holds: how many; and the tokens themselves (written when n <= n_max). */
+LM_API int32_t lm_slot_n_cached(const lm_session * s, int32_t slot);
+LM_API int32_t lm_slot_tokens(const lm_session * s, int32_t slot, int32_t * tokens, int32_t n_max);
+/* One scheduling step over the listed slots (all under the active adapter set): up to
+   max_rounds llama_decode calls, each one batch holding a prompt chunk of every slot still
+   being prompted (within n_batch) and the last sampled token of every generating slot; logits
+   only where a token is sampled.  Slot i gets up to budgets[i] sampled tokens, written to
+   tokens[i * max_rounds ...]; counts[i] says how many; status[i]: LM_OK (budget reached or
+   still prompting), LM_EOG (end of generation sampled, not written), LM_ERR_CONTEXT (its
+   positions reached n_ctx), LM_ERR_GRAMMAR (the grammar allows no token); a slot stops at
+   its status.  The last token written is sampled, not evaluated: the next step evaluates it
+   (lm_slot_prompt discards it).  Returns LM_OK, LM_CANCELLED (*cancel was set between rounds),
+   LM_ERR_CONTEXT when the KV cache has no room for the batch (nothing changed: free a slot
+   with lm_slot_clear and call again) or another LM_ERR_*. */
+LM_API int32_t lm_step(lm_session * s, const int32_t * slots, const int32_t * budgets, int32_t n_slots,
+                       int32_t max_rounds, int32_t * tokens, int32_t * counts, int32_t * status,
+                       int32_t * cancel);
+/* The logits of the slot's last prompt token once its prompt is evaluated (n_vocab floats,
+   valid until the next lm_step), or NULL. */
+LM_API const float * lm_slot_logits(lm_session * s, int32_t slot);
+/* The slot's KV state as host bytes, snprintf style (the adapter set's key is kept with it), and
+   back: lm_slot_state_load refuses (LM_ERR_STATE) bytes saved under another adapter set. */
+LM_API int32_t lm_slot_state_save(lm_session * s, int32_t slot, uint8_t * buf, int32_t size);
+LM_API int32_t lm_slot_state_load(lm_session * s, int32_t slot, const int32_t * tokens, int32_t n_tokens,
+                                  const uint8_t * data, int32_t size);
 
 /* ---- GGUF validation helper (the Python validator's fast path; it re-walks in Python on any
    failure, to report the exact reason) ---- */

@@ -64,26 +64,26 @@ llama_token argmax(const float * logits, int32_t n) {
 }
 
 // Whether the grammar allows token t next (an end-of-generation token only where it may end).
-bool grammar_allows(lm_session * s, llama_token t) {
+bool grammar_allows(lm::Sampling & st, llama_token t) {
     llama_token_data one = {t, 1.0f, 0.0f};
     llama_token_data_array arr = {&one, 1, -1, false};
-    llama_sampler_apply(s->grammar, &arr);
+    llama_sampler_apply(st.grammar, &arr);
     return one.logit != -INFINITY;
 }
 
-// Every token with its logit, in s->candidates.
-llama_token_data_array all_candidates(lm_session * s, const float * logits) {
-    s->candidates.resize((size_t) s->n_vocab);
+// Every token with its logit, in st.candidates.
+llama_token_data_array all_candidates(lm_session * s, lm::Sampling & st, const float * logits) {
+    st.candidates.resize((size_t) s->n_vocab);
     for (int32_t i = 0; i < s->n_vocab; i++) {
-        s->candidates[(size_t) i] = {i, logits[i], 0.0f};
+        st.candidates[(size_t) i] = {i, logits[i], 0.0f};
     }
-    return {s->candidates.data(), s->candidates.size(), -1, false};
+    return {st.candidates.data(), st.candidates.size(), -1, false};
 }
 
 // The candidates after the grammar removed what it refuses; false when it refuses them all.
-bool grammar_candidates(lm_session * s, const float * logits, llama_token_data_array * arr) {
-    *arr = all_candidates(s, logits);
-    llama_sampler_apply(s->grammar, arr);
+bool grammar_candidates(lm_session * s, lm::Sampling & st, const float * logits, llama_token_data_array * arr) {
+    *arr = all_candidates(s, st, logits);
+    llama_sampler_apply(st.grammar, arr);
     for (size_t i = 0; i < arr->size; i++) {
         if (arr->data[i].logit != -INFINITY) {
             return true;
@@ -100,50 +100,50 @@ bool grammar_candidates(lm_session * s, const float * logits, llama_token_data_a
 // kNoGrammarToken when the grammar allows no token at all.
 constexpr llama_token kNoGrammarToken = -2;
 
-llama_token sample_grammar(lm_session * s) {
-    const float * logits = llama_get_logits_ith(s->ctx, -1);
+llama_token sample_grammar(lm_session * s, lm::Sampling & st, int32_t idx) {
+    const float * logits = llama_get_logits_ith(s->ctx, idx);
     if (logits == nullptr) {
         return -1;
     }
     llama_token tok = -1;
-    if (s->greedy_only) {
+    if (st.greedy_only) {
         tok = argmax(logits, s->n_vocab);
     } else {
-        llama_token_data_array arr = all_candidates(s, logits);
-        llama_sampler_apply(s->sampler, &arr);
+        llama_token_data_array arr = all_candidates(s, st, logits);
+        llama_sampler_apply(st.sampler, &arr);
         tok = arr.selected >= 0 ? arr.data[arr.selected].id : -1;
     }
-    if (tok < 0 || !grammar_allows(s, tok)) {
+    if (tok < 0 || !grammar_allows(st, tok)) {
         llama_token_data_array arr;
-        if (!grammar_candidates(s, logits, &arr)) {
+        if (!grammar_candidates(s, st, logits, &arr)) {
             return kNoGrammarToken;
         }
-        llama_sampler_apply(s->sampler, &arr);
+        llama_sampler_apply(st.sampler, &arr);
         tok = arr.selected >= 0 ? arr.data[arr.selected].id : -1;
         if (tok < 0 || arr.data[arr.selected].logit == -INFINITY) {
             return kNoGrammarToken;
         }
     }
-    if (!s->greedy_only) {
-        llama_sampler_accept(s->sampler, tok);
+    if (!st.greedy_only) {
+        llama_sampler_accept(st.sampler, tok);
     }
     if (!llama_vocab_is_eog(s->vocab, tok)) {
-        llama_sampler_accept(s->grammar, tok);
+        llama_sampler_accept(st.grammar, tok);
     }
     return tok;
 }
 
-llama_token sample_one(lm_session * s) {
-    if (s->grammar) {
-        return sample_grammar(s);
+llama_token sample_one(lm_session * s, lm::Sampling & st, int32_t idx) {
+    if (st.grammar) {
+        return sample_grammar(s, st, idx);
     }
-    if (s->greedy_only) {
+    if (st.greedy_only) {
         // the argmax straight over the logits: the chain would copy n_vocab candidates per token
-        const float * logits = llama_get_logits_ith(s->ctx, -1);
+        const float * logits = llama_get_logits_ith(s->ctx, idx);
         return logits == nullptr ? -1 : argmax(logits, s->n_vocab);
     }
     // llama_sampler_sample also accepts the token into the sampler's history
-    return llama_sampler_sample(s->sampler, s->ctx, -1);
+    return llama_sampler_sample(st.sampler, s->ctx, idx);
 }
 
 }  // namespace
@@ -156,16 +156,26 @@ int32_t lm_sampler_init(lm_session * s, float temperature, int32_t top_k, float 
     if (s == nullptr || s->ctx == nullptr) {
         return lm::fail(LM_ERR_ARG, "no context to sample in");
     }
+    return lm::sampling_init(s, s->samp, temperature, top_k, top_p, min_p, repeat_penalty,
+                             penalty_last_n, seed);
+}
+
+}  // extern "C"
+
+namespace lm {
+
+int32_t sampling_init(lm_session * s, Sampling & st, float temperature, int32_t top_k, float top_p,
+                      float min_p, float repeat_penalty, int32_t penalty_last_n, int64_t seed) {
     if (!std::isfinite(temperature) || !std::isfinite(top_p) || !std::isfinite(min_p) ||
         !(repeat_penalty > 0.0f) || !std::isfinite(repeat_penalty)) {
         return lm::fail(LM_ERR_ARG, "invalid sampling parameters (temperature, top_p and min_p "
                                     "must be finite, repeat_penalty finite and > 0)");
     }
-    if (s->sampler) {
-        llama_sampler_free(s->sampler);
-        s->sampler = nullptr;
+    if (st.sampler) {
+        llama_sampler_free(st.sampler);
+        st.sampler = nullptr;
     }
-    lm::drop_grammar(s);
+    lm::drop_grammar(st);
     llama_sampler * chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
     const bool penalties = repeat_penalty != 1.0f && penalty_last_n != 0;
     if (penalties) {
@@ -188,17 +198,54 @@ int32_t lm_sampler_init(lm_session * s, float temperature, int32_t top_k, float 
         const uint32_t seed32 = seed < 0 ? std::random_device{}() : (uint32_t) (seed & 0xffffffff);
         llama_sampler_chain_add(chain, llama_sampler_init_dist(seed32));
     }
-    s->sampler = chain;
-    s->greedy_only = temperature <= 0.0f && !penalties;
+    st.sampler = chain;
+    st.greedy_only = temperature <= 0.0f && !penalties;
     return LM_OK;
 }
+
+
+llama_token sample(lm_session * s, Sampling & st, int32_t idx, int32_t * status) {
+    *status = LM_OK;
+    llama_token tok = -1;
+    try {
+        tok = sample_one(s, st, idx);
+    } catch (const std::exception & e) {  // llama.cpp's grammar code throws
+        *status = fail(LM_ERR_GRAMMAR, std::string("grammar: ") + e.what());
+        return -1;
+    }
+    if (tok == kNoGrammarToken) {
+        *status = fail(LM_ERR_GRAMMAR, "the grammar allows no token of this vocabulary "
+                                       "here: it cannot be continued with this model");
+        return -1;
+    }
+    if (!in_vocab(s, tok)) {
+        *status = fail(LM_ERR_DECODE, "the sampler gave no token (" + std::to_string(tok) + ")");
+        return -1;
+    }
+    if (llama_vocab_is_eog(s->vocab, tok)) {
+        *status = LM_EOG;
+    }
+    return tok;
+}
+
+void sampling_free(Sampling & st) {
+    if (st.sampler) {
+        llama_sampler_free(st.sampler);
+        st.sampler = nullptr;
+    }
+    drop_grammar(st);
+}
+
+}  // namespace lm
+
+extern "C" {
 
 int32_t lm_sampler_accept(lm_session * s, const int32_t * tokens, int32_t n_tokens) {
     lm::begin_call();
     if (s == nullptr || n_tokens < 0 || (tokens == nullptr && n_tokens > 0)) {
         return lm::fail(LM_ERR_ARG, "invalid arguments to lm_sampler_accept");
     }
-    if (s->sampler == nullptr) {
+    if (s->samp.sampler == nullptr) {
         return lm::fail(LM_ERR_STATE, "no sampler: call lm_sampler_init first");
     }
     for (int32_t i = 0; i < n_tokens; i++) {
@@ -207,7 +254,7 @@ int32_t lm_sampler_accept(lm_session * s, const int32_t * tokens, int32_t n_toke
         }
     }
     for (int32_t i = 0; i < n_tokens; i++) {
-        llama_sampler_accept(s->sampler, tokens[i]);
+        llama_sampler_accept(s->samp.sampler, tokens[i]);
     }
     return LM_OK;
 }
@@ -223,8 +270,11 @@ int32_t lm_generate(lm_session * s, int32_t max_n, int32_t eval_last, int32_t * 
     if (s == nullptr || s->ctx == nullptr) {
         return lm::fail(LM_ERR_STATE, "no context to generate in");
     }
-    if (s->sampler == nullptr) {
+    if (s->samp.sampler == nullptr) {
         return lm::fail(LM_ERR_STATE, "no sampler: call lm_sampler_init first");
+    }
+    if (!s->slots.empty()) {
+        return lm::fail(LM_ERR_STATE, "a parallel session generates through lm_step");
     }
     if (!s->have_logits) {
         return lm::fail(LM_ERR_STATE, "nothing has been evaluated: no logits to sample from");
@@ -239,7 +289,7 @@ int32_t lm_generate(lm_session * s, int32_t max_n, int32_t eval_last, int32_t * 
         }
         llama_token tok = -1;
         try {
-            tok = sample_one(s);
+            tok = sample_one(s, s->samp, -1);
         } catch (const std::exception & e) {  // llama.cpp's grammar code throws
             *status = lm::fail(LM_ERR_GRAMMAR, std::string("grammar: ") + e.what());
             return n;

@@ -36,6 +36,13 @@ void reset_cache(lm_session * s, bool zero_data) {
     s->n_past = 0;
     s->cached.clear();
     s->have_logits = false;
+    for (lm::Slot & slot : s->slots) {  // every sequence's KV is gone
+        slot.cached.clear();
+        slot.pending.clear();
+        slot.sampled = -1;
+        slot.logits_row = -1;
+        slot.ready = false;
+    }
 }
 
 }  // namespace lm
@@ -44,9 +51,18 @@ extern "C" {
 
 lm_session * lm_session_load(const char * path, int32_t n_ctx, int32_t n_batch, int32_t n_threads,
                              int32_t use_mmap, int32_t vocab_only) {
+    return lm_session_load_ex(path, n_ctx, n_batch, n_threads, use_mmap, vocab_only, 1);
+}
+
+lm_session * lm_session_load_ex(const char * path, int32_t n_ctx, int32_t n_batch, int32_t n_threads,
+                                int32_t use_mmap, int32_t vocab_only, int32_t n_seq_max) {
     lm::begin_call();
     if (path == nullptr || n_ctx < 0 || n_batch < 0) {
         return lm::fail_null("invalid arguments (path NULL, or n_ctx/n_batch negative)");
+    }
+    if (n_seq_max < 1 || n_seq_max > 256) {
+        return lm::fail_null("n_parallel must be 1.." + std::string("256") + ", got " +
+                             std::to_string(n_seq_max));
     }
     if (!lm::cpu_error().empty()) {
         return lm::fail_null(lm::cpu_error());
@@ -80,7 +96,8 @@ lm_session * lm_session_load(const char * path, int32_t n_ctx, int32_t n_batch, 
         cp.n_ctx = (uint32_t) n_ctx;
         cp.n_batch = (uint32_t) (n_batch > 0 ? n_batch : 512);
         cp.n_ubatch = std::min<uint32_t>(cp.n_batch, 512);
-        cp.n_seq_max = 1;
+        cp.n_seq_max = (uint32_t) n_seq_max;
+        cp.kv_unified = n_seq_max > 1;  // one shared cache: a sequence may use all of n_ctx
         cp.n_threads = threads;
         cp.n_threads_batch = threads;
         cp.no_perf = true;
@@ -93,6 +110,9 @@ lm_session * lm_session_load(const char * path, int32_t n_ctx, int32_t n_batch, 
                                  std::to_string(n_ctx) + ")");
         }
     }
+    if (!vocab_only && n_seq_max > 1) {
+        s->slots.resize((size_t) n_seq_max);
+    }
     return s;
 }
 
@@ -100,11 +120,10 @@ void lm_session_free(lm_session * s) {
     if (s == nullptr) {
         return;
     }
-    if (s->sampler) {
-        llama_sampler_free(s->sampler);
-        s->sampler = nullptr;
+    lm::sampling_free(s->samp);
+    for (lm::Slot & slot : s->slots) {
+        lm::sampling_free(slot.samp);
     }
-    lm::drop_grammar(s);
     // adapters are unset from both contexts before they are freed; the contexts before the model
     if (s->ctx && !s->active.empty()) {
         llama_set_adapters_lora(s->ctx, nullptr, 0, nullptr);

@@ -156,6 +156,10 @@ class AdapterSet:
         if plan.added is not None:
             self._free(plan.added)
 
+    def reapply(self, backend: Backend) -> None:
+        """Make this set the backend's active one again (after a call applied its own)."""
+        backend.apply_adapters(list(self._entries.values()))
+
     def release(self) -> None:
         """Before the model is unloaded: detach and free every adapter (best effort)."""
         handles = [h for h, _s in self._entries.values()]

@@ -31,10 +31,12 @@ import importlib
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import embedding, inputs, structured
+from .adapter_cache import check_lora_arg
 from .adapter_set import lora_metadata, lora_unavailable
 from .async_generation import AsyncGeneration
 from .backends.base import Backend, Capabilities, ModelInfo
@@ -59,6 +61,8 @@ from .params import (
     model_params,
     sampling_signature,
 )
+from .scheduled_run import ScheduledRun
+from .scheduler import Request
 from .structured import check_structured
 
 if TYPE_CHECKING:
@@ -83,6 +87,7 @@ class ChatOptions(SamplingOptions, total=False):
     chat_template: str | None
     template_kwargs: Mapping[str, Any] | None
     response_format: Mapping[str, Any] | None
+    lora: Mapping[str, float] | None
 
 
 def default_backend_name() -> str:
@@ -143,6 +148,7 @@ class Engine:
         self._disposed = False
         self._model: LoadedModel | None = None
         self._generation: GenerationRun | None = None  # the generation streaming now
+        self._runs: weakref.WeakSet[ScheduledRun] = weakref.WeakSet()  # n_parallel > 1
         self.last_finish_reason: str | None = None
         self.last_usage: dict[str, int] | None = None
 
@@ -155,6 +161,12 @@ class Engine:
         if busy_what is not None and self._generation is not None:
             raise EngineStateError(f"cannot {busy_what} while a generation is streaming; "
                                    f"finish, close or cancel it first")
+
+    def _check_no_requests(self, what: str) -> None:
+        model = self._model
+        if model is not None and model.scheduler is not None and model.scheduler.busy:
+            raise EngineStateError(f"cannot {what} while generations are running on it; "
+                                   f"finish, close or cancel them first")
 
     @contextlib.contextmanager
     def _call(self, what: str, *, idle: bool = True) -> Iterator[LoadedModel | None]:
@@ -199,7 +211,9 @@ class Engine:
     def loras(self) -> dict[str, float]:
         """{path: scale} of the adapters applied now, in the order they were first set."""
         model = self._model
-        return model.adapters.scales() if model else {}
+        if model is None:
+            return {}
+        return dict(model.default_lora) if model.scheduler else model.adapters.scales()
 
     @property
     def disposed(self) -> bool:
@@ -223,6 +237,7 @@ class Engine:
     def load_model(self, path: str | os.PathLike[str], n_ctx: int | ModelParams = 2048,
                    n_batch: int = 512, n_threads: int | None = None, *, use_mmap: bool = True,
                    vocab_only: bool = False, chat_template: str | None = None,
+                   n_parallel: int = 1, prompt_cache_mb: int = 256,
                    params: ModelParams | None = None) -> ModelInfo:
         """Load a GGUF model (unloading the current one first) and return its facts.
 
@@ -230,26 +245,37 @@ class Engine:
         A ModelParams may be passed as ``params`` or in place of ``n_ctx``. With
         ``vocab_only``, only the vocabulary is loaded (no weights, no context).
         ``chat_template`` (Jinja) replaces the model's own ``tokenizer.chat_template``.
+        ``n_parallel`` > 1 gives the model that many sequences in one context: calls from
+        many threads or tasks run at once and are batched (:mod:`llamart.scheduler`); evicted
+        sequences keep their KV in a prompt cache of ``prompt_cache_mb`` MB.
         """
         mp = model_params(n_ctx, {"n_batch": n_batch, "n_threads": n_threads,
                                   "use_mmap": use_mmap, "vocab_only": vocab_only,
-                                  "chat_template": chat_template}, params)
+                                  "chat_template": chat_template, "n_parallel": n_parallel,
+                                  "prompt_cache_mb": prompt_cache_mb}, params)
         spath = fspath("path", path)
         threads = mp.n_threads or _engine_threads(self._backend.capabilities)
+        if mp.n_parallel > 1 and not self._backend.capabilities.parallel:
+            raise UnsupportedCapabilityError(
+                f"n_parallel: the {self._backend.name} backend runs one sequence at a time")
         with self._call("load a model") as previous:
+            self._check_no_requests("load a model")
             header = check_model(spath, vocab_only=mp.vocab_only)
             scales = self._unload_locked()
             try:
                 with backend_errors("model", spath):
-                    self._model = LoadedModel.load(self._backend, spath, header, mp, threads)
+                    self._model = LoadedModel.load(self._backend, spath, header, mp, threads,
+                                                   self._lock)
             except LlamartError:  # the previous model again, if there was one
-                self._model = previous.reload(self._backend, scales) if previous else None
+                self._model = previous.reload(self._backend, scales, self._lock) \
+                    if previous else None
                 raise
             return self._model.info
 
     def unload_model(self) -> None:
         """Free the adapters, context and model (no-op without a model); ``loras`` becomes {}."""
         with self._call("unload the model"):
+            self._check_no_requests("unload the model")
             self._unload_locked()
 
     def dispose(self) -> None:
@@ -291,6 +317,10 @@ class Engine:
         if lora_unavailable(self.capabilities, self._strict, "set_lora"):
             return False
         with self._with_model("change LoRA adapters", weights=True) as model:
+            if model.scheduler is not None:  # the default set of later calls; loaded once
+                model.lora_cache.release(model.lora_cache.acquire({spath: fscale}))
+                model.default_lora[spath] = fscale
+                return True
             model.adapters.set_scale(spath, fscale, functools.partial(
                 check_adapter, spath, model.header, applicable=True))
             return True
@@ -303,6 +333,8 @@ class Engine:
         if lora_unavailable(self.capabilities, self._strict, "remove_lora"):
             return False
         with self._call("change LoRA adapters") as model:
+            if model is not None and model.scheduler is not None:
+                return model.default_lora.pop(spath, None) is not None
             return model is not None and model.adapters.remove(spath)
 
     def clear_loras(self) -> None:
@@ -311,7 +343,9 @@ class Engine:
         if lora_unavailable(self.capabilities, self._strict, "clear_loras"):
             return
         with self._call("change LoRA adapters") as model:
-            if model is not None:
+            if model is not None and model.scheduler is not None:
+                model.default_lora.clear()
+            elif model is not None:
                 model.adapters.clear()
 
     def lora_metadata(self, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -355,15 +389,36 @@ class Engine:
                 raise UnsupportedCapabilityError(
                     f"the {self.capabilities.backend} backend does not expose logits")
             tokens = model_prompt_tokens(self._backend, model, prompt, False, room=False)
+            if model.scheduler is not None:
+                return self._scheduled_logits(model, tokens)
             with backend_errors("eval"):
                 self._backend.eval_prompt(tokens)
                 return self._backend.logits()
 
+    def _scheduled_logits(self, model: LoadedModel, tokens: list[int]) -> array.array:
+        key, handles, release = self._adapters_for(model, None)
+        req = Request(tokens, GenerationParams(max_tokens=0), 0, key, handles, logits_only=True)
+        try:
+            assert model.scheduler is not None
+            model.scheduler.submit(req)
+            with backend_errors("eval"):
+                model.scheduler.pull(req)
+                if req.error is not None:
+                    raise req.error
+            return req.logits
+        finally:
+            model.scheduler.cancel(req)
+            release()
+
     def reset(self) -> None:
         """Forget the evaluated prompt (the KV cache): the next call evaluates its whole prompt
         (llama-cpp-python's ``Llama.reset``). Results are the same either way; only time differs."""
-        with self._with_model("reset the evaluated prompt", weights=True), backend_errors("eval"):
-            self._backend.reset()
+        with self._with_model("reset the evaluated prompt", weights=True) as model, \
+                backend_errors("eval"):
+            if model.scheduler is not None:
+                model.scheduler.reset()
+            else:
+                self._backend.reset()
 
     def embed(self, texts: str | Sequence[str], normalize: bool = True,
               pooling: str | None = None) -> list[array.array]:
@@ -389,11 +444,14 @@ class Engine:
         Returns True if a generation was running. It ends with finish reason "cancelled".
         """
         gen = self._generation
-        return gen.cancel() if gen is not None else False
+        if gen is not None:
+            return gen.cancel()
+        runs = list(self._runs)
+        return any([run.cancel() for run in runs])
 
     @sampling_signature
     def generate(self, prompt: str | Sequence[int], max_tokens: int | GenerationParams = 64, *,
-                 params: GenerationParams | None = None,
+                 params: GenerationParams | None = None, lora: Mapping[str, float] | None = None,
                  **options: Unpack[SamplingOptions]) -> Generation:
         """Stream the completion of ``prompt`` (a str or token ids) as a :class:`Generation`.
 
@@ -401,15 +459,15 @@ class Engine:
         ``params`` or in place of ``max_tokens``. Arguments are checked now.
         """
         gp = generation_params("generate", max_tokens, options, params)
-        return self._start(prompt, gp, parse_special=False)
+        return self._start(prompt, gp, parse_special=False, lora=lora)
 
     @sampling_signature
     def complete(self, prompt: str | Sequence[int], max_tokens: int | GenerationParams = 64, *,
-                 params: GenerationParams | None = None,
+                 params: GenerationParams | None = None, lora: Mapping[str, float] | None = None,
                  **options: Unpack[SamplingOptions]) -> str:
         """The whole completion of ``prompt`` as one string (see :meth:`generate`)."""
         gp = generation_params("complete", max_tokens, options, params)
-        return self._start(prompt, gp, parse_special=False).text()
+        return self._start(prompt, gp, parse_special=False, lora=lora).text()
 
     @overload
     def chat(self, messages: Messages, max_tokens: int | GenerationParams = ..., *,
@@ -423,6 +481,7 @@ class Engine:
              stream: bool = False, params: GenerationParams | None = None,
              chat_template: str | None = None, template_kwargs: Mapping[str, Any] | None = None,
              response_format: Mapping[str, Any] | None = None,
+             lora: Mapping[str, float] | None = None,
              **options: Unpack[SamplingOptions]) -> str | Generation:
         """The assistant's reply to ``messages`` (see :meth:`apply_chat_template`): the text,
         or with ``stream=True`` a :class:`Generation` of it; it ends at the end of the turn.
@@ -433,47 +492,88 @@ class Engine:
             generation_params("chat", max_tokens, options, params), response_format)
         prompt = self.apply_chat_template(messages, True, chat_template=chat_template,
                                           **dict(template_kwargs or {}))
-        gen = self._start(prompt, gp, parse_special=True, add_bos=None)
+        gen = self._start(prompt, gp, parse_special=True, add_bos=None, lora=lora)
         return gen if stream else gen.text()
 
     @sampling_signature
     def agenerate(self, prompt: str | Sequence[int], max_tokens: int | GenerationParams = 64, *,
-                  params: GenerationParams | None = None,
+                  params: GenerationParams | None = None, lora: Mapping[str, float] | None = None,
                   **options: Unpack[SamplingOptions]) -> AsyncGeneration:
         """Async twin of :meth:`generate`: each token is computed in a worker thread (inline
         where Python has no threads, e.g. Pyodide), so the event loop keeps running.
         ``await it.aclose()`` (or ``contextlib.aclosing``) frees the engine at once."""
         gp = generation_params("agenerate", max_tokens, options, params)
-        return AsyncGeneration(self._start(prompt, gp, parse_special=False))
+        return AsyncGeneration(self._start(prompt, gp, parse_special=False, lora=lora))
 
     @sampling_signature
     def achat(self, messages: Messages, max_tokens: int | GenerationParams = 64, *,
               params: GenerationParams | None = None, chat_template: str | None = None,
               template_kwargs: Mapping[str, Any] | None = None,
               response_format: Mapping[str, Any] | None = None,
+              lora: Mapping[str, float] | None = None,
               **options: Unpack[SamplingOptions]) -> AsyncGeneration:
         """Async twin of ``chat(..., stream=True)``: the reply's chunks, async."""
         return AsyncGeneration(self.chat(messages, max_tokens, stream=True, params=params,
                                          chat_template=chat_template,
                                          template_kwargs=template_kwargs,
-                                         response_format=response_format, **options))
+                                         response_format=response_format, lora=lora,
+                                         **options))
 
     @sampling_signature
     async def acomplete(self, prompt: str | Sequence[int],
                         max_tokens: int | GenerationParams = 64, *,
                         params: GenerationParams | None = None,
+                        lora: Mapping[str, float] | None = None,
                         **options: Unpack[SamplingOptions]) -> str:
         """Async twin of :meth:`complete`."""
         gp = generation_params("acomplete", max_tokens, options, params)
-        return await AsyncGeneration(self._start(prompt, gp, parse_special=False)).text()
+        return await AsyncGeneration(self._start(prompt, gp, parse_special=False,
+                                                 lora=lora)).text()
 
     def _start(self, prompt: Any, gp: GenerationParams, *, parse_special: bool,
-               add_bos: bool | None = True) -> Generation:
-        with self._with_model("start a generation", weights=True) as model:
+               add_bos: bool | None = True, lora: Any = None) -> Generation:
+        override = check_lora_arg(lora)
+        if override and lora_unavailable(self.capabilities, self._strict, "lora="):
+            override = None  # the base model, with a warning (as set_lora)
+        busy = None if self._model is None or self._model.scheduler else "start a generation"
+        with self._call("start a generation", idle=busy is not None) as model:
+            if model is None:
+                raise EngineStateError("no model is loaded: call load_model() before "
+                                       "start a generation")
+            model.require_weights("start a generation")
             tokens = model_prompt_tokens(self._backend, model, prompt, parse_special, room=True,
                                          add_bos=add_bos)
             check_structured(self._backend, gp)
-        return Generation(self, model, tokens, gp)
+            if model.scheduler is None:
+                if override is None:
+                    return Generation(self, model, tokens, gp)
+                gen = Generation(self, model, tokens, gp)
+                gen._state.lora = self._adapters_for(model, override)  # noqa: SLF001
+                return gen
+            key, handles, release = self._adapters_for(model, override)
+            run = ScheduledRun(model.scheduler, model, tokens, gp, key, handles, release,
+                               on_end=self._record)
+            self._runs.add(run)
+            return Generation(None, None, tokens, gp, run=run)
+
+    def _adapters_for(self, model: LoadedModel,
+                      override: Mapping[str, float] | None) -> tuple[Any, list[Any], Any]:
+        """The adapter key, handles and release function of a call's set (None: the
+        engine's current one). Loads what is missing (errors name the file)."""
+        if not self.capabilities.lora:
+            return (), [], lambda: None
+        lora = dict(model.default_lora if model.scheduler else model.adapters.scales()) \
+            if override is None else dict(override)
+        handles = model.lora_cache.acquire(lora)
+        key = tuple((p, sc) for p, sc in lora.items() if sc != 0.0)
+        return key, handles, functools.partial(self._release_adapters, model, list(lora))
+
+    def _release_adapters(self, model: LoadedModel, paths: list[str]) -> None:
+        with self._lock:
+            model.lora_cache.release(paths)
+
+    def _record(self, run: ScheduledRun) -> None:
+        self.last_finish_reason, self.last_usage = run.finish_reason, run.usage
 
     def grammar_matches(self, grammar: str, text: str) -> bool:
         """Whether ``text`` is a whole sentence of the GBNF ``grammar`` (rule ``root``), by
@@ -514,6 +614,12 @@ class Engine:
             self._check()
             if self._generation is not gen:
                 raise EngineStateError("this generation was ended by the engine")
+            yield self._backend
+
+    @contextlib.contextmanager
+    def _turn_any(self) -> Iterator[Backend]:
+        """The backend under the lock, whoever streams (putting the engine's adapters back)."""
+        with self._lock, backend_errors("adapter"):
             yield self._backend
 
     def _interrupt(self, gen: GenerationRun) -> bool:

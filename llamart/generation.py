@@ -10,8 +10,9 @@ from __future__ import annotations
 import codecs
 import random
 import time
+import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .backends.base import StepEnd
 from .params import GenerationParams
@@ -97,11 +98,15 @@ class Generation:
     :data:`FINISH_REASONS`; ``usage`` counts prompt and generated tokens and gives the seed.
     """
 
-    def __init__(self, engine: Engine, model: LoadedModel, tokens: list[int],
-                 params: GenerationParams) -> None:
+    def __init__(self, engine: Engine | None, model: LoadedModel | None, tokens: list[int],
+                 params: GenerationParams, *, run: Any = None) -> None:
         # the engine holds only the run, never this object: dropping it closes the run at once
-        self._state = GenerationRun(engine, model, tokens, params)
+        # (``run``: a ScheduledRun of a parallel engine instead of a GenerationRun)
+        self._state = run if run is not None else GenerationRun(engine, model, tokens, params)
         self._run = self._state.lifecycle()
+        abandon = getattr(self._state, "abandon", None)
+        if abandon is not None:  # a run never started still gives back what it holds
+            weakref.finalize(self, abandon)
 
     @property
     def params(self) -> GenerationParams:
@@ -127,6 +132,9 @@ class Generation:
         self._run.close()
         if self._state.finish_reason is None:  # never started
             self._state.finish_reason = "cancelled"
+            abandon = getattr(self._state, "abandon", None)
+            if abandon is not None:
+                abandon()
 
     def cancel(self) -> bool:
         """Stop before the next token (from any thread); True if it was streaming."""
@@ -158,6 +166,8 @@ class GenerationRun:
         self._cached = 0  # prompt tokens whose evaluation was reused from the previous call
         self._cancelled = False
         self._outcome = "cancelled"  # the finish reason until the generation decides otherwise
+        self.lora: tuple[Any, list[Any], Any] | None = None  # a call's own set: (key, handles,
+        # release); applied for this generation only, the engine's set put back after it
 
     @property
     def usage(self) -> dict[str, int]:
@@ -168,24 +178,46 @@ class GenerationRun:
         self._cancelled = True
         return self._engine._interrupt(self)
 
+    def abandon(self) -> None:
+        """Give back a call's own adapters (idempotent; also for a run never started)."""
+        lora, self.lora = self.lora, None
+        if lora is not None:
+            lora[2]()
+
     def lifecycle(self) -> Iterator[str]:
         if self._cancelled:  # cancelled before it started: it never runs
             self.finish_reason = "cancelled"
+            self.abandon()
             return
-        with self._engine._streaming(self):
-            try:
-                self._prefill()
-                yield from self._decode()
-            except (GeneratorExit, KeyboardInterrupt):
-                raise  # closed early or interrupted: "cancelled" unless already decided
-            except BaseException:
-                self._outcome = "error"
-                raise
-            finally:
-                self.finish_reason = self._outcome
+        try:
+            with self._engine._streaming(self):
+                try:
+                    self._prefill()
+                    yield from self._decode()
+                except (GeneratorExit, KeyboardInterrupt):
+                    raise  # closed early or interrupted: "cancelled" unless already decided
+                except BaseException:
+                    self._outcome = "error"
+                    raise
+                finally:
+                    self._restore_adapters()
+                    self.finish_reason = self._outcome
+        except BaseException:
+            if self.finish_reason is None:  # refused at its start (model changed, busy)
+                self.finish_reason = "error"
+            raise
+        finally:
+            self.abandon()
+
+    def _restore_adapters(self) -> None:
+        if self.lora is not None:
+            with self._engine._turn_any() as backend:
+                self.model.adapters.reapply(backend)
 
     def _prefill(self) -> None:
         with self._engine._turn(self) as backend:
+            if self.lora is not None:
+                backend.apply_adapters(self.lora[1])
             if self.params.max_tokens:
                 # the prefix the KV cache holds from the last call is reused (the C core clears
                 # it on any adapter change, so it is always one computed under this set)

@@ -35,6 +35,8 @@ class ModelParams:
     use_mmap: bool = True  # ignored where the platform cannot map files (WebAssembly)
     vocab_only: bool = False  # the vocabulary only: tokenize and templates, no weights
     chat_template: str | None = None  # a Jinja chat template instead of the model's own
+    n_parallel: int = 1  # sequences decoded together (slots); > 1: concurrent callers batch
+    prompt_cache_mb: int = 256  # n_parallel > 1: host memory for evicted slots' KV states
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,8 @@ def check_model_params(p: ModelParams) -> ModelParams:
         use_mmap=check_bool("use_mmap", p.use_mmap),
         vocab_only=check_bool("vocab_only", p.vocab_only),
         chat_template=check_template("chat_template", p.chat_template),
+        n_parallel=check_int("n_parallel", p.n_parallel, lo=1, hi=256),
+        prompt_cache_mb=check_int("prompt_cache_mb", p.prompt_cache_mb, lo=0),
     )
 
 

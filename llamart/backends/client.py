@@ -151,6 +151,7 @@ class CApiClient:
             system_info=ffi.string(self._lib.lm_system_info()),
             grammar=bool(bits & CAP_GRAMMAR),
             json_schema=bool(bits & CAP_JSON_SCHEMA),
+            parallel=True,  # lm_step and the lm_slot_* calls are in every build of the core
         )
         self._drain_log()
 
@@ -158,6 +159,13 @@ class CApiClient:
     @property
     def capabilities(self) -> Capabilities:
         return self._caps
+
+    def cpu_variants(self) -> list[tuple[str, int, str]]:
+        """ggml's CPU variants beside the library, best first: (name, ggml's score for this
+        CPU, status: "picked", "probe failed: ...", ...); [] without runtime dispatch."""
+        text = self._str(self._lib.lm_cpu_variants)
+        rows = [line.split("\t", 2) for line in text.splitlines() if line.count("\t") >= 2]
+        return [(name, int(score), status) for name, score, status in rows]
 
     def _drain_log(self) -> None:
         _c_api.forward_log(self._ffi.string(self._lib.lm_log_take()))
@@ -201,8 +209,9 @@ class CApiClient:
         threads = n_threads if caps.threads else 1
         mmap = int(params.use_mmap and caps.mmap)
         with self._ffi.staged(path), self._ffi.scope() as s:
-            raw = lib.lm_session_load(s.text(path.encode()), params.n_ctx, params.n_batch,
-                                      threads, mmap, int(params.vocab_only))
+            raw = lib.lm_session_load_ex(s.text(path.encode()), params.n_ctx, params.n_batch,
+                                         threads, mmap, int(params.vocab_only),
+                                         1 if params.vocab_only else params.n_parallel)
         ptr = self._ffi.ptr(raw)
         if ptr is None:
             raise self._error(ErrorKind.LOAD, "llama.cpp could not load the model")
@@ -366,6 +375,93 @@ class CApiClient:
     def request_cancel(self) -> None:
         if self._release.alive:
             self._ffi.set_i32(self._cancel, 1)
+
+    # ---- parallel sequences (a session loaded with n_parallel > 1; see core/slots.cpp)
+    def _rc(self, rc: Any, fallback: str, default: str = ErrorKind.ARG) -> int:
+        rc = int(rc)
+        if rc < 0:
+            raise self._error(kind(rc, default), fallback)
+        return rc
+
+    def slot_prompt(self, slot: int, tokens: Sequence[int]) -> int:
+        sp = self._s()
+        with self._ffi.scope() as s:
+            return self._rc(self._lib.lm_slot_prompt(sp, slot, s.i32s(tokens), len(tokens)),
+                            "the prompt was refused")
+
+    def slot_sampler_init(self, slot: int, params: GenerationParams, seed: int,
+                          prompt: Sequence[int]) -> None:
+        sp, lib = self._s(), self._lib
+        self._rc(lib.lm_slot_sampler_init(
+            sp, slot, float(params.temperature), int(params.top_k), float(params.top_p),
+            float(params.min_p), float(params.repeat_penalty), int(params.repeat_last_n),
+            *self._ffi.i64(seed)), "invalid sampling parameters")
+        with self._ffi.scope() as s:
+            self._rc(lib.lm_slot_sampler_accept(sp, slot, s.i32s(prompt), len(prompt)),
+                     "the sampler refused the tokens")
+        grammar = params.grammar
+        if params.json_schema is not None:
+            grammar = self.json_schema_to_grammar(params.json_schema)
+        if grammar is not None:
+            data = grammar.encode("utf-8")
+            with self._ffi.scope() as s:
+                self._rc(lib.lm_slot_set_grammar(sp, slot, s.text(data), len(data)),
+                         "the grammar was refused")
+
+    def slot_clear(self, slot: int) -> None:
+        self._rc(self._lib.lm_slot_clear(self._s(), slot), "could not clear the slot")
+
+    def slot_tokens(self, slot: int) -> list[int]:
+        sp = self._s()
+        n = self._rc(self._lib.lm_slot_tokens(sp, slot, self._ffi.NULL, 0), "no such slot")
+        with self._ffi.scope() as s:
+            buf = s.out_i32s(max(1, n))
+            self._rc(self._lib.lm_slot_tokens(sp, slot, buf, n), "no such slot")
+            return self._ffi.read_i32s(buf, n)
+
+    def step(self, slots: Sequence[int], budgets: Sequence[int],
+             rounds: int) -> tuple[list[tuple[list[int], int]], bool, str]:
+        """One lm_step: per slot its new tokens and status code; whether the KV cache had no
+        room (nothing changed then); the reason of a slot's failure (lm_last_error)."""
+        sp, n = self._s(), len(slots)
+        with self._ffi.scope() as s:
+            toks, counts, status = s.out_i32s(n * rounds), s.out_i32s(n), s.out_i32s(n)
+            rc = int(self._lib.lm_step(sp, s.i32s(slots), s.i32s(budgets), n, rounds, toks,
+                                       counts, status, self._cancel))
+            self._drain_log()
+            if rc == -2:  # LM_ERR_CONTEXT: no room in the KV cache for this batch
+                return [], True, ""
+            if rc < 0:
+                raise self._error(rc, "decoding failed")
+            flat = self._ffi.read_i32s(toks, n * rounds)
+            cnt = self._ffi.read_i32s(counts, n)
+            st = self._ffi.read_i32s(status, n)
+        reason = ""
+        if any(x < 0 and x != -2 for x in st):
+            reason = self._ffi.string(self._lib.lm_last_error()).strip()
+        return [(flat[i * rounds:i * rounds + cnt[i]], st[i]) for i in range(n)], False, reason
+
+    def slot_logits(self, slot: int) -> array.array:
+        ptr = self._ffi.ptr(self._lib.lm_slot_logits(self._s(), slot))
+        if ptr is None:
+            raise self._error(ErrorKind.STATE, "no logits for the slot")
+        return self._ffi.read_f32s(ptr, self._n_vocab)
+
+    def slot_state_save(self, slot: int) -> bytes:
+        sp = self._s()
+        n = self._rc(self._lib.lm_slot_state_save(sp, slot, self._ffi.NULL, 0), "no state")
+        with self._ffi.scope() as s:
+            buf = s.out(n)
+            got = self._rc(self._lib.lm_slot_state_save(sp, slot, buf, n), "no state",
+                           ErrorKind.STATE)
+            return self._ffi.read(buf, got)
+
+    def slot_state_load(self, slot: int, tokens: Sequence[int], data: bytes) -> None:
+        sp = self._s()
+        with self._ffi.scope() as s:
+            self._rc(self._lib.lm_slot_state_load(sp, slot, s.i32s(tokens), len(tokens),
+                                                  s.view(memoryview(data)), len(data)),
+                     "the state was refused", ErrorKind.STATE)
 
     # ---- embeddings (a context of their own in C: generation state is untouched)
     def embed(self, tokens: Sequence[Sequence[int]], pooling: str | None,
