@@ -212,7 +212,7 @@ int32_t lm_step(lm_session * s, const int32_t * ids, const int32_t * budgets, in
             return lm::fail(LM_ERR_STATE, "slot " + std::to_string(ids[i]) +
                                               " was prompted under another adapter set");
         }
-        if (slot.samp.sampler == nullptr || (!slot.ready && slot.pending.empty())) {
+        if ((budgets[i] > 0 && slot.samp.sampler == nullptr) || (!slot.ready && slot.pending.empty())) {
             return lm::fail(LM_ERR_STATE, "slot " + std::to_string(ids[i]) + " has no prompt or sampler");
         }
         counts[i] = 0;

@@ -103,14 +103,17 @@ class PromptCache:
             _k, dropped = self._entries.popitem(last=False)
             self.size -= len(dropped)
 
-    def best(self, key: AdapterKey, tokens: Sequence[int]) -> tuple[tuple[int, ...], bytes] | None:
-        """The longest saved state of ``key`` whose tokens are a prefix of ``tokens``."""
-        best: tuple[tuple[int, ...], bytes] | None = None
-        n = len(tokens)
+    def best(self, key: AdapterKey,
+             tokens: Sequence[int]) -> tuple[tuple[int, ...], bytes, int] | None:
+        """The saved state of ``key`` sharing the longest prefix with ``tokens`` (restored, its
+        tail past that prefix is dropped), with that prefix's length; None if none shares any."""
+        best: tuple[tuple[int, ...], bytes, int] | None = None
         for (k, toks), data in self._entries.items():
-            if k == key and len(toks) <= n and (best is None or len(toks) > len(best[0])) \
-                    and list(toks) == list(tokens[:len(toks)]):
-                best = (toks, data)
+            if k != key:
+                continue
+            n = _common(toks, tokens)
+            if n > 0 and (best is None or n > best[2]):
+                best = (toks, data, n)
         if best is not None:
             self._entries.move_to_end((key, best[0]))
         return best
@@ -255,7 +258,7 @@ class Scheduler:
         if slot.tokens and reuse < len(slot.tokens):
             self._save(req.slot)
         saved = self.cache.best(req.key, req.tokens) if self.cache.max_bytes > 0 else None
-        if saved is not None and len(saved[0]) > reuse:
+        if saved is not None and saved[2] > reuse:
             try:
                 self._backend.slot_state_load(req.slot, saved[0], saved[1])
                 self.cache.hits += 1
