@@ -9,6 +9,7 @@ from typing import Any
 
 from . import wllama_report
 from .config import CHAT_PLOT, DOC, PLOT
+from .doc_section import sections
 from .stats import med, ratio, spread
 
 SYSTEMS = ("llamart", "llama-bench", "llama-cpp-python")
@@ -537,6 +538,7 @@ def plot(data: dict[str, Any], path: Path = PLOT) -> None:
 
 def write(data: dict[str, Any]) -> None:
     DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(render(data))
+    kept = sections(DOC)  # the sections other jobs own (bench.cpu_variants, bench.parallel)
+    DOC.write_text(render(data) + ("\n" + kept + "\n" if kept else ""))
     plot(data)
     plot_chat(data)

@@ -254,7 +254,10 @@ def test_more_callers_than_slots_queue_and_logits_embed_run_beside(par, fx) -> N
         return run
     _threads([gen(0), gen(1), logits, gen(2), embed, gen(3), gen(4)])
     assert out == _lone(fx["model_f32"], calls)
-    assert max(abs(a - b) for a, b in zip(got["logits"], want_logits)) < 1e-4
+    # batched with other sequences, a row may go through another matmul kernel (ggml picks by
+    # batch size): F32 logits agree to ~1e-3 of the largest, not to the last bit
+    scale = max(abs(x) for x in want_logits)
+    assert max(abs(a - b) for a, b in zip(got["logits"], want_logits)) < 5e-3 * scale
     assert max(abs(a - b) for a, b in zip(got["embed"], want_embed)) < 1e-5
 
 
@@ -298,3 +301,25 @@ def test_bad_arguments_name_the_argument(fx) -> None:
             e.unload_model()
         gen.close()
         e.unload_model()
+
+
+def test_smollm2_concurrent_streams_agree_with_a_lone_engine(real_model, record_property) -> None:
+    """Q4_1 SmolLM2: batched and single decodes round differently, so a near tie can flip a
+    greedy token; measured and recorded (docs/platforms.md), asserted with room to spare."""
+    path = real_model("smollm2")
+    prompts = [f"Write one sentence about {t}." for t in
+               ("the sea", "a mountain", "a robot", "the moon", "a library", "a storm",
+                "a desert", "a key")]
+    calls = [(p, {}) for p in prompts]
+    with Engine() as lone:
+        lone.load_model(path, n_ctx=1024, n_threads=2)
+        want = [lone.complete(p, max_tokens=N_TOKENS, temperature=0) for p in prompts]
+    with Engine() as e:
+        e.load_model(path, n_ctx=2048, n_threads=2, n_parallel=8)
+        got = _parallel(e, calls)
+    same = sum(g == w for g, w in zip(got, want, strict=True))
+    first = sum(g[:12] == w[:12] for g, w in zip(got, want, strict=True))
+    record_property("behaviour", f"SmolLM2 Q4_1, 8 concurrent greedy streams of {N_TOKENS} "
+                                 f"tokens: {same}/8 identical to a lone engine, "
+                                 f"{first}/8 agree on the first 12 characters")
+    assert same >= 4 and first >= 6, (got, want)
