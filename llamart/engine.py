@@ -50,6 +50,7 @@ from .inputs import fspath, model_prompt_tokens
 from .model_files import check_adapter, check_model
 from .model_state import LoadedModel
 from .params import (
+    UNSET,
     GenerationParams,
     ModelParams,
     SamplingOptions,
@@ -57,6 +58,7 @@ from .params import (
     check_float,
     generation_params,
     model_params,
+    model_signature,
     sampling_signature,
 )
 from .structured import check_structured
@@ -220,14 +222,17 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.dispose()
 
-    def load_model(self, path: str | os.PathLike[str], n_ctx: int | ModelParams = 2048,
-                   n_batch: int = 512, n_threads: int | None = None, *, use_mmap: bool = True,
-                   vocab_only: bool = False, chat_template: str | None = None,
+    @model_signature
+    def load_model(self, path: str | os.PathLike[str], n_ctx: int | ModelParams = UNSET,
+                   n_batch: int = UNSET, n_threads: int | None = UNSET, *,
+                   use_mmap: bool = UNSET, vocab_only: bool = UNSET,
+                   chat_template: str | None = UNSET,
                    params: ModelParams | None = None) -> ModelInfo:
         """Load a GGUF model (unloading the current one first) and return its facts.
 
         The file is checked in Python (existence, GGUF structure) before llama.cpp sees it.
-        A ModelParams may be passed as ``params`` or in place of ``n_ctx``. With
+        A ModelParams may be passed as ``params`` or in place of ``n_ctx`` (then no other
+        keyword: the defaults are ModelParams'). With
         ``vocab_only``, only the vocabulary is loaded (no weights, no context).
         ``chat_template`` (Jinja) replaces the model's own ``tokenizer.chat_template``.
         """
@@ -392,7 +397,8 @@ class Engine:
         return gen.cancel() if gen is not None else False
 
     @sampling_signature
-    def generate(self, prompt: str | Sequence[int], max_tokens: int | GenerationParams = 64, *,
+    def generate(self, prompt: str | Sequence[int],
+                 max_tokens: int | GenerationParams = UNSET, *,
                  params: GenerationParams | None = None,
                  **options: Unpack[SamplingOptions]) -> Generation:
         """Stream the completion of ``prompt`` (a str or token ids) as a :class:`Generation`.
@@ -404,7 +410,8 @@ class Engine:
         return self._start(prompt, gp, parse_special=False)
 
     @sampling_signature
-    def complete(self, prompt: str | Sequence[int], max_tokens: int | GenerationParams = 64, *,
+    def complete(self, prompt: str | Sequence[int],
+                 max_tokens: int | GenerationParams = UNSET, *,
                  params: GenerationParams | None = None,
                  **options: Unpack[SamplingOptions]) -> str:
         """The whole completion of ``prompt`` as one string (see :meth:`generate`)."""
@@ -419,7 +426,7 @@ class Engine:
              stream: Literal[True], **options: Unpack[ChatOptions]) -> Generation: ...
 
     @sampling_signature
-    def chat(self, messages: Messages, max_tokens: int | GenerationParams = 64, *,
+    def chat(self, messages: Messages, max_tokens: int | GenerationParams = UNSET, *,
              stream: bool = False, params: GenerationParams | None = None,
              chat_template: str | None = None, template_kwargs: Mapping[str, Any] | None = None,
              response_format: Mapping[str, Any] | None = None,
@@ -429,15 +436,26 @@ class Engine:
         ``response_format`` (OpenAI's or llama-cpp-python's shapes, see
         :func:`~llamart.structured.response_format_schema`) makes the reply JSON."""
         check_bool("stream", stream)
-        gp = structured.with_response_format(
-            generation_params("chat", max_tokens, options, params), response_format)
-        prompt = self.apply_chat_template(messages, True, chat_template=chat_template,
-                                          **dict(template_kwargs or {}))
-        gen = self._start(prompt, gp, parse_special=True, add_bos=None)
+        gen = self._chat("chat", messages, max_tokens, params, chat_template, template_kwargs,
+                         response_format, options)
         return gen if stream else gen.text()
 
+    def _chat(self, entry: str, messages: Messages, max_tokens: Any,
+              params: GenerationParams | None, chat_template: str | None,
+              template_kwargs: Mapping[str, Any] | None,
+              response_format: Mapping[str, Any] | None,
+              options: dict[str, Any]) -> Generation:
+        """The reply's Generation for :meth:`chat` and :meth:`achat` (``entry`` names the
+        public method in errors)."""
+        gp = structured.with_response_format(
+            generation_params(entry, max_tokens, options, params), response_format)
+        prompt = self.apply_chat_template(messages, True, chat_template=chat_template,
+                                          **dict(template_kwargs or {}))
+        return self._start(prompt, gp, parse_special=True, add_bos=None)
+
     @sampling_signature
-    def agenerate(self, prompt: str | Sequence[int], max_tokens: int | GenerationParams = 64, *,
+    def agenerate(self, prompt: str | Sequence[int],
+                  max_tokens: int | GenerationParams = UNSET, *,
                   params: GenerationParams | None = None,
                   **options: Unpack[SamplingOptions]) -> AsyncGeneration:
         """Async twin of :meth:`generate`: each token is computed in a worker thread (inline
@@ -447,20 +465,18 @@ class Engine:
         return AsyncGeneration(self._start(prompt, gp, parse_special=False))
 
     @sampling_signature
-    def achat(self, messages: Messages, max_tokens: int | GenerationParams = 64, *,
+    def achat(self, messages: Messages, max_tokens: int | GenerationParams = UNSET, *,
               params: GenerationParams | None = None, chat_template: str | None = None,
               template_kwargs: Mapping[str, Any] | None = None,
               response_format: Mapping[str, Any] | None = None,
               **options: Unpack[SamplingOptions]) -> AsyncGeneration:
         """Async twin of ``chat(..., stream=True)``: the reply's chunks, async."""
-        return AsyncGeneration(self.chat(messages, max_tokens, stream=True, params=params,
-                                         chat_template=chat_template,
-                                         template_kwargs=template_kwargs,
-                                         response_format=response_format, **options))
+        return AsyncGeneration(self._chat("achat", messages, max_tokens, params, chat_template,
+                                          template_kwargs, response_format, options))
 
     @sampling_signature
     async def acomplete(self, prompt: str | Sequence[int],
-                        max_tokens: int | GenerationParams = 64, *,
+                        max_tokens: int | GenerationParams = UNSET, *,
                         params: GenerationParams | None = None,
                         **options: Unpack[SamplingOptions]) -> str:
         """Async twin of :meth:`complete`."""

@@ -172,17 +172,22 @@ class GenerationRun:
         if self._cancelled:  # cancelled before it started: it never runs
             self.finish_reason = "cancelled"
             return
-        with self._engine._streaming(self):
-            try:
-                self._prefill()
-                yield from self._decode()
-            except (GeneratorExit, KeyboardInterrupt):
-                raise  # closed early or interrupted: "cancelled" unless already decided
-            except BaseException:
-                self._outcome = "error"
-                raise
-            finally:
-                self.finish_reason = self._outcome
+        try:
+            with self._engine._streaming(self):
+                try:
+                    self._prefill()
+                    yield from self._decode()
+                except (GeneratorExit, KeyboardInterrupt):
+                    raise  # closed early or interrupted: "cancelled" unless already decided
+                except BaseException:
+                    self._outcome = "error"
+                    raise
+                finally:
+                    self.finish_reason = self._outcome
+        except Exception:
+            if self.finish_reason is None:  # refused at its start (model changed, engine busy)
+                self.finish_reason = "error"
+            raise
 
     def _prefill(self) -> None:
         with self._engine._turn(self) as backend:

@@ -1564,3 +1564,111 @@ def test_adapter_set_release_and_restore(adapter_set, fake: FakeBackend) -> None
     assert s.scales() == {"b": -1.0}
     assert [(h.path, x) for h, x in fake.active] == [("b", -1.0)]
     s.release()
+
+
+# ---- issue 22: a generation refused at its start ----
+
+def test_generation_refused_at_its_start_ends_with_error(loaded: Engine, fake: FakeBackend,
+                                                          files) -> None:
+    fake.script = byte_tokens(b"ab")
+    assert loaded.complete("x", max_tokens=2) == "ab"
+    stale = loaded.generate("x", max_tokens=2)
+    loaded.load_model(files["model2"], n_ctx=64)
+    with pytest.raises(EngineStateError, match="model changed"):
+        next(stale)
+    assert stale.finish_reason == "error"
+    stale.close()
+    assert stale.finish_reason == "error"  # close() does not turn it into "cancelled"
+    assert loaded.last_finish_reason == "length"  # the engine's last generation is untouched
+
+    fake.script = byte_tokens(b"cd")
+    waiting = loaded.generate("y", max_tokens=2)
+    running = loaded.generate("z", max_tokens=2)
+    assert next(running) == "c"
+    with pytest.raises(EngineStateError, match="generation is streaming"):
+        next(waiting)
+    assert waiting.finish_reason == "error"
+    assert "".join(running) == "d" and running.finish_reason == "length"
+
+
+# ---- issue 22: chat messages in the shapes transformers accepts ----
+
+TOOL_TEMPLATE = ("{% for m in messages %}[{{ m.role }}"
+                 "{% if m.content is string %}:{{ m.content }}"
+                 "{% elif m.content %}:{% for p in m.content %}{{ p.text }}{% endfor %}{% endif %}"
+                 "{% for c in m.tool_calls or [] %} call {{ c.function.name }}"
+                 "({{ c.function.arguments | tojson }}){% endfor %}"
+                 "{% if m.tool_call_id %} id={{ m.tool_call_id }}{% endif %}]{% endfor %}")
+
+
+def test_chat_accepts_tool_calls_tool_results_and_content_parts(engine: Engine,
+                                                                 fake: FakeBackend,
+                                                                 files) -> None:
+    loaded = engine
+    loaded.load_model(files["model"], n_ctx=256)
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "weather "},
+                                     {"type": "text", "text": "in Paris?"}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"type": "function", "function": {"name": "weather",
+                                              "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "content": "22C", "tool_call_id": "1"},
+    ]
+    prompt = loaded.apply_chat_template(messages, chat_template=TOOL_TEMPLATE)
+    assert prompt == ('[user:weather in Paris?][assistant call weather({"city": "Paris"})]'
+                      '[tool:22C id=1]')
+    fake.script = byte_tokens(b"sunny") + [EOS]
+    assert loaded.chat(messages, chat_template=TOOL_TEMPLATE) == "sunny"
+    text = [a[0] for n, a in fake.calls if n == "tokenize"][-1]
+    assert text == prompt
+    with pytest.raises(TypeError, match=r"messages\[0\]\['content'\]\[0\]"):
+        loaded.chat([{"role": "user", "content": ["hi"]}])
+
+
+# ---- issue 22: a keyword beside params= is never ignored ----
+
+def test_a_keyword_beside_params_is_refused_even_at_its_default(loaded: Engine,
+                                                               fake: FakeBackend,
+                                                               files) -> None:
+    p = GenerationParams(max_tokens=10)
+    with pytest.raises(TypeError, match=r"not both \(got max_tokens=\)"):
+        loaded.generate("x", max_tokens=64, params=p)
+    for name, call in _entry_points(loaded).items():
+        with pytest.raises(TypeError, match=r"not both \(got temperature=\)"):
+            call(temperature=0.8, params=p)
+        with pytest.raises(TypeError, match=r"not both \(got max_tokens=\)"):
+            call(max_tokens=64, params=p)
+        fake.script = byte_tokens(b"ok")
+        assert call(params=GenerationParams(max_tokens=2)) == "ok", name
+    with pytest.raises(TypeError, match=r"not both \(got n_ctx=\)"):
+        loaded.load_model(files["model"], n_ctx=2048, params=ModelParams(n_ctx=64))
+    with pytest.raises(TypeError, match=r"not both \(got use_mmap=\)"):
+        loaded.load_model(files["model"], ModelParams(n_ctx=64), use_mmap=True)
+    assert fake.counts["load_model"] == 1  # only the fixture's load
+
+
+def test_the_defaults_are_the_dataclasses(engine: Engine, fake: FakeBackend, files) -> None:
+    import inspect
+
+    from llamart.params import UNSET
+
+    engine.load_model(files["model"])
+    assert fake.model_params == ModelParams()
+    sig = inspect.signature(Engine.load_model).parameters
+    assert {k: sig[k].default for k in ("n_ctx", "n_batch", "use_mmap", "chat_template")} == \
+        {"n_ctx": 2048, "n_batch": 512, "use_mmap": True, "chat_template": None}
+    assert inspect.signature(Engine.achat).parameters["max_tokens"].default == 64
+    assert repr(UNSET) == "UNSET" and type(UNSET)() is UNSET
+    fake.script = byte_tokens(b"a" * 70)
+    engine.complete("x")
+    assert fake.sampler == GenerationParams()
+
+
+# ---- issue 22: errors name the method called ----
+
+def test_a_bad_keyword_to_achat_names_achat(loaded: Engine) -> None:
+    msgs = [{"role": "user", "content": "hi"}]
+    with pytest.raises(TypeError, match=r"^achat\(\) got an unexpected keyword argument 'top_q'"):
+        loaded.achat(msgs, top_q=0.5)
+    with pytest.raises(TypeError, match=r"^chat\(\) got an unexpected keyword argument 'top_q'"):
+        loaded.chat(msgs, top_q=0.5)
