@@ -259,6 +259,38 @@ def test_capabilities_come_from_the_library(backend: Any) -> None:
             assert int(backend._lib.lm_adapters_apply(backend._s(), 0, 0, 1)) == -8
 
 
+@native_only
+def test_a_native_build_without_lora_does_not_blame_webassembly() -> None:
+    """The reason for ``lora=False`` names the library, not WebAssembly, on any other build
+    (here the native library with its LM_CAP_LORA bit masked)."""
+    from llamart.backends.client import CApiClient
+    from llamart.backends.ffi_cffi import CffiFfi
+    from llamart.errors import UnsupportedCapabilityError
+
+    class NoLora:
+        def __init__(self, lib: Any) -> None:
+            self._lib = lib
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._lib, name)
+
+        def lm_capabilities(self) -> int:
+            return int(self._lib.lm_capabilities()) & ~_c_api.CAP_LORA
+
+    class NativeWithoutLora(CApiClient):
+        name = "native"
+
+    ffi = CffiFfi()
+    ffi.lib = NoLora(ffi.lib)
+    with Engine(NativeWithoutLora(ffi, "libllamart-nolora.so"), strict=True) as engine:
+        reason = engine.capabilities.lora_reason
+        assert engine.capabilities.lora is False and reason is not None
+        assert "WebAssembly" not in reason and "libllamart-nolora.so" in reason
+        assert "built without LoRA" in reason
+        with pytest.raises(UnsupportedCapabilityError, match="built without LoRA"):
+            engine.set_lora("x.gguf")
+
+
 def test_the_library_is_this_version(backend: Any) -> None:
     from llamart import _version
 

@@ -25,11 +25,21 @@ CAP_LORA, CAP_THREADS, CAP_MMAP, CAP_EMBEDDINGS, CAP_GRAMMAR, CAP_JSON_SCHEMA = 
 # lm_embed pooling types (LM_POOLING_*): None is the model's own (mean when it names none)
 POOLING: dict[str | None, int] = {None: -1, "mean": 1, "cls": 2, "last": 3}
 
-# why capabilities.lora is False: the only build without LoRA is the WebAssembly one
+# why capabilities.lora is False on the WebAssembly module (always compiled without LoRA)
 LORA_REASON = (
     "LoRA adapters are not applied on the WebAssembly backend in this release; "
     "use the native backend."
 )
+
+
+def lora_reason(backend: str, where: str) -> str:
+    """Why ``capabilities.lora`` is False for a library without LM_CAP_LORA: the WebAssembly
+    module never has it (:data:`LORA_REASON`); any other build was configured without it
+    (``llamart_core(... LORA OFF)`` in CMake)."""
+    if backend == "wasm":
+        return LORA_REASON
+    return (f"LoRA adapters are not applied: {where} was built without LoRA "
+            f"(llamart_core(... LORA OFF)); rebuild it with LoRA on to use adapters.")
 
 # lm_log_take's level digits -> logging levels
 LEVELS = {"0": logging.DEBUG, "1": logging.INFO, "2": logging.WARNING, "3": logging.ERROR}

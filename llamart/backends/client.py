@@ -143,7 +143,7 @@ class CApiClient:
         self._caps = Capabilities(
             backend=self.name,
             lora=lora,
-            lora_reason=None if lora else LORA_REASON,
+            lora_reason=None if lora else _c_api.lora_reason(self.name, where),
             mmap=bool(bits & CAP_MMAP),
             threads=bool(bits & CAP_THREADS),
             max_threads=int(self._lib.lm_max_threads()) or None,
@@ -192,7 +192,7 @@ class CApiClient:
 
     def _lora(self) -> None:
         if not self._caps.lora:
-            raise BackendError(ErrorKind.UNSUPPORTED, LORA_REASON)
+            raise BackendError(ErrorKind.UNSUPPORTED, self._caps.lora_reason or LORA_REASON)
 
     # ---- lifecycle
     def load_model(self, path: str, params: ModelParams, n_threads: int) -> ModelInfo:
