@@ -67,7 +67,16 @@ class FakeAdapter:
 
 
 class FakeBackend:
-    """Implements llamart.backends.base.Backend in Python."""
+    """A :class:`~llamart.backends.base.Backend` in pure Python: ``Engine(FakeBackend())``.
+
+    It loads any existing file (the Engine checks it is GGUF first: write one with
+    :mod:`llamart.testing.gguf_writer`), tokenizes bytes and a few words, samples from
+    ``script`` or seeded pseudo-random logits, and applies adapters to its logits and
+    embeddings; ``lora=False`` makes it a backend without LoRA (as the WebAssembly one).
+    It never constrains output (``grammar``/``json_schema`` raise UnsupportedCapabilityError).
+    The test hooks (``script``, ``fail_next``, ``counts``, ``violations``, ...) are listed in
+    the module docstring.
+    """
 
     name = "fake"
 
