@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from ..backends._c_constants import LM_ERR_BUFFER  # a data module: gguf/ uses no backend
 from .header import GGUFError, GGUFHeader, LazyArray, TensorInfo, decode_all
 from .spec import (
     ARRAY,
@@ -53,7 +54,7 @@ StringScan = Callable[[memoryview, int, int, bool], int]
 _CHUNK = 1 << 20  # first read (at most; less for small files); later reads double the buffer
 _LAZY_MIN = 1024  # arrays this long are turned into lists only when GGUFHeader.kv is read
 _MAX_SCAN_BUFFER = 64 << 20  # the C string walk never buffers more than this
-_SCAN_NEEDS_MORE = -5  # LM_ERR_BUFFER from lm_gguf_scan_strings: the strings run past buf
+_SCAN_NEEDS_MORE = LM_ERR_BUFFER  # from lm_gguf_scan_strings: the strings run past buf
 _INT32_MAX = (1 << 31) - 1  # lm_gguf_scan_strings takes int32 sizes and counts
 _MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, smallest value
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset

@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..backends._c_api import POOLING_NAMES
 from ..backends.base import BackendError, Capabilities, ErrorKind, ModelInfo, StepEnd
 from ..params import GenerationParams, ModelParams
 
@@ -345,7 +346,7 @@ class FakeBackend:
     def embedding_pooling(self, pooling: str | None) -> str:
         self._enter("embedding_pooling", pooling)
         try:
-            if pooling not in (None, "mean", "cls", "last"):
+            if pooling is not None and pooling not in POOLING_NAMES:
                 raise BackendError(ErrorKind.ARG, f"unknown pooling {pooling!r}")
             return pooling or "mean"
         finally:
