@@ -77,10 +77,6 @@ class AdapterSet:
         """{path: scale}, in the order the adapters were first set (a copy)."""
         return {p: s for p, (_h, s) in self._entries.items()}
 
-    def scale(self, path: str) -> float | None:
-        entry = self._entries.get(path)
-        return entry[1] if entry else None
-
     def describe(self, path: str) -> dict[str, Any]:
         """``loaded``, ``scale`` and (when loaded) the backend's ``metadata`` of ``path``."""
         if path not in self._entries:

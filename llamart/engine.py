@@ -41,7 +41,6 @@ from .backends.base import Backend, Capabilities, ModelInfo
 from .errors import (
     EngineStateError,
     LlamartError,
-    UnsupportedCapabilityError,
     backend_errors,
     logged_backend_errors,
 )
@@ -356,9 +355,6 @@ class Engine:
         Returns an ``array.array('f')`` (buffer protocol: ``numpy.asarray`` works on it).
         """
         with self._with_model("compute logits", weights=True) as model:
-            if not self.capabilities.logits:
-                raise UnsupportedCapabilityError(
-                    f"the {self.capabilities.backend} backend does not expose logits")
             tokens = model_prompt_tokens(self._backend, model, prompt, False, room=False)
             with backend_errors("eval"):
                 self._backend.eval_prompt(tokens)

@@ -377,7 +377,7 @@ def test_cancel_request_stops_a_step_before_its_next_token(loaded: Engine) -> No
 
     backend = loaded._backend  # the protocol call cancel() makes from another thread
     backend.reset()
-    backend.eval(loaded.tokenize(PROMPT))
+    backend.eval_prompt(loaded.tokenize(PROMPT))
     backend.sampler_init(GenerationParams(temperature=0.0, repeat_penalty=1.0), 0)
     backend.request_cancel()
     assert backend.next_tokens(8, True) == ([], StepEnd.CANCELLED)

@@ -282,10 +282,6 @@ class CApiClient:
         if rc != 0:
             raise self._error(rc, fallback)
 
-    def eval(self, tokens: Sequence[int]) -> None:
-        self._with_tokens(self._lib.lm_eval, tokens, "evaluation failed")
-        self._drain_log()
-
     def eval_prompt(self, tokens: Sequence[int]) -> int:
         sp = self._s()
         with self._ffi.scope() as s:

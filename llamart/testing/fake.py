@@ -227,20 +227,6 @@ class FakeBackend:
         self.ctx, self.has_logits = [], False
         self._leave()
 
-    def eval(self, tokens: Sequence[int]) -> None:
-        self._enter("eval", list(tokens))
-        try:
-            self._need_model()
-            assert self.model_params is not None
-            if any(not 0 <= t < N_VOCAB for t in tokens):
-                raise BackendError(ErrorKind.ARG, "token outside the vocabulary")
-            if len(self.ctx) + len(tokens) > (self.model_params.n_ctx or 256):
-                raise BackendError(ErrorKind.CONTEXT, "context full")
-            self.ctx.extend(tokens)
-            self.has_logits = True
-        finally:
-            self._leave()
-
     def eval_prompt(self, tokens: Sequence[int]) -> int:
         self._enter("eval_prompt", list(tokens))
         try:
