@@ -2,7 +2,7 @@
 ``real_model`` (the pinned real models) and ``llama_cpp_vocab`` (llama.cpp's vocabulary files).
 
 ``fx`` uses the folder in env LLAMART_FIXTURES (with manifest.json, as written by
-``python -m tests.support.fixtures DIR``) when set, as in the Pyodide runs; otherwise it
+``python -m llamart.testing.fixtures DIR``) when set, as in the Pyodide runs; otherwise it
 builds the fixtures once per session (that branch alone needs numpy and gguf).
 
 In Pyodide the runner (tools/pyodide_runner) verifies the real models on the host, makes them
@@ -31,7 +31,7 @@ def fx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         with open(os.path.join(folder, "manifest.json")) as f:
             manifest = json.load(f)
         return {k: os.path.abspath(os.path.join(folder, v)) for k, v in manifest.items()}
-    from tests.support.fixtures import build
+    from llamart.testing.fixtures import build
 
     return build(tmp_path_factory.mktemp("fixtures"))
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from platform_support import threads_available
 
 import llamart
 from llamart import Engine, LlamartError
 from llamart.backends import _c_api
 from llamart.params import GenerationParams, ModelParams
+from tests.support.platform_support import threads_available
 
 REPO = Path(__file__).resolve().parents[1]
 NATIVE = sys.platform != "emscripten"

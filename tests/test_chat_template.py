@@ -12,7 +12,7 @@ pytest.importorskip("jinja2")  # Pyodide: the runner installs tools/pyodide_whee
 from llamart import chat_template as ct  # noqa: E402
 from llamart.chat_template import ChatTemplate  # noqa: E402
 from llamart.errors import ChatTemplateError, LlamartError  # noqa: E402
-from tests.chat_conversations import BOS, CONVERSATIONS, EOS, llama_cpp_templates  # noqa: E402
+from tools.chat_conversations import BOS, CONVERSATIONS, EOS, llama_cpp_templates  # noqa: E402
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

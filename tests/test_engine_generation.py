@@ -15,7 +15,6 @@ import threading
 import warnings
 
 import pytest
-from platform_support import run_coroutine, threads_available
 
 import llamart
 from llamart import (
@@ -37,6 +36,7 @@ from llamart.engine import default_backend_name, default_threads
 from llamart.errors import ChatTemplateError, from_backend_error
 from llamart.testing.fake import BOS, EOS, N_VOCAB, FakeBackend, byte_tokens, word_token
 from llamart.testing.gguf_writer import CHAT_TEMPLATE, write_adapter, write_gguf, write_model
+from tests.support.platform_support import run_coroutine, threads_available
 
 needs_threads = pytest.mark.skipif(not threads_available(),
                                    reason="this Python cannot start threads (Pyodide)")

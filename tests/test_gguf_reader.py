@@ -26,7 +26,7 @@ from llamart.gguf import (
     validate_model,
 )
 from llamart.gguf.spec import GGML_TYPE_COUNT
-from tests.support import mutate
+from llamart.testing import mutate
 
 N_VOCAB = 1115  # llamart.testing.models.make_vocab()
 F32, F16, Q8_0, Q4_K = 0, 1, 8, 12

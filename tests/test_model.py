@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from platform_support import run_coroutine, threads_available
 
 from llamart import (
     ContextOverflowError,
@@ -28,6 +27,7 @@ from llamart import (
     ModelLoadError,
     ModelParams,
 )
+from tests.support.platform_support import run_coroutine, threads_available
 
 PROMPT = "Once upon a time"
 N_CTX = 256  # llama.cpp pads n_ctx up to a multiple of 256: the smallest real window

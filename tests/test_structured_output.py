@@ -24,7 +24,7 @@ import pytest
 from llamart import Engine, GenerationParams, GrammarError, UnsupportedCapabilityError
 from llamart.structured import ANY_JSON_OBJECT, response_format_schema
 from llamart.testing import FakeBackend
-from tests.platform_support import run_coroutine
+from tests.support.platform_support import run_coroutine
 
 IN_PYODIDE = sys.platform == "emscripten"
 YES_NO = 'root ::= ("yes" | "no")'

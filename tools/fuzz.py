@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tests.support import mutate
+from llamart.testing import mutate
 
 from .pyodide_runner.paths import wasm_dir as wasm_build_dir
 

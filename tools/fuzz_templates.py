@@ -18,7 +18,7 @@ from collections import Counter
 from llamart import chat_template as ct
 from llamart.chat_template import ChatTemplate
 from llamart.errors import ChatTemplateError
-from tests.chat_conversations import BOS, CONVERSATIONS, EOS, llama_cpp_templates
+from tools.chat_conversations import BOS, CONVERSATIONS, EOS, llama_cpp_templates
 
 FRAGMENTS = [
     "{{", "}}", "{%", "%}", "{#", "#}", "(", ")", "[", "]", "{", "}", "|", "~", "+", "*", "**",

@@ -8,8 +8,13 @@
 - ``llamart.testing.models``: tiny GGUF models, LoRA adapters and broken files made on the spot
   (needs numpy and the ``gguf`` package; native only).
 
-Nothing here is imported by ``llamart`` itself. llamart's own harnesses (its fixture set, GGUF
-header mutations, the Hugging Face reference llama) live in the checkout's ``tests/support/``.
+- ``llamart.testing.mutate``: byte-level edits of GGUF headers that make them lie (inflated
+  counts, lengths, dims, types); stdlib only.
+- ``llamart.testing.fixtures``: the fixture set llamart's own suite, fuzzers and soak use
+  (``python -m llamart.testing.fixtures OUTDIR`` writes it with a manifest; numpy and ``gguf``).
+
+Nothing here is imported by ``llamart`` itself. The Hugging Face reference llama stays in the
+checkout's ``tests/support/``.
 """
 
 from .fake import FakeBackend

@@ -81,7 +81,7 @@ def make_fixtures() -> Path:
     out = paths.CACHE / "fixtures"
     started = time.monotonic()
     subprocess.run(
-        [sys.executable, "-m", "tests.support.fixtures", str(out)], cwd=paths.REPO, check=True
+        [sys.executable, "-m", "llamart.testing.fixtures", str(out)], cwd=paths.REPO, check=True
     )
     print(f"pyodide_runner: fixtures in {out} ({time.monotonic() - started:.1f} s)", flush=True)
     return out
