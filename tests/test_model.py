@@ -2,8 +2,8 @@
 
 Runs unchanged natively (cffi) and inside Pyodide (Node, Chromium): no numpy or gguf here, the
 model files come from the ``fx`` fixture (prebuilt and handed in for the Pyodide runs). The
-Engine's own logic is covered against a fake backend in test_engine.py; these tests check that
-real llama.cpp behaves as the Engine promises.
+Engine's own logic is covered against a fake backend in tests/test_engine_*.py; these tests
+check that real llama.cpp behaves as the Engine promises.
 """
 
 from __future__ import annotations
