@@ -20,7 +20,7 @@ from .errors import (
     backend_errors,
     logged_backend_errors,
 )
-from .model_files import adapter_summary, check_adapter, file_metadata
+from .gguf.model_files import adapter_summary, check_adapter, file_metadata
 
 if TYPE_CHECKING:
     from .model_state import LoadedModel

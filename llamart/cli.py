@@ -64,7 +64,7 @@ def _engine(backend: str | None) -> Any:
 def _default_n_ctx(model: str) -> int:
     """2048, or the model's training context when smaller (unknown: 2048)."""
     from . import gguf
-    from .c_scan import c_string_scan
+    from .gguf.c_scan import c_string_scan
 
     try:
         ctx = gguf.model_summary(gguf.read_header(model, scan=c_string_scan()))["context_length"]
@@ -130,7 +130,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from . import gguf
-    from .c_scan import c_string_scan
+    from .gguf.c_scan import c_string_scan
 
     try:
         header = gguf.validate_model(args.model, scan=c_string_scan())
@@ -190,7 +190,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_lora_inspect(args: argparse.Namespace) -> int:
     from . import gguf
-    from .c_scan import c_string_scan
+    from .gguf.c_scan import c_string_scan
     from .lora import check_applicable
 
     try:

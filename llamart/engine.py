@@ -45,8 +45,8 @@ from .errors import (
     logged_backend_errors,
 )
 from .generation import FINISH_REASONS, Generation, GenerationRun
+from .gguf.model_files import check_adapter, check_model
 from .inputs import fspath, model_prompt_tokens
-from .model_files import check_adapter, check_model
 from .model_state import LoadedModel
 from .params import (
     UNSET,

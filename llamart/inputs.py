@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from .chat.model_template import bos_text, model_chat_template
 from .errors import ContextOverflowError, backend_errors
-from .model_template import bos_text, model_chat_template
 from .params import check_bool, check_template
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""llamart.chat_template: transformers' semantics on real templates, and bounded rendering."""
+"""llamart.chat.template: transformers' semantics on real templates, and bounded rendering."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("jinja2")  # Pyodide: the runner installs tools/pyodide_wheels.py's wheels
 
-from llamart import chat_template as ct  # noqa: E402
-from llamart.chat_template import ChatTemplate  # noqa: E402
+from llamart.chat import template as ct  # noqa: E402
+from llamart.chat.template import ChatTemplate  # noqa: E402
 from llamart.errors import ChatTemplateError, LlamartError  # noqa: E402
 from tools.chat_conversations import BOS, CONVERSATIONS, EOS, llama_cpp_templates  # noqa: E402
 

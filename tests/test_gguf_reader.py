@@ -14,7 +14,6 @@ import tracemalloc
 
 import pytest
 
-from llamart.c_scan import c_string_scan
 from llamart.gguf import (
     GGML_TYPES,
     GGUFError,
@@ -25,6 +24,7 @@ from llamart.gguf import (
     validate_adapter,
     validate_model,
 )
+from llamart.gguf.c_scan import c_string_scan
 from llamart.gguf.spec import GGML_TYPE_COUNT
 from llamart.testing import mutate
 

@@ -12,7 +12,7 @@ import pytest
 
 from llamart import AdapterError, Engine
 from llamart.gguf import read_header
-from llamart.model_files import check_adapter, check_model
+from llamart.gguf.model_files import check_adapter, check_model
 from llamart.testing import FakeBackend, write_adapter, write_gguf, write_model
 from llamart.testing.fake import EOS, byte_tokens
 from llamart.testing.gguf_writer import BASE_TENSORS, CHAT_TEMPLATE

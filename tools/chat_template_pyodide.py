@@ -22,7 +22,7 @@ from tools.pyodide_wheels import REPO, wheel_paths
 # Runs in both interpreters: {template name: [rendered text or "ERROR: ..."]}, and timings.
 RENDER_ALL = r'''
 import json, os, time
-from llamart.chat_template import ChatTemplate
+from llamart.chat.template import ChatTemplate
 from llamart.errors import ChatTemplateError
 
 def render_all(paths, conversations, bos, eos, repeat):

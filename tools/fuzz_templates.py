@@ -15,8 +15,8 @@ import sys
 import time
 from collections import Counter
 
-from llamart import chat_template as ct
-from llamart.chat_template import ChatTemplate
+from llamart.chat import template as ct
+from llamart.chat.template import ChatTemplate
 from llamart.errors import ChatTemplateError
 from tools.chat_conversations import BOS, CONVERSATIONS, EOS, llama_cpp_templates
 

@@ -72,7 +72,8 @@ class Ffi(Protocol):
 
 
 def string_scanner(ffi: Ffi) -> Callable[[memoryview, int, int, bool], int]:
-    """lm_gguf_scan_strings over bytes Python holds (llamart.gguf's fast path, llamart.c_scan)."""
+    """lm_gguf_scan_strings over bytes Python holds (llamart.gguf's fast path, see
+    llamart.gguf.c_scan)."""
     _c_api.check_library(ffi, "the llamart C library")
     try:
         fn = ffi.lib.lm_gguf_scan_strings

@@ -35,7 +35,7 @@ from jinja2.runtime import LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Cycler, Joiner, Namespace
 
-from .errors import ChatTemplateError
+from ..errors import ChatTemplateError
 
 __all__ = ["ChatTemplate", "ChatTemplateError", "render_chat_template"]
 

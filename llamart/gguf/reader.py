@@ -7,7 +7,7 @@ follow llama.cpp's own GGUF loader (ggml/src/gguf.cpp) at the pinned commit, wit
 name the offending key or tensor.
 
 Validation runs on every model load, and tokenizer vocabularies hold 10^4-10^5 strings: the
-caller may pass ``scan``, the C library's ``lm_gguf_scan_strings`` (see llamart/c_scan.py), to
+caller may pass ``scan``, the C library's ``lm_gguf_scan_strings`` (see llamart/gguf/c_scan.py), to
 walk big string arrays in C; arrays it refuses, and every array when there is no scanner, take
 the one Python walk (:meth:`_Reader.strings`), which names the exact problem.  Arrays of 1024+
 items stay undecoded until ``GGUFHeader.kv`` is first read.  tools/bench_validate.py measures
@@ -438,7 +438,7 @@ def read_header(path: str | os.PathLike[str], *, scan: StringScan | None = None)
     """Read and check a GGUF file's header, metadata and tensor infos (never tensor data).
 
     Raises FileNotFoundError for a missing file and GGUFError naming the file and the reason
-    for anything malformed.  ``scan`` (the C string walk, see llamart/c_scan.py) speeds up big
+    for anything malformed.  ``scan`` (the C string walk, see llamart/gguf/c_scan.py) speeds up big
     string arrays; without it they are walked in Python, with the same result.
     """
     spath = os.fspath(path)

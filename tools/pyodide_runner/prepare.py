@@ -41,7 +41,7 @@ def ensure_wheels() -> list[Path]:
 
 def runtime_wheels() -> list[Path]:
     """llamart's runtime dependencies as pure wheels (jinja2, markupsafe: tools/pyodide_wheels),
-    so ``llamart.chat_template`` imports inside Pyodide."""
+    so ``llamart.chat.template`` imports inside Pyodide."""
     return wheel_paths()
 
 
