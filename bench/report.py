@@ -10,6 +10,7 @@ from typing import Any
 from . import wllama_report
 from .config import CHAT_PLOT, DOC, PLOT
 from .doc_section import sections
+from .results import wasm_runs
 from .stats import med, ratio, spread
 
 SYSTEMS = ("llamart", "llama-bench", "llama-cpp-python")
@@ -68,14 +69,6 @@ def _speed_tables(data: dict[str, Any]) -> list[str]:
                     f" | {len(e['tg_tps'])} |")
         out.append("")
     return out
-
-
-def wasm_runs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """model key -> WebAssembly result (older result files held one model unkeyed)."""
-    w = data.get("wasm") or {}
-    if "systems" in w or "unavailable" in w:
-        return {w.get("model", "small-q8_0"): w}
-    return w
 
 
 def _wasm_tables(data: dict[str, Any]) -> list[str]:

@@ -20,7 +20,7 @@ from .errors import (
     backend_errors,
     logged_backend_errors,
 )
-from .model_files import adapter_summary, check_adapter, file_metadata
+from .gguf.model_files import adapter_summary, check_adapter, file_metadata
 
 if TYPE_CHECKING:
     from .model_state import LoadedModel
@@ -76,10 +76,6 @@ class AdapterSet:
     def scales(self) -> dict[str, float]:
         """{path: scale}, in the order the adapters were first set (a copy)."""
         return {p: s for p, (_h, s) in self._entries.items()}
-
-    def scale(self, path: str) -> float | None:
-        entry = self._entries.get(path)
-        return entry[1] if entry else None
 
     def describe(self, path: str) -> dict[str, Any]:
         """``loaded``, ``scale`` and (when loaded) the backend's ``metadata`` of ``path``."""

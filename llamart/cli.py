@@ -64,7 +64,7 @@ def _engine(backend: str | None) -> Any:
 def _default_n_ctx(model: str) -> int:
     """2048, or the model's training context when smaller (unknown: 2048)."""
     from . import gguf
-    from .c_scan import c_string_scan
+    from .gguf.c_scan import c_string_scan
 
     try:
         ctx = gguf.model_summary(gguf.read_header(model, scan=c_string_scan()))["context_length"]
@@ -162,7 +162,7 @@ def _runtime_rows(engine: Any) -> list[tuple[str, object]]:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from . import gguf
-    from .c_scan import c_string_scan
+    from .gguf.c_scan import c_string_scan
 
     if args.model is None:  # the runtime only: CPU and the variant picked
         with _engine(args.backend) as engine:
@@ -234,7 +234,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_lora_inspect(args: argparse.Namespace) -> int:
     from . import gguf
-    from .c_scan import c_string_scan
+    from .gguf.c_scan import c_string_scan
     from .lora import check_applicable
 
     try:

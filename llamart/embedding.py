@@ -23,12 +23,13 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from .backends._c_api import POOLING_NAMES
 from .backends.base import Backend
 from .errors import ContextOverflowError, UnsupportedCapabilityError, backend_errors
 from .inputs import tokenize
 from .params import check_bool
 
-POOLINGS = ("mean", "cls", "last")
+POOLINGS = POOLING_NAMES  # "mean", "cls", "last": the C API's LM_POOLING_* names
 
 __all__ = ["POOLINGS", "check_pooling", "check_texts", "embed", "embedding_pooling"]
 

@@ -48,10 +48,11 @@ from .errors import (
     logged_backend_errors,
 )
 from .generation import FINISH_REASONS, Generation, GenerationRun
+from .gguf.model_files import check_adapter, check_model
 from .inputs import fspath, model_prompt_tokens
-from .model_files import check_adapter, check_model
 from .model_state import LoadedModel
 from .params import (
+    UNSET,
     GenerationParams,
     ModelParams,
     SamplingOptions,
@@ -59,6 +60,7 @@ from .params import (
     check_float,
     generation_params,
     model_params,
+    model_signature,
     sampling_signature,
 )
 from .scheduled_run import ScheduledRun
@@ -234,15 +236,18 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.dispose()
 
-    def load_model(self, path: str | os.PathLike[str], n_ctx: int | ModelParams = 2048,
-                   n_batch: int = 512, n_threads: int | None = None, *, use_mmap: bool = True,
-                   vocab_only: bool = False, chat_template: str | None = None,
-                   n_parallel: int = 1, prompt_cache_mb: int = 256,
+    @model_signature
+    def load_model(self, path: str | os.PathLike[str], n_ctx: int | ModelParams = UNSET,
+                   n_batch: int = UNSET, n_threads: int | None = UNSET, *,
+                   use_mmap: bool = UNSET, vocab_only: bool = UNSET,
+                   chat_template: str | None = UNSET, n_parallel: int = UNSET,
+                   prompt_cache_mb: int = UNSET,
                    params: ModelParams | None = None) -> ModelInfo:
         """Load a GGUF model (unloading the current one first) and return its facts.
 
         The file is checked in Python (existence, GGUF structure) before llama.cpp sees it.
-        A ModelParams may be passed as ``params`` or in place of ``n_ctx``. With
+        A ModelParams may be passed as ``params`` or in place of ``n_ctx`` (then no other
+        keyword: the defaults are ModelParams'). With
         ``vocab_only``, only the vocabulary is loaded (no weights, no context).
         ``chat_template`` (Jinja) replaces the model's own ``tokenizer.chat_template``.
         ``n_parallel`` > 1 gives the model that many sequences in one context: calls from
@@ -385,9 +390,6 @@ class Engine:
         Returns an ``array.array('f')`` (buffer protocol: ``numpy.asarray`` works on it).
         """
         with self._with_model("compute logits", weights=True) as model:
-            if not self.capabilities.logits:
-                raise UnsupportedCapabilityError(
-                    f"the {self.capabilities.backend} backend does not expose logits")
             tokens = model_prompt_tokens(self._backend, model, prompt, False, room=False)
             if model.scheduler is not None:
                 return self._scheduled_logits(model, tokens)
@@ -450,8 +452,10 @@ class Engine:
         return any([run.cancel() for run in runs])
 
     @sampling_signature
-    def generate(self, prompt: str | Sequence[int], max_tokens: int | GenerationParams = 64, *,
-                 params: GenerationParams | None = None, lora: Mapping[str, float] | None = None,
+    def generate(self, prompt: str | Sequence[int],
+                 max_tokens: int | GenerationParams = UNSET, *,
+                 params: GenerationParams | None = None,
+                 lora: Mapping[str, float] | None = None,
                  **options: Unpack[SamplingOptions]) -> Generation:
         """Stream the completion of ``prompt`` (a str or token ids) as a :class:`Generation`.
 
@@ -462,8 +466,10 @@ class Engine:
         return self._start(prompt, gp, parse_special=False, lora=lora)
 
     @sampling_signature
-    def complete(self, prompt: str | Sequence[int], max_tokens: int | GenerationParams = 64, *,
-                 params: GenerationParams | None = None, lora: Mapping[str, float] | None = None,
+    def complete(self, prompt: str | Sequence[int],
+                 max_tokens: int | GenerationParams = UNSET, *,
+                 params: GenerationParams | None = None,
+                 lora: Mapping[str, float] | None = None,
                  **options: Unpack[SamplingOptions]) -> str:
         """The whole completion of ``prompt`` as one string (see :meth:`generate`)."""
         gp = generation_params("complete", max_tokens, options, params)
@@ -477,7 +483,7 @@ class Engine:
              stream: Literal[True], **options: Unpack[ChatOptions]) -> Generation: ...
 
     @sampling_signature
-    def chat(self, messages: Messages, max_tokens: int | GenerationParams = 64, *,
+    def chat(self, messages: Messages, max_tokens: int | GenerationParams = UNSET, *,
              stream: bool = False, params: GenerationParams | None = None,
              chat_template: str | None = None, template_kwargs: Mapping[str, Any] | None = None,
              response_format: Mapping[str, Any] | None = None,
@@ -488,16 +494,28 @@ class Engine:
         ``response_format`` (OpenAI's or llama-cpp-python's shapes, see
         :func:`~llamart.structured.response_format_schema`) makes the reply JSON."""
         check_bool("stream", stream)
-        gp = structured.with_response_format(
-            generation_params("chat", max_tokens, options, params), response_format)
-        prompt = self.apply_chat_template(messages, True, chat_template=chat_template,
-                                          **dict(template_kwargs or {}))
-        gen = self._start(prompt, gp, parse_special=True, add_bos=None, lora=lora)
+        gen = self._chat("chat", messages, max_tokens, params, chat_template, template_kwargs,
+                         response_format, options, lora)
         return gen if stream else gen.text()
 
+    def _chat(self, entry: str, messages: Messages, max_tokens: Any,
+              params: GenerationParams | None, chat_template: str | None,
+              template_kwargs: Mapping[str, Any] | None,
+              response_format: Mapping[str, Any] | None,
+              options: dict[str, Any], lora: Any = None) -> Generation:
+        """The reply's Generation for :meth:`chat` and :meth:`achat` (``entry`` names the
+        public method in errors)."""
+        gp = structured.with_response_format(
+            generation_params(entry, max_tokens, options, params), response_format)
+        prompt = self.apply_chat_template(messages, True, chat_template=chat_template,
+                                          **dict(template_kwargs or {}))
+        return self._start(prompt, gp, parse_special=True, add_bos=None, lora=lora)
+
     @sampling_signature
-    def agenerate(self, prompt: str | Sequence[int], max_tokens: int | GenerationParams = 64, *,
-                  params: GenerationParams | None = None, lora: Mapping[str, float] | None = None,
+    def agenerate(self, prompt: str | Sequence[int],
+                  max_tokens: int | GenerationParams = UNSET, *,
+                  params: GenerationParams | None = None,
+                  lora: Mapping[str, float] | None = None,
                   **options: Unpack[SamplingOptions]) -> AsyncGeneration:
         """Async twin of :meth:`generate`: each token is computed in a worker thread (inline
         where Python has no threads, e.g. Pyodide), so the event loop keeps running.
@@ -506,22 +524,19 @@ class Engine:
         return AsyncGeneration(self._start(prompt, gp, parse_special=False, lora=lora))
 
     @sampling_signature
-    def achat(self, messages: Messages, max_tokens: int | GenerationParams = 64, *,
+    def achat(self, messages: Messages, max_tokens: int | GenerationParams = UNSET, *,
               params: GenerationParams | None = None, chat_template: str | None = None,
               template_kwargs: Mapping[str, Any] | None = None,
               response_format: Mapping[str, Any] | None = None,
               lora: Mapping[str, float] | None = None,
               **options: Unpack[SamplingOptions]) -> AsyncGeneration:
         """Async twin of ``chat(..., stream=True)``: the reply's chunks, async."""
-        return AsyncGeneration(self.chat(messages, max_tokens, stream=True, params=params,
-                                         chat_template=chat_template,
-                                         template_kwargs=template_kwargs,
-                                         response_format=response_format, lora=lora,
-                                         **options))
+        return AsyncGeneration(self._chat("achat", messages, max_tokens, params, chat_template,
+                                          template_kwargs, response_format, options, lora))
 
     @sampling_signature
     async def acomplete(self, prompt: str | Sequence[int],
-                        max_tokens: int | GenerationParams = 64, *,
+                        max_tokens: int | GenerationParams = UNSET, *,
                         params: GenerationParams | None = None,
                         lora: Mapping[str, float] | None = None,
                         **options: Unpack[SamplingOptions]) -> str:

@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from .chat.model_template import bos_text, model_chat_template
 from .errors import ContextOverflowError, backend_errors
-from .model_template import bos_text, model_chat_template
 from .params import check_bool, check_template
 
 if TYPE_CHECKING:
@@ -57,27 +57,38 @@ def check_tokens(tokens: Any, n_vocab: int) -> list[int]:
     return out
 
 
-def check_messages(messages: Any) -> list[tuple[str, str]]:
-    """Chat messages ([{"role": ..., "content": ...}, ...]) as (role, content) pairs."""
+def check_messages(messages: Any) -> list[Mapping[str, Any]]:
+    """Chat messages as transformers' ``apply_chat_template`` takes them: dicts with a
+    non-empty str ``role`` and a ``content`` that is a str, None (an assistant turn carrying
+    ``tool_calls``) or a list of parts (``[{"type": "text", "text": ...}]``); other keys
+    (``tool_calls``, ``name``, ``tool_call_id``, ...) reach the template as they are."""
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
         raise TypeError(f"messages must be a list of {{'role': ..., 'content': ...}} dicts, "
                         f"not {type(messages).__name__}")
     if not messages:
         raise ValueError("messages is empty")
-    out = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping):
             raise TypeError(f"messages[{i}] must be a dict, not {type(m).__name__}")
         for key in ("role", "content"):
             if key not in m:
                 raise ValueError(f"messages[{i}] has no '{key}'")
-            if not isinstance(m[key], str):
-                raise TypeError(f"messages[{i}]['{key}'] must be a str, "
-                                f"not {type(m[key]).__name__}")
+        if not isinstance(m["role"], str):
+            raise TypeError(f"messages[{i}]['role'] must be a str, "
+                            f"not {type(m['role']).__name__}")
         if not m["role"]:
             raise ValueError(f"messages[{i}]['role'] is empty")
-        out.append((m["role"], m["content"]))
-    return out
+        content = m["content"]
+        if content is None or isinstance(content, str):
+            continue
+        if not isinstance(content, (list, tuple)):
+            raise TypeError(f"messages[{i}]['content'] must be a str, None or a list of "
+                            f"parts, not {type(content).__name__}")
+        for j, part in enumerate(content):
+            if not isinstance(part, Mapping):
+                raise TypeError(f"messages[{i}]['content'][{j}] must be a dict "
+                                f"({{'type': 'text', 'text': ...}}), not {type(part).__name__}")
+    return list(messages)
 
 
 def prompt_tokens(prompt: Any, tokenize: Callable[[str], list[int]], n_vocab: int, n_ctx: int,
@@ -147,11 +158,11 @@ def chat_prompt(messages: Any, add_generation_prompt: Any, chat_template: Any,
     """``Engine.apply_chat_template``: the arguments checked, the template found inside
     ``guard`` (``chat_template``, else the one given at load, else the model's own) and
     rendered outside it."""
-    check_messages(messages)
+    messages = check_messages(messages)
     check_bool("add_generation_prompt", add_generation_prompt)
     override = check_template("chat_template", chat_template)
     with guard as model:
         template = model_chat_template(model.header, model.info.path,
                                        override or model.params.chat_template)
-    return template.render([dict(m) for m in messages],
+    return template.render(messages,
                            add_generation_prompt=add_generation_prompt, **template_kwargs)

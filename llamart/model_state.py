@@ -12,7 +12,7 @@ from .adapter_cache import AdapterCache
 from .adapter_set import AdapterSet
 from .backends.base import Backend, ModelInfo
 from .errors import EngineStateError, logged_backend_errors
-from .model_files import check_adapter
+from .gguf.model_files import check_adapter
 from .params import ModelParams
 from .scheduler import Scheduler
 

@@ -2,8 +2,8 @@
 
 Runs unchanged natively (cffi) and inside Pyodide (Node, Chromium): no numpy or gguf here, the
 model files come from the ``fx`` fixture (prebuilt and handed in for the Pyodide runs). The
-Engine's own logic is covered against a fake backend in test_engine.py; these tests check that
-real llama.cpp behaves as the Engine promises.
+Engine's own logic is covered against a fake backend in tests/test_engine_*.py; these tests
+check that real llama.cpp behaves as the Engine promises.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from platform_support import run_coroutine, threads_available
 
 from llamart import (
     ContextOverflowError,
@@ -28,6 +27,7 @@ from llamart import (
     ModelLoadError,
     ModelParams,
 )
+from tests.support.platform_support import run_coroutine, threads_available
 
 PROMPT = "Once upon a time"
 N_CTX = 256  # llama.cpp pads n_ctx up to a multiple of 256: the smallest real window
@@ -377,7 +377,7 @@ def test_cancel_request_stops_a_step_before_its_next_token(loaded: Engine) -> No
 
     backend = loaded._backend  # the protocol call cancel() makes from another thread
     backend.reset()
-    backend.eval(loaded.tokenize(PROMPT))
+    backend.eval_prompt(loaded.tokenize(PROMPT))
     backend.sampler_init(GenerationParams(temperature=0.0, repeat_penalty=1.0), 0)
     backend.request_cancel()
     assert backend.next_tokens(8, True) == ([], StepEnd.CANCELLED)

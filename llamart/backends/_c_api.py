@@ -1,6 +1,7 @@
 """Facts about our C API (core/llamart.h): its codes, capability bits, version check and log.
 
-The numbers mirror the header's enums (tests/test_c_api.py compares them with the header).
+The numbers are the header's own (``_c_constants``, generated from it); this module only says
+what each means to Python.
 """
 
 from __future__ import annotations
@@ -9,27 +10,46 @@ import logging
 from typing import Any
 
 from .. import _version
+from . import _c_constants as C
 from .base import ErrorKind, StepEnd
 
 log = logging.getLogger("llamart.llama_cpp")
 
 # LM_ERR_* return codes -> why the call failed
-CODES = {-1: ErrorKind.ARG, -2: ErrorKind.CONTEXT, -3: ErrorKind.DECODE, -4: ErrorKind.ALLOC,
-         -5: ErrorKind.ARG, -7: ErrorKind.STATE,
-         -8: ErrorKind.UNSUPPORTED, -9: ErrorKind.GRAMMAR}
-# lm_generate's *status -> why the step ended (LM_ERR_DECODE, -3, is an error instead)
-STEP_ENDS = {0: StepEnd.FULL, 1: StepEnd.EOG, 2: StepEnd.CANCELLED, -2: StepEnd.CONTEXT}
+CODES = {C.LM_ERR_ARG: ErrorKind.ARG, C.LM_ERR_CONTEXT: ErrorKind.CONTEXT,
+         C.LM_ERR_DECODE: ErrorKind.DECODE, C.LM_ERR_ALLOC: ErrorKind.ALLOC,
+         C.LM_ERR_BUFFER: ErrorKind.ARG, C.LM_ERR_STATE: ErrorKind.STATE,
+         C.LM_ERR_UNSUPPORTED: ErrorKind.UNSUPPORTED, C.LM_ERR_GRAMMAR: ErrorKind.GRAMMAR}
+# lm_generate's *status -> why the step ended (LM_ERR_DECODE is an error instead)
+STEP_ENDS = {C.LM_OK: StepEnd.FULL, C.LM_EOG: StepEnd.EOG, C.LM_CANCELLED: StepEnd.CANCELLED,
+             C.LM_ERR_CONTEXT: StepEnd.CONTEXT}
 
 # lm_capabilities() bits
-CAP_LORA, CAP_THREADS, CAP_MMAP, CAP_EMBEDDINGS, CAP_GRAMMAR, CAP_JSON_SCHEMA = 1, 2, 4, 8, 16, 32
-# lm_embed pooling types (LM_POOLING_*): None is the model's own (mean when it names none)
-POOLING: dict[str | None, int] = {None: -1, "mean": 1, "cls": 2, "last": 3}
+CAP_LORA, CAP_THREADS, CAP_MMAP = C.LM_CAP_LORA, C.LM_CAP_THREADS, C.LM_CAP_MMAP
+CAP_EMBEDDINGS, CAP_GRAMMAR, CAP_JSON_SCHEMA = (C.LM_CAP_EMBEDDINGS, C.LM_CAP_GRAMMAR,
+                                                C.LM_CAP_JSON_SCHEMA)
+# lm_embed pooling types by name, from LM_POOLING_<NAME>: None is the model's own (MODEL; mean
+# when it names none), the others "mean", "cls", "last" in the header's order
+POOLING: dict[str | None, int] = {
+    (None if name == "LM_POOLING_MODEL" else name.removeprefix("LM_POOLING_").lower()): value
+    for name, value in vars(C).items() if name.startswith("LM_POOLING_")}
+POOLING_NAMES: tuple[str, ...] = tuple(name for name in POOLING if name is not None)
 
-# why capabilities.lora is False: the only build without LoRA is the WebAssembly one
+# why capabilities.lora is False on the WebAssembly module (always compiled without LoRA)
 LORA_REASON = (
     "LoRA adapters are not applied on the WebAssembly backend in this release; "
     "use the native backend."
 )
+
+
+def lora_reason(backend: str, where: str) -> str:
+    """Why ``capabilities.lora`` is False for a library without LM_CAP_LORA: the WebAssembly
+    module never has it (:data:`LORA_REASON`); any other build was configured without it
+    (``llamart_core(... LORA OFF)`` in CMake)."""
+    if backend == "wasm":
+        return LORA_REASON
+    return (f"LoRA adapters are not applied: {where} was built without LoRA "
+            f"(llamart_core(... LORA OFF)); rebuild it with LoRA on to use adapters.")
 
 # lm_log_take's level digits -> logging levels
 LEVELS = {"0": logging.DEBUG, "1": logging.INFO, "2": logging.WARNING, "3": logging.ERROR}

@@ -1,4 +1,11 @@
-"""Locate the native library; read the C declarations from our one header (llamart.h)."""
+"""Locate the native library; read the C declarations and constants from our one header
+(llamart.h).
+
+The header's enum constants (status codes, capability bits, pooling types) are also written
+into ``_c_constants.py`` by ``python -m llamart.backends._cdefs`` (generated, never edited: the
+WebAssembly runtime has no header to read); tests/test_c_api.py checks it against the header
+and the library.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ _BEGIN = "/* LLAMART_CDEF_BEGIN */"
 _END = "/* LLAMART_CDEF_END */"
 _PACKAGE_LIB = Path(__file__).resolve().parent.parent / "_lib"
 _SOURCE_HEADER = Path(__file__).resolve().parents[2] / "core" / "llamart.h"
+_CONSTANTS_MODULE = Path(__file__).resolve().parent / "_c_constants.py"
+_ENUMERATOR = re.compile(r"\b(LM_[A-Z0-9_]+)\s*=\s*(-?\d+)")
 
 
 def lib_dir() -> Path:
@@ -44,3 +53,30 @@ def cdef_source(header: Path | None = None) -> str:
     start, end = text.index(_BEGIN) + len(_BEGIN), text.index(_END)
     body = re.sub(r"\bLM_API\s+", "", text[start:end])
     return body
+
+
+def header_constants(header: Path | None = None) -> dict[str, int]:
+    """The ``LM_*`` enum constants the header declares (between the CDEF markers), in order."""
+    body = cdef_source(header)
+    return {name: int(value) for name, value in _ENUMERATOR.findall(body)}
+
+
+def constants_source(header: Path | None = None) -> str:
+    """The text of ``_c_constants.py`` for ``header`` (the source tree's by default)."""
+    lines = ['"""The C API\'s enum constants, generated from core/llamart.h by',
+             "``python -m llamart.backends._cdefs``: do not edit (tests/test_c_api.py checks it).",
+             '"""', ""]
+    lines += [f"{name} = {value}" for name, value in
+              header_constants(header or _SOURCE_HEADER).items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    """Regenerate ``_c_constants.py`` from core/llamart.h."""
+    _CONSTANTS_MODULE.write_text(constants_source(_SOURCE_HEADER), encoding="utf-8")
+    print(f"wrote {_CONSTANTS_MODULE}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

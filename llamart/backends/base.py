@@ -53,8 +53,6 @@ class Capabilities:
     backend: str
     lora: bool
     lora_reason: str | None = None
-    logits: bool = True
-    streaming: bool = True
     mmap: bool = True
     threads: bool = True
     max_threads: int | None = None  # n_threads is capped at this (wasm: the cores); None: no cap
@@ -105,7 +103,6 @@ class Backend(Protocol):
     def detokenize(self, tokens: Sequence[int]) -> bytes: ...
     # evaluation (the KV cache starts at position 0 after reset)
     def reset(self) -> None: ...
-    def eval(self, tokens: Sequence[int]) -> None: ...
     def eval_prompt(self, tokens: Sequence[int]) -> int:
         """Evaluate a whole prompt from position 0, decoding only what follows the longest
         prefix the KV cache already holds (computed under the active adapter set: applying

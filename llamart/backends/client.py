@@ -72,7 +72,8 @@ class Ffi(Protocol):
 
 
 def string_scanner(ffi: Ffi) -> Callable[[memoryview, int, int, bool], int]:
-    """lm_gguf_scan_strings over bytes Python holds (llamart.gguf's fast path, llamart.c_scan)."""
+    """lm_gguf_scan_strings over bytes Python holds (llamart.gguf's fast path, see
+    llamart.gguf.c_scan)."""
     _c_api.check_library(ffi, "the llamart C library")
     try:
         fn = ffi.lib.lm_gguf_scan_strings
@@ -143,7 +144,7 @@ class CApiClient:
         self._caps = Capabilities(
             backend=self.name,
             lora=lora,
-            lora_reason=None if lora else LORA_REASON,
+            lora_reason=None if lora else _c_api.lora_reason(self.name, where),
             mmap=bool(bits & CAP_MMAP),
             threads=bool(bits & CAP_THREADS),
             max_threads=int(self._lib.lm_max_threads()) or None,
@@ -200,7 +201,7 @@ class CApiClient:
 
     def _lora(self) -> None:
         if not self._caps.lora:
-            raise BackendError(ErrorKind.UNSUPPORTED, LORA_REASON)
+            raise BackendError(ErrorKind.UNSUPPORTED, self._caps.lora_reason or LORA_REASON)
 
     # ---- lifecycle
     def load_model(self, path: str, params: ModelParams, n_threads: int) -> ModelInfo:
@@ -290,10 +291,6 @@ class CApiClient:
             rc = int(fn(sp, s.i32s(tokens), len(tokens)))
         if rc != 0:
             raise self._error(rc, fallback)
-
-    def eval(self, tokens: Sequence[int]) -> None:
-        self._with_tokens(self._lib.lm_eval, tokens, "evaluation failed")
-        self._drain_log()
 
     def eval_prompt(self, tokens: Sequence[int]) -> int:
         sp = self._s()

@@ -190,4 +190,7 @@ class EmscriptenFfi:
                 fs.close(stream)
             yield
         finally:
-            fs.unlink(path)
+            # only a copy that exists is removed: when fs.open failed there is none, and an
+            # ENOENT from unlink would hide the real error
+            if fs.analyzePath(path).exists:
+                fs.unlink(path)

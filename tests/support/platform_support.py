@@ -8,6 +8,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any
 
+import pytest
+
 
 @functools.cache
 def threads_available() -> bool:
@@ -31,3 +33,7 @@ def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
             coro.send(None)
     except StopIteration as stop:
         return stop.value
+
+
+needs_threads = pytest.mark.skipif(not threads_available(),
+                                   reason="this Python cannot start threads (Pyodide)")

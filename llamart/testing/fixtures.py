@@ -1,4 +1,4 @@
-"""Write every test fixture into a folder: ``python -m tests.support.fixtures OUTDIR``.
+"""Write every test fixture into a folder: ``python -m llamart.testing.fixtures OUTDIR``.
 
 Writes OUTDIR/manifest.json mapping fixture name -> file name (relative to OUTDIR), so the
 Pyodide test run (which has no numpy) can use files made natively.
@@ -77,7 +77,7 @@ def load(out: str | os.PathLike[str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m tests.support.fixtures OUTDIR", file=sys.stderr)
+        print("usage: python -m llamart.testing.fixtures OUTDIR", file=sys.stderr)
         return 2
     paths = build(args[0])
     print(f"wrote {len(paths)} fixtures to {os.path.abspath(args[0])}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from .gguf import StringScan
+from .reader import StringScan
 
 __all__ = ["c_string_scan"]
 
@@ -22,9 +22,9 @@ def c_string_scan() -> StringScan | None:
     if not _found:
         try:
             if sys.platform == "emscripten":
-                from .backends.wasm import gguf_string_scan
+                from ..backends.wasm import gguf_string_scan
             else:
-                from .backends.native import gguf_string_scan
+                from ..backends.native import gguf_string_scan
             _found.append(gguf_string_scan())
         except (ImportError, OSError):
             if sys.platform != "emscripten":

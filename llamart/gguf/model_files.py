@@ -8,9 +8,11 @@ import os
 import struct
 from typing import Any
 
-from . import gguf
+from ..errors import AdapterError, LlamartError, ModelLoadError
 from .c_scan import c_string_scan
-from .errors import AdapterError, LlamartError, ModelLoadError
+from .header import GGUFError
+from .rules import validate_adapter, validate_model
+from .summary import adapter_summary as _summary
 
 __all__ = ["adapter_summary", "check_adapter", "check_file", "check_model", "file_metadata"]
 
@@ -26,7 +28,7 @@ def check_file(path: str) -> None:
 def check_model(path: str, *, vocab_only: bool = False) -> Any:
     """The GGUF header of a loadable model (with ``vocab_only``, tensors are optional)."""
     check_file(path)
-    return _checked(ModelLoadError, path, lambda: gguf.validate_model(
+    return _checked(ModelLoadError, path, lambda: validate_model(
         path, allow_no_tensors=vocab_only, scan=c_string_scan()))
 
 
@@ -34,9 +36,9 @@ def check_adapter(path: str, base: Any, *, applicable: bool = False) -> Any:
     """The GGUF header of a LoRA adapter, checked against ``base`` (a model header) if given;
     with ``applicable``, also refused when llamart must not apply it (aLoRA)."""
     check_file(path)
-    header = _checked(AdapterError, path, lambda: gguf.validate_adapter(path, base))
+    header = _checked(AdapterError, path, lambda: validate_adapter(path, base))
     if applicable:
-        from .lora.applicable import check_applicable
+        from ..lora.applicable import check_applicable
 
         check_applicable(header)
     return header
@@ -44,7 +46,7 @@ def check_adapter(path: str, base: Any, *, applicable: bool = False) -> Any:
 
 def adapter_summary(header: Any) -> dict[str, Any]:
     """alpha, rank, targets, task_name and architecture of an adapter header."""
-    return dict(gguf.adapter_summary(header))
+    return dict(_summary(header))
 
 
 def file_metadata(header: Any) -> dict[str, str]:
@@ -56,7 +58,7 @@ def file_metadata(header: Any) -> dict[str, str]:
 def _checked(cls: type[LlamartError], path: str, check: Any) -> Any:
     try:
         return check()
-    except gguf.GGUFError as e:
+    except GGUFError as e:
         raise cls(f"{path}: {e.reason}", path=path, reason=e.reason) from e
     except (ValueError, OverflowError, struct.error, EOFError) as e:
         reason = f"unreadable GGUF header ({e})"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import glob
-import os
-
 CONVERSATIONS: dict[str, list[dict[str, str]]] = {
     "system+user": [
         {"role": "system", "content": "You are a helpful assistant."},
@@ -23,6 +20,10 @@ BOS, EOS = "<s>", "</s>"
 
 def llama_cpp_templates() -> list[str]:
     """The real chat templates that the pinned llama.cpp source ships (empty when absent)."""
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache")
-    return sorted(glob.glob(os.path.join(root, "llama_cpp_python-*", "vendor", "llama.cpp",
-                                         "models", "templates", "*.jinja")))
+    try:
+        from tools.llama_cpp_pin import source_dir
+
+        folder = source_dir() / "models" / "templates"
+    except OSError:  # no cmake/ here (Pyodide): no pinned source either
+        return []
+    return sorted(str(p) for p in folder.glob("*.jinja"))

@@ -1,12 +1,12 @@
 """The chat template of a loaded model: its own Jinja ``tokenizer.chat_template`` (or an
-override), with its BOS/EOS token texts, rendered by :mod:`llamart.chat_template`."""
+override), with its BOS/EOS token texts, rendered by :mod:`llamart.chat.template`."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from .errors import ChatTemplateError
+from ..errors import ChatTemplateError
 
 TEMPLATE_KEY = "tokenizer.chat_template"
 
@@ -26,11 +26,11 @@ def bos_text(header: Any) -> str:
 
 
 def model_chat_template(header: Any, path: str, override: str | None) -> Any:
-    """The :class:`~llamart.chat_template.ChatTemplate` for a model (``override`` first).
+    """The :class:`~llamart.chat.template.ChatTemplate` for a model (``override`` first).
 
     A model without a template and no override is a ChatTemplateError naming the model.
     """
-    from .chat_template import ChatTemplate  # jinja2 is imported only when a chat needs it
+    from .template import ChatTemplate  # jinja2 is imported only when a chat needs it
 
     name = os.path.basename(path)
     source = override if override is not None else header.value(TEMPLATE_KEY)
