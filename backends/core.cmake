@@ -19,7 +19,7 @@ set(LLAMART_CORE_SOURCES errors.cpp session.cpp text.cpp eval.cpp sampling.cpp a
     embed.cpp gguf_scan.cpp cpu_backends.cpp grammar.cpp common_support.cpp slots.cpp)
 list(TRANSFORM LLAMART_CORE_SOURCES PREPEND "${_llamart_core_dir}/")
 # llama.cpp's JSON-schema -> GBNF converter and what it needs from common/ (common.cpp is not
-# built: core/common_support.cpp has the three string helpers it calls); nlohmann json comes
+# built: backends/common_support.cpp has the three string helpers it calls); nlohmann json comes
 # from llama.cpp's vendor/.  grammar.cpp also uses llama.cpp's GBNF parser (src/llama-grammar.h).
 set(LLAMART_COMMON_SOURCES json-schema-to-grammar.cpp json-schema.cpp json.cpp trie.cpp unicode.cpp)
 list(TRANSFORM LLAMART_COMMON_SOURCES PREPEND "${LLAMART_LLAMA_DIR}/common/")

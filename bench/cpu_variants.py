@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="write docs/benchmarks.md's section")
     args = ap.parse_args()
     from llamart import pinned_models
-    from llamart.backends.native import NativeBackend
+    from llamart.bindings.native import NativeBackend
 
     table = NativeBackend().cpu_variants()
     runnable = {n for n, s, _ in table if s > 0}

@@ -1,6 +1,6 @@
 """The Backend protocol's contract, checked on the native and WebAssembly backends and on the
 FakeBackend users test with (llamart.testing): the fake must behave as the real ones do on every
-call llamart/backends/base.py lists, so tests written against it hold on llama.cpp.
+call llamart/bindings/base.py lists, so tests written against it hold on llama.cpp.
 
 The native backend runs natively, the wasm one in Pyodide (``python -m tools.pyodide_runner
 --runtime node|chromium``); each is skipped, saying so, where it cannot run. No numpy or gguf.
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from llamart.backends.base import (
+from llamart.bindings.base import (
     Backend,
     BackendError,
     Capabilities,
@@ -41,7 +41,7 @@ WHERE = {
 def _make(name: str) -> Backend:
     if name == "fake":
         return FakeBackend()
-    from llamart.engine import _resolve_backend  # the name -> Backend table Engine(name) uses
+    from llamart.engine.engine import _resolve_backend  # the name -> Backend table Engine(name) uses
 
     return _resolve_backend(name)
 

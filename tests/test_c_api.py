@@ -1,4 +1,4 @@
-"""The llamart C API's contract (core/llamart.h), natively and in Pyodide.
+"""The llamart C API's contract (backends/llamart.h), natively and in Pyodide.
 
 Calls go straight to the C functions through the backend's FFI adapter (cffi natively, the
 emscripten module in Pyodide), so what is checked is the C layer itself: every failing call
@@ -23,7 +23,7 @@ import pytest
 
 import llamart
 from llamart import Engine, LlamartError
-from llamart.backends import _c_api
+from llamart.bindings import _c_api
 from llamart.params import GenerationParams, ModelParams
 from tests.support.platform_support import threads_available
 
@@ -263,8 +263,8 @@ def test_capabilities_come_from_the_library(backend: Any) -> None:
 def test_a_native_build_without_lora_does_not_blame_webassembly() -> None:
     """The reason for ``lora=False`` names the library, not WebAssembly, on any other build
     (here the native library with its LM_CAP_LORA bit masked)."""
-    from llamart.backends.client import CApiClient
-    from llamart.backends.ffi_cffi import CffiFfi
+    from llamart.bindings.client import CApiClient
+    from llamart.bindings.ffi_cffi import CffiFfi
     from llamart.errors import UnsupportedCapabilityError
 
     class NoLora:
@@ -315,14 +315,14 @@ def test_a_version_mismatch_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, at
 
 @native_only
 def test_the_c_constants_are_the_headers() -> None:
-    """_c_constants.py is what its generator makes of core/llamart.h, and cffi (which parses
+    """_c_constants.py is what its generator makes of backends/llamart.h, and cffi (which parses
     the installed header) sees the same numbers."""
-    from llamart.backends import _c_constants, _cdefs
-    from llamart.backends.ffi_cffi import library
+    from llamart.bindings import _c_constants, _cdefs
+    from llamart.bindings.ffi_cffi import library
 
-    source = REPO / "core" / "llamart.h"
+    source = REPO / "backends" / "llamart.h"
     assert Path(_c_constants.__file__).read_text(encoding="utf-8") == \
-        _cdefs.constants_source(source), "run python -m llamart.backends._cdefs"
+        _cdefs.constants_source(source), "run python -m llamart.bindings._cdefs"
     constants = _cdefs.header_constants(source)
     assert len(constants) >= 20 and constants["LM_ERR_BUFFER"] == -5
     _, lib, _ = library()
@@ -332,9 +332,9 @@ def test_the_c_constants_are_the_headers() -> None:
 
 def test_the_c_constants_mapping() -> None:
     """What each constant means to Python (every runtime)."""
-    from llamart import embedding
-    from llamart.backends import _c_constants as C
-    from llamart.backends.base import ErrorKind, StepEnd
+    from llamart.bindings import _c_constants as C
+    from llamart.bindings.base import ErrorKind, StepEnd
+    from llamart.engine import embedding
     from llamart.gguf import reader
 
     named = vars(C)
@@ -359,7 +359,7 @@ def test_the_c_constants_mapping() -> None:
 
 def test_the_library_speaks_the_c_constants(backend: Any) -> None:
     """The loaded library (native or WebAssembly) returns only the constants Python knows."""
-    from llamart.backends import _c_constants as C
+    from llamart.bindings import _c_constants as C
 
     known = sum(v for n, v in vars(C).items() if n.startswith("LM_CAP_"))
     assert int(backend._lib.lm_capabilities()) & ~known == 0
@@ -377,7 +377,7 @@ def test_one_version_source() -> None:
     assert 'dynamic = ["version"]' in pyproject
     assert 'metadata.version.input = "llamart/_version.py"' in pyproject
     assert not re.search(r"^version\s*=", pyproject, re.M)
-    assert "_version.py" in (REPO / "core" / "core.cmake").read_text(encoding="utf-8")
+    assert "_version.py" in (REPO / "backends" / "core.cmake").read_text(encoding="utf-8")
 
 
 # ---- ownership: a dropped backend frees its session ----

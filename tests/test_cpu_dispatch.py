@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from llamart.backends._cdefs import lib_dir
+from llamart.bindings._cdefs import lib_dir
 
 # ggml feature name -> /proc/cpuinfo flag (ggml/src/ggml-cpu/arch/x86/cpu-feats.cpp checks)
 CPUINFO_FLAG = {
@@ -111,7 +111,7 @@ _TOL = {"model_f32": 2e-3, "smollm2": 0.06}
 
 
 def _variant_table() -> list[tuple[str, int, str]]:
-    from llamart.backends.native import NativeBackend
+    from llamart.bindings.native import NativeBackend
 
     return NativeBackend().cpu_variants()
 

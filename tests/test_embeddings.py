@@ -172,7 +172,7 @@ def test_too_long_is_refused_and_the_engine_works(engine: Engine, fx: dict[str, 
     assert engine.embed("hello")[0].tobytes() == before.tobytes()
     assert engine.complete("hello", max_tokens=3, temperature=0.0) is not None
     # below the Python check, the C core refuses too (no llama.cpp abort)
-    from llamart.backends.base import BackendError, ErrorKind
+    from llamart.bindings.base import BackendError, ErrorKind
 
     backend = engine._backend  # noqa: SLF001 - the backend's own refusal
     with pytest.raises(BackendError) as info:

@@ -116,7 +116,7 @@ def test_agenerate_task_cancel_releases(fake_loaded: Engine, fake: FakeBackend, 
 # ---- the generation object ----
 
 def test_async_generation_object(fake_loaded: Engine, fake: FakeBackend) -> None:
-    from llamart.async_generation import AsyncGeneration
+    from llamart.engine.async_generation import AsyncGeneration
 
     fake.script = byte_tokens(b"abc") + [EOS]
     agen = fake_loaded.agenerate("x", max_tokens=5, seed=9)
@@ -136,7 +136,7 @@ def test_async_generation_object(fake_loaded: Engine, fake: FakeBackend) -> None
 # ---- chat: streaming, and the template in public ----
 
 def test_achat_streams_the_reply(fake_loaded: Engine, fake: FakeBackend) -> None:
-    from llamart.async_generation import AsyncGeneration
+    from llamart.engine.async_generation import AsyncGeneration
 
     messages = [{"role": "user", "content": "hi"}]
 

@@ -60,7 +60,7 @@ def test_chat_without_template(fake_files) -> None:
 # ---- chat: streaming, and the template in public ----
 
 def test_chat_stream(fake_loaded: Engine, fake: FakeBackend) -> None:
-    from llamart.generation import Generation
+    from llamart.engine.generation import Generation
 
     messages = [{"role": "user", "content": "hi"}]
     fake.script = byte_tokens(b"Hi there") + [EOS]

@@ -21,7 +21,7 @@ from llamart import (
     LlamartError,
     ModelParams,
 )
-from llamart.backends.base import ErrorKind
+from llamart.bindings.base import ErrorKind
 from llamart.testing.fake import BOS, EOS, N_VOCAB, FakeBackend, byte_tokens, word_token
 from tests.support.fake_engine import logits_of
 from tests.support.platform_support import needs_threads, run_coroutine
@@ -417,7 +417,7 @@ def test_concurrent_calls_are_serialized(fake_loaded: Engine, fake: FakeBackend,
 # ---- the generation object ----
 
 def test_generate_returns_a_generation(fake_loaded: Engine, fake: FakeBackend) -> None:
-    from llamart.generation import Generation
+    from llamart.engine.generation import Generation
 
     fake.script = byte_tokens(b"abc") + [EOS]
     gen = fake_loaded.generate("x", max_tokens=10, seed=3)

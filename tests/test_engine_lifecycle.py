@@ -27,7 +27,7 @@ from llamart import (
     UnsupportedCapabilityError,
     _version,
 )
-from llamart.backends.base import BackendError, ErrorKind
+from llamart.bindings.base import BackendError, ErrorKind
 from llamart.engine import default_backend_name, default_threads
 from llamart.errors import from_backend_error
 from llamart.testing.fake import BOS, N_VOCAB, FakeBackend, byte_tokens, word_token

@@ -19,7 +19,7 @@ from llamart import (
     ModelParams,
     UnsupportedCapabilityError,
 )
-from llamart.backends.base import BackendError, ErrorKind
+from llamart.bindings.base import BackendError, ErrorKind
 from llamart.testing.fake import FakeBackend
 from tests.support.fake_engine import logits_of
 
@@ -262,7 +262,7 @@ def test_lora_strict_mode(fake_files) -> None:
 
 @pytest.fixture
 def adapter_set(fake: FakeBackend, fake_files, tmp_path, monkeypatch: pytest.MonkeyPatch):
-    from llamart.adapter_set import AdapterSet
+    from llamart.engine.adapter_set import AdapterSet
 
     monkeypatch.chdir(tmp_path)  # adapters "a", "b", "c" are files here (the fake opens them)
     for name in ("a", "b", "c"):

@@ -373,7 +373,7 @@ def test_greedy_steps_follow_the_logits_token_by_token(loaded: Engine) -> None:
 
 
 def test_cancel_request_stops_a_step_before_its_next_token(loaded: Engine) -> None:
-    from llamart.backends.base import StepEnd
+    from llamart.bindings.base import StepEnd
 
     backend = loaded._backend  # the protocol call cancel() makes from another thread
     backend.reset()
@@ -390,7 +390,7 @@ def test_cancel_request_stops_a_step_before_its_next_token(loaded: Engine) -> No
 
 @pytest.mark.skipif(sys.platform == "emscripten", reason="native backend only")
 def test_native_declarations_come_prebuilt() -> None:
-    code = ("import sys; from llamart.backends.ffi_cffi import library; library(); "
+    code = ("import sys; from llamart.bindings.ffi_cffi import library; library(); "
             "print('pycparser' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)

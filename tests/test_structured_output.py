@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from llamart import Engine, GenerationParams, GrammarError, UnsupportedCapabilityError
-from llamart.structured import ANY_JSON_OBJECT, response_format_schema
+from llamart.engine.structured import ANY_JSON_OBJECT, response_format_schema
 from llamart.testing import FakeBackend
 from tests.support.platform_support import run_coroutine
 

@@ -53,7 +53,7 @@ def _run_wasm(model: str) -> dict:
 
 
 def _run_native(model: str) -> dict:
-    from llamart.backends.native import NativeBackend
+    from llamart.bindings.native import NativeBackend
     from llamart.params import GenerationParams, ModelParams
 
     backend = NativeBackend()

@@ -1,5 +1,5 @@
 """How the emscripten FFI adapter stages a model file into the WebAssembly module's own file
-system (llamart/backends/ffi_emscripten.py, ``EmscriptenFfi.staged``).
+system (llamart/bindings/ffi_emscripten.py, ``EmscriptenFfi.staged``).
 
 The module's FS is a stand-in here (the calls ``staged`` makes: analyzePath, mkdir, open,
 write, close, unlink, with emscripten's ENOENT on a missing file), so this runs natively as
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from llamart.backends.ffi_emscripten import EmscriptenFfi
+from llamart.bindings.ffi_emscripten import EmscriptenFfi
 
 
 class FakeFS:

@@ -1,4 +1,4 @@
-"""Facts about our C API (core/llamart.h): its codes, capability bits, version check and log.
+"""Facts about our C API (backends/llamart.h): its codes, capability bits, version check and log.
 
 The numbers are the header's own (``_c_constants``, generated from it); this module only says
 what each means to Python.

@@ -1,5 +1,5 @@
-"""The C API's enum constants, generated from core/llamart.h by
-``python -m llamart.backends._cdefs``: do not edit (tests/test_c_api.py checks it).
+"""The C API's enum constants, generated from backends/llamart.h by
+``python -m llamart.bindings._cdefs``: do not edit (tests/test_c_api.py checks it).
 """
 
 LM_OK = 0

@@ -2,7 +2,7 @@
 (llamart.h).
 
 The header's enum constants (status codes, capability bits, pooling types) are also written
-into ``_c_constants.py`` by ``python -m llamart.backends._cdefs`` (generated, never edited: the
+into ``_c_constants.py`` by ``python -m llamart.bindings._cdefs`` (generated, never edited: the
 WebAssembly runtime has no header to read); tests/test_c_api.py checks it against the header
 and the library.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 _BEGIN = "/* LLAMART_CDEF_BEGIN */"
 _END = "/* LLAMART_CDEF_END */"
 _PACKAGE_LIB = Path(__file__).resolve().parent.parent / "_lib"
-_SOURCE_HEADER = Path(__file__).resolve().parents[2] / "core" / "llamart.h"
+_SOURCE_HEADER = Path(__file__).resolve().parents[2] / "backends" / "llamart.h"
 _CONSTANTS_MODULE = Path(__file__).resolve().parent / "_c_constants.py"
 _ENUMERATOR = re.compile(r"\b(LM_[A-Z0-9_]+)\s*=\s*(-?\d+)")
 
@@ -63,8 +63,8 @@ def header_constants(header: Path | None = None) -> dict[str, int]:
 
 def constants_source(header: Path | None = None) -> str:
     """The text of ``_c_constants.py`` for ``header`` (the source tree's by default)."""
-    lines = ['"""The C API\'s enum constants, generated from core/llamart.h by',
-             "``python -m llamart.backends._cdefs``: do not edit (tests/test_c_api.py checks it).",
+    lines = ['"""The C API\'s enum constants, generated from backends/llamart.h by',
+             "``python -m llamart.bindings._cdefs``: do not edit (tests/test_c_api.py checks it).",
              '"""', ""]
     lines += [f"{name} = {value}" for name, value in
               header_constants(header or _SOURCE_HEADER).items()]
@@ -72,7 +72,7 @@ def constants_source(header: Path | None = None) -> str:
 
 
 def main() -> int:
-    """Regenerate ``_c_constants.py`` from core/llamart.h."""
+    """Regenerate ``_c_constants.py`` from backends/llamart.h."""
     _CONSTANTS_MODULE.write_text(constants_source(_SOURCE_HEADER), encoding="utf-8")
     print(f"wrote {_CONSTANTS_MODULE}")
     return 0

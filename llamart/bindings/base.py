@@ -16,7 +16,7 @@ from ..params import GenerationParams, ModelParams
 
 
 class ErrorKind:
-    """Why a backend call failed (mirrors the LM_ERR_* codes of core/llamart.h)."""
+    """Why a backend call failed (mirrors the LM_ERR_* codes of backends/llamart.h)."""
 
     ARG = "arg"
     CONTEXT = "context"
@@ -159,7 +159,7 @@ class Backend(Protocol):
 
 @runtime_checkable
 class ParallelBackend(Protocol):
-    """The slot calls of a backend with ``capabilities.parallel`` (core/slots.cpp): a model
+    """The slot calls of a backend with ``capabilities.parallel`` (backends/slots.cpp): a model
     loaded with ``ModelParams.n_parallel`` > 1 has that many sequences (slots) in one context.
     Only the Engine's scheduler calls them."""
 

@@ -1,4 +1,4 @@
-"""The one client of our C API (core/llamart.h): the :class:`Backend` calls, over an FFI adapter.
+"""The one client of our C API (backends/llamart.h): the :class:`Backend` calls over an FFI.
 
 Both runtimes run this code: natively the adapter is cffi (ffi_cffi.py), in Pyodide it is the
 emscripten module's heap and exports (ffi_emscripten.py). An adapter holds only how memory and
@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from ..params import GenerationParams, ModelParams
 from . import _c_api
+from . import _c_constants as C
 from ._c_api import (
     CAP_EMBEDDINGS,
     CAP_GRAMMAR,
@@ -123,7 +124,7 @@ class _Adapter:
 
 
 class CApiClient:
-    """A :class:`~llamart.backends.base.Backend` over the llamart C API through ``ffi``."""
+    """A :class:`~llamart.bindings.base.Backend` over the llamart C API through ``ffi``."""
 
     name = "c-api"
 
@@ -373,7 +374,7 @@ class CApiClient:
         if self._release.alive:
             self._ffi.set_i32(self._cancel, 1)
 
-    # ---- parallel sequences (a session loaded with n_parallel > 1; see core/slots.cpp)
+    # ---- parallel sequences (a session loaded with n_parallel > 1; see backends/slots.cpp)
     def _rc(self, rc: Any, fallback: str, default: str = ErrorKind.ARG) -> int:
         rc = int(rc)
         if rc < 0:
@@ -426,7 +427,7 @@ class CApiClient:
             rc = int(self._lib.lm_step(sp, s.i32s(slots), s.i32s(budgets), n, rounds, toks,
                                        counts, status, self._cancel))
             self._drain_log()
-            if rc == -2:  # LM_ERR_CONTEXT: no room in the KV cache for this batch
+            if rc == C.LM_ERR_CONTEXT:  # no room in the KV cache for this batch
                 return [], True, ""
             if rc < 0:
                 raise self._error(rc, "decoding failed")
@@ -434,7 +435,7 @@ class CApiClient:
             cnt = self._ffi.read_i32s(counts, n)
             st = self._ffi.read_i32s(status, n)
         reason = ""
-        if any(x < 0 and x != -2 for x in st):
+        if any(x < 0 and x != C.LM_ERR_CONTEXT for x in st):
             reason = self._ffi.string(self._lib.lm_last_error()).strip()
         return [(flat[i * rounds:i * rounds + cnt[i]], st[i]) for i in range(n)], False, reason
 

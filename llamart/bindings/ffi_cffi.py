@@ -102,7 +102,7 @@ class _Scope:
 
 
 class CffiFfi:
-    """The :class:`~llamart.backends.client.Ffi` of the native library."""
+    """The :class:`~llamart.bindings.client.Ffi` of the native library."""
 
     def __init__(self) -> None:
         self._ffi, self.lib, self.path = library()

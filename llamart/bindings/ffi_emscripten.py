@@ -105,7 +105,7 @@ class _Scope:
 
 
 class EmscriptenFfi:
-    """The :class:`~llamart.backends.client.Ffi` of the WebAssembly module."""
+    """The :class:`~llamart.bindings.client.Ffi` of the WebAssembly module."""
 
     NULL = 0
 

@@ -11,8 +11,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .backends.base import Backend
-from .errors import backend_errors, logged_backend_errors
+from ..bindings.base import Backend
+from ..errors import backend_errors, logged_backend_errors
 from .inputs import fspath
 
 __all__ = ["AdapterCache", "check_lora_arg"]

@@ -13,14 +13,14 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .backends.base import Backend, Capabilities
-from .errors import (
+from ..bindings.base import Backend, Capabilities
+from ..errors import (
     LoraUnsupportedWarning,
     UnsupportedCapabilityError,
     backend_errors,
     logged_backend_errors,
 )
-from .gguf.model_files import adapter_summary, check_adapter, file_metadata
+from ..gguf.model_files import adapter_summary, check_adapter, file_metadata
 
 if TYPE_CHECKING:
     from .model_state import LoadedModel

@@ -1,4 +1,4 @@
-"""The async twin of a :class:`~llamart.generation.Generation`.
+"""The async twin of a :class:`~llamart.engine.generation.Generation`.
 
 Each token is computed in a worker thread (inline where Python has no threads, e.g. Pyodide),
 so the event loop keeps running while the model works.

@@ -1,7 +1,7 @@
 """Embeddings: checking ``Engine.embed``'s arguments and running it on a backend.
 
 One vector per text, from a llama.cpp context of its own (made on the first call, remade when
-the pooling type changes; see core/embed.cpp), so embedding never disturbs a generation.
+the pooling type changes; see backends/embed.cpp), so embedding never disturbs a generation.
 Decisions (also in the README):
 
 * ``pooling=None`` is the model's own (its GGUF's ``<arch>.pooling_type``). A model that names
@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from .backends._c_api import POOLING_NAMES
-from .backends.base import Backend
-from .errors import ContextOverflowError, UnsupportedCapabilityError, backend_errors
+from ..bindings._c_api import POOLING_NAMES
+from ..bindings.base import Backend
+from ..errors import ContextOverflowError, UnsupportedCapabilityError, backend_errors
+from ..params import check_bool
 from .inputs import tokenize
-from .params import check_bool
 
 POOLINGS = POOLING_NAMES  # "mean", "cls", "last": the C API's LM_POOLING_* names
 

@@ -1,10 +1,10 @@
 """The Engine: the public face of llamart, the same on every backend.
 
 The Engine checks arguments and state once, maps backend failures to public exceptions and
-serialises calls; a :class:`~llamart.backends.base.Backend` only runs llama.cpp. The loaded
-model is one record (:class:`~llamart.model_state.LoadedModel`, with its
-:class:`~llamart.adapter_set.AdapterSet`); a generation is an object
-(:class:`~llamart.generation.Generation`). Decisions worth knowing (also in the README):
+serialises calls; a :class:`~llamart.bindings.base.Backend` only runs llama.cpp. The loaded
+model is one record (:class:`~llamart.engine.model_state.LoadedModel`, with its
+:class:`~llamart.engine.adapter_set.AdapterSet`); a generation is an object
+(:class:`~llamart.engine.generation.Generation`). Decisions worth knowing (also in the README):
 
 * Adapters are keyed by ``os.fspath(path)``, the string the caller passed: the same file
   spelt two ways counts as two adapters. ``loras`` keeps the order adapters were first set;
@@ -35,23 +35,16 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from . import embedding, inputs, structured
-from .adapter_cache import check_lora_arg
-from .adapter_set import lora_metadata, lora_unavailable
-from .async_generation import AsyncGeneration
-from .backends.base import Backend, Capabilities, ModelInfo
-from .errors import (
+from ..bindings.base import Backend, Capabilities, ModelInfo
+from ..errors import (
     EngineStateError,
     LlamartError,
     UnsupportedCapabilityError,
     backend_errors,
     logged_backend_errors,
 )
-from .generation import FINISH_REASONS, Generation, GenerationRun
-from .gguf.model_files import check_adapter, check_model
-from .inputs import fspath, model_prompt_tokens
-from .model_state import LoadedModel
-from .params import (
+from ..gguf.model_files import check_adapter, check_model
+from ..params import (
     UNSET,
     GenerationParams,
     ModelParams,
@@ -63,6 +56,13 @@ from .params import (
     model_signature,
     sampling_signature,
 )
+from . import embedding, inputs, structured
+from .adapter_cache import check_lora_arg
+from .adapter_set import lora_metadata, lora_unavailable
+from .async_generation import AsyncGeneration
+from .generation import FINISH_REASONS, Generation, GenerationRun
+from .inputs import fspath, model_prompt_tokens
+from .model_state import LoadedModel
 from .scheduled_run import ScheduledRun
 from .scheduler import Request
 from .structured import check_structured
@@ -76,8 +76,8 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "FINISH_REASONS", "default_backend_name", "default_threads"]
 
 _BACKENDS = {
-    "native": ("llamart.backends.native", "NativeBackend"),
-    "wasm": ("llamart.backends.wasm", "WasmBackend"),
+    "native": ("llamart.bindings.native", "NativeBackend"),
+    "wasm": ("llamart.bindings.wasm", "WasmBackend"),
 }
 Messages = Sequence[Mapping[str, str]]
 
@@ -138,7 +138,7 @@ class Engine:
     """Load a GGUF model, generate text, and manage LoRA adapters on any backend.
 
     ``Engine()`` picks the backend for the platform; ``Engine("native")`` or
-    ``Engine("wasm")`` names one; a :class:`~llamart.backends.base.Backend` instance is used
+    ``Engine("wasm")`` names one; a :class:`~llamart.bindings.base.Backend` instance is used
     as is. With ``strict=True``, LoRA calls on a backend without LoRA raise
     UnsupportedCapabilityError instead of warning and doing nothing.
     """
@@ -251,7 +251,7 @@ class Engine:
         ``vocab_only``, only the vocabulary is loaded (no weights, no context).
         ``chat_template`` (Jinja) replaces the model's own ``tokenizer.chat_template``.
         ``n_parallel`` > 1 gives the model that many sequences in one context: calls from
-        many threads or tasks run at once and are batched (:mod:`llamart.scheduler`); evicted
+        many threads or tasks run at once and are batched (:mod:`llamart.engine.scheduler`); evicted
         sequences keep their KV in a prompt cache of ``prompt_cache_mb`` MB.
         """
         mp = model_params(n_ctx, {"n_batch": n_batch, "n_threads": n_threads,
@@ -430,7 +430,7 @@ class Engine:
         ``normalize`` scales each vector to unit length. Computed in a context of their own,
         with the active LoRA adapters: a generation (even one streaming now) is not disturbed.
         A text over ``min(n_ctx, n_batch)`` tokens raises ContextOverflowError. See
-        :mod:`llamart.embedding`.
+        :mod:`llamart.engine.embedding`.
         """
         return embedding.embed(self._backend, texts, normalize, pooling,
                                self._with_model("compute embeddings", idle=False, weights=True))
@@ -492,7 +492,7 @@ class Engine:
         """The assistant's reply to ``messages`` (see :meth:`apply_chat_template`): the text,
         or with ``stream=True`` a :class:`Generation` of it; it ends at the end of the turn.
         ``response_format`` (OpenAI's or llama-cpp-python's shapes, see
-        :func:`~llamart.structured.response_format_schema`) makes the reply JSON."""
+        :func:`~llamart.engine.structured.response_format_schema`) makes the reply JSON."""
         check_bool("stream", stream)
         gen = self._chat("chat", messages, max_tokens, params, chat_template, template_kwargs,
                          response_format, options, lora)

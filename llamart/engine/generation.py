@@ -14,8 +14,8 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .backends.base import StepEnd
-from .params import GenerationParams
+from ..bindings.base import StepEnd
+from ..params import GenerationParams
 
 if TYPE_CHECKING:
     from .engine import Engine

@@ -3,7 +3,7 @@ and the way text becomes tokens and tokens text.
 
 TypeError for a wrong type, ValueError for a bad value, each naming the argument. Functions
 given a ``guard`` (the engine's lock and loaded-model check, a context manager yielding the
-:class:`~llamart.model_state.LoadedModel`) check their arguments first, then enter it.
+:class:`~llamart.engine.model_state.LoadedModel`) check their arguments first, then enter it.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from .chat.model_template import bos_text, model_chat_template
-from .errors import ContextOverflowError, backend_errors
-from .params import check_bool, check_template
+from ..chat.model_template import bos_text, model_chat_template
+from ..errors import ContextOverflowError, backend_errors
+from ..params import check_bool, check_template
 
 if TYPE_CHECKING:
-    from .backends.base import Backend
+    from ..bindings.base import Backend
     from .model_state import LoadedModel
 
 __all__ = ["chat_prompt", "check_messages", "check_tokens", "detokenize", "fspath",

@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..bindings.base import Backend, ModelInfo
+from ..errors import EngineStateError, logged_backend_errors
+from ..gguf.model_files import check_adapter
+from ..params import ModelParams
 from .adapter_cache import AdapterCache
 from .adapter_set import AdapterSet
-from .backends.base import Backend, ModelInfo
-from .errors import EngineStateError, logged_backend_errors
-from .gguf.model_files import check_adapter
-from .params import ModelParams
 from .scheduler import Scheduler
 
 __all__ = ["LoadedModel"]

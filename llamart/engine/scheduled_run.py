@@ -7,9 +7,9 @@ import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import backend_errors
+from ..errors import backend_errors
+from ..params import GenerationParams
 from .generation import TextStream
-from .params import GenerationParams
 from .scheduler import Request, Scheduler
 
 __all__ = ["ScheduledRun"]

@@ -32,15 +32,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends.base import BackendError, ParallelBackend
-from .params import GenerationParams
+from ..bindings import _c_constants as C
+from ..bindings._c_api import kind
+from ..bindings.base import BackendError, ParallelBackend
+from ..params import GenerationParams
 
 __all__ = ["AdapterKey", "PromptCache", "Request", "Scheduler"]
 
 AdapterKey = tuple[tuple[str, float], ...]  # ((path, scale), ...) in order; () = base model
 
-# lm_step's per-slot status codes (core/llamart.h: LM_OK, LM_EOG, LM_ERR_CONTEXT, ...)
-_OK, _EOG, _CONTEXT = 0, 1, -2
+# lm_step's per-slot status codes
+_OK, _EOG, _CONTEXT = C.LM_OK, C.LM_EOG, C.LM_ERR_CONTEXT
 STEP_BUDGET_S = 0.05  # a step runs up to about this long, so new requests wait little
 MAX_ROUNDS = 16
 _SAVE_MIN_TOKENS = 16  # shorter KV states are not worth keeping in the prompt cache
@@ -365,12 +367,6 @@ class Scheduler:
         elif status == _CONTEXT:
             self._finish(r, "context")
         elif status != _OK:
-            self._finish(r, "error", BackendError(_kind(status), reason or "sampling failed"))
+            self._finish(r, "error", BackendError(kind(status), reason or "sampling failed"))
         elif r.produced >= r.params.max_tokens:
             self._finish(r, "length")
-
-
-def _kind(code: int) -> str:
-    from .backends._c_api import kind
-
-    return kind(code)

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from .backends.base import Backend
-from .errors import UnsupportedCapabilityError, backend_errors
-from .params import GenerationParams, check_generation_params, check_grammar, check_json_schema
+from ..bindings.base import Backend
+from ..errors import UnsupportedCapabilityError, backend_errors
+from ..params import GenerationParams, check_generation_params, check_grammar, check_json_schema
 
 __all__ = ["ANY_JSON_OBJECT", "check_structured", "grammar_matches", "json_schema_to_grammar",
            "require", "response_format_schema", "with_response_format"]

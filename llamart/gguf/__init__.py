@@ -8,7 +8,7 @@ against llama.cpp's rules, describe it.
 - :mod:`.summary`: :func:`model_summary`, :func:`adapter_summary`.
 
 The parser modules above import nothing else from llamart (but the C API's constants,
-``llamart.backends._c_constants``, a generated data module): a caller that has the C library
+``llamart.bindings._c_constants``, a generated data module): a caller that has the C library
 passes its string walk as ``scan=``. Two bridges sit beside them and are not imported here:
 
 - :mod:`.c_scan`: :func:`~llamart.gguf.c_scan.c_string_scan`, the C library's string walk of

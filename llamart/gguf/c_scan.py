@@ -22,9 +22,9 @@ def c_string_scan() -> StringScan | None:
     if not _found:
         try:
             if sys.platform == "emscripten":
-                from ..backends.wasm import gguf_string_scan
+                from ..bindings.wasm import gguf_string_scan
             else:
-                from ..backends.native import gguf_string_scan
+                from ..bindings.native import gguf_string_scan
             _found.append(gguf_string_scan())
         except (ImportError, OSError):
             if sys.platform != "emscripten":

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from ..backends._c_constants import LM_ERR_BUFFER  # a data module: gguf/ uses no backend
+from ..bindings._c_constants import LM_ERR_BUFFER  # a data module: gguf/ uses no backend
 from .header import GGUFError, GGUFHeader, LazyArray, TensorInfo, decode_all
 from .spec import (
     ARRAY,

@@ -32,8 +32,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..backends._c_api import POOLING_NAMES
-from ..backends.base import BackendError, Capabilities, ErrorKind, ModelInfo, StepEnd
+from ..bindings._c_api import POOLING_NAMES
+from ..bindings.base import BackendError, Capabilities, ErrorKind, ModelInfo, StepEnd
 from ..params import GenerationParams, ModelParams
 
 UNK, BOS, EOS = 0, 1, 2
@@ -68,7 +68,7 @@ class FakeAdapter:
 
 
 class FakeBackend:
-    """A :class:`~llamart.backends.base.Backend` in pure Python: ``Engine(FakeBackend())``.
+    """A :class:`~llamart.bindings.base.Backend` in pure Python: ``Engine(FakeBackend())``.
 
     It loads any existing file (the Engine checks it is GGUF first: write one with
     :mod:`llamart.testing.gguf_writer`), tokenizes bytes and a few words, samples from
