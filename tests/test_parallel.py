@@ -335,3 +335,29 @@ def test_smollm2_concurrent_streams_agree_with_a_lone_engine(real_model, record_
                                  f"tokens: {same}/8 identical to a lone engine, "
                                  f"{first}/8 agree on the first 12 characters")
     assert same >= 4 and first >= 6, (got, want)
+
+
+def test_embed_uses_the_engines_set_or_its_own_not_the_last_steps(par, fx) -> None:
+    """Found by the server's tests: after a step under adapter A, embed() on a parallel engine
+    must still use the engine's set (here the base) unless it names its own."""
+    engine = par(2)
+    if not engine.capabilities.lora:
+        pytest.skip("needs LoRA")
+    a = fx["lora_a"]
+    with Engine() as lone:
+        lone.load_model(fx["model_f32"], n_ctx=512, n_threads=1)
+        base = list(lone.embed("hello world")[0])
+        lone.set_lora(a, 1.0)
+        with_a = list(lone.embed("hello world")[0])
+    assert max(abs(x - y) for x, y in zip(base, with_a, strict=True)) > 1e-3
+    engine.complete("x", max_tokens=4, lora={a: 1.0})  # the last step applied A
+    got = list(engine.embed("hello world")[0])
+    assert max(abs(x - y) for x, y in zip(got, base, strict=True)) < 1e-5
+    got = list(engine.embed("hello world", lora={a: 1.0})[0])
+    assert max(abs(x - y) for x, y in zip(got, with_a, strict=True)) < 1e-5
+    engine.set_lora(a, 1.0)  # the engine's own set now
+    got = list(engine.embed("hello world")[0])
+    assert max(abs(x - y) for x, y in zip(got, with_a, strict=True)) < 1e-5
+    # and the generations after it are still right
+    want = _lone(fx["model_f32"], [("hello", {})])
+    assert engine.complete("hello", max_tokens=N_TOKENS, temperature=0, lora={}) == want[0]

@@ -423,17 +423,45 @@ class Engine:
                 self._backend.reset()
 
     def embed(self, texts: str | Sequence[str], normalize: bool = True,
-              pooling: str | None = None) -> list[array.array]:
+              pooling: str | None = None, *,
+              lora: Mapping[str, float] | None = None) -> list[array.array]:
         """One embedding (``array.array('f')``, n_embd floats) per text; a str is one text.
 
         ``pooling`` is "mean", "cls", "last" or None (the model's own; mean when it names none);
         ``normalize`` scales each vector to unit length. Computed in a context of their own,
-        with the active LoRA adapters: a generation (even one streaming now) is not disturbed.
-        A text over ``min(n_ctx, n_batch)`` tokens raises ContextOverflowError. See
-        :mod:`llamart.engine.embedding`.
+        with the engine's LoRA adapters (or ``lora=``'s set, as on generate): a generation
+        (even one streaming now) is not disturbed. A text over ``min(n_ctx, n_batch)`` tokens
+        raises ContextOverflowError. See :mod:`llamart.engine.embedding`.
         """
+        override = check_lora_arg(lora)
+        if override and lora_unavailable(self.capabilities, self._strict, "lora="):
+            override = None
         return embedding.embed(self._backend, texts, normalize, pooling,
-                               self._with_model("compute embeddings", idle=False, weights=True))
+                               self._embedding_guard(override))
+
+    @contextlib.contextmanager
+    def _embedding_guard(self, override: Mapping[str, float] | None) -> Iterator[LoadedModel]:
+        """The lock with the adapter set an embedding is computed under applied: a parallel
+        engine's last step may have left any set on the backend, and ``lora=`` names its own."""
+        with self._with_model("compute embeddings", idle=False, weights=True) as model:
+            if (model.scheduler is None and override is None) or not self.capabilities.lora:
+                yield model
+                return
+            if model.scheduler is None and self._generation is not None:
+                raise EngineStateError("cannot embed with lora= while a generation is streaming "
+                                       "on an engine loaded with n_parallel=1")
+            _key, handles, release = self._adapters_for(model, override)
+            try:
+                with backend_errors("adapter"):
+                    self._backend.apply_adapters(handles)
+                if model.scheduler is not None:
+                    model.scheduler.invalidate_adapters()
+                yield model
+            finally:
+                if model.scheduler is None:  # the engine's own set again
+                    with logged_backend_errors("could not restore the adapters after embed"):
+                        model.adapters.reapply(self._backend)
+                release()
 
     def embedding_pooling(self, pooling: str | None = None) -> str:
         """The pooling :meth:`embed` uses for ``pooling`` on the loaded model."""
