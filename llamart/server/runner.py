@@ -1,0 +1,188 @@
+"""The server's one door to the Engine: admission (a bounded queue), adapter selection, and
+stepping generations in worker threads.
+
+The shim for the two engines (delete the ``concurrent is False`` branches once the parallel
+engine is the only one):
+
+* today's Engine runs one generation at a time and applies adapters engine-wide, so requests
+  take turns (``_turn``, one worker thread) and each turn first sets its adapter set with
+  ``clear_loras`` / ``set_lora``;
+* the parallel Engine (``lora=`` on ``generate``, ``load_model(..., n_parallel=N)``) batches
+  concurrent calls and takes the adapter set per call, so requests run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from .errors import APIError
+
+__all__ = ["Runner", "Stream", "per_call_lora"]
+
+_DONE = object()
+
+
+def per_call_lora(engine: Any, method: str = "generate") -> bool:
+    """Whether the Engine's ``method`` takes ``lora=`` (the parallel engine)."""
+    try:
+        return "lora" in inspect.signature(getattr(type(engine), method)).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+class Runner:
+    """Runs requests on one Engine; at most ``slots + max_queue`` admitted at once."""
+
+    def __init__(self, engine: Any, parallel: int, max_queue: int) -> None:
+        self.engine = engine
+        self.concurrent = per_call_lora(engine)
+        self.slots = parallel if self.concurrent else 1
+        self.limit = self.slots + max_queue
+        self.active = 0  # admitted, not finished
+        self.running = 0  # generations started, not closed
+        workers = self.limit + 1 if self.concurrent else 1
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, "llamart-serve")
+        self._turn = None if self.concurrent else asyncio.Lock()
+
+    # ---- admission ----
+
+    def _admit(self) -> None:
+        if self.active >= self.limit:
+            raise APIError(503, f"the server is busy ({self.active} requests running or "
+                           f"queued); retry later", code="queue_full",
+                           headers={"Retry-After": "1"})
+        self.active += 1
+
+    async def _enter(self) -> None:
+        self._admit()
+        if self._turn is not None:
+            try:
+                await self._turn.acquire()
+            except BaseException:
+                self.active -= 1
+                raise
+
+    def _leave(self) -> None:
+        self.active -= 1
+        if self._turn is not None:
+            self._turn.release()
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        return asyncio.wrap_future(self._pool.submit(fn, *args))
+
+    # ---- engine calls ----
+
+    def _select(self, loras: dict[str, float]) -> dict[str, Any]:
+        """The keywords that give an engine call the adapter set ``loras``."""
+        if self.concurrent:
+            return {"lora": dict(loras)}
+        engine = self.engine
+        if list(engine.loras.items()) != list(loras.items()):
+            engine.clear_loras()
+            for path, scale in loras.items():
+                engine.set_lora(path, scale)
+        return {}
+
+    async def start(self, begin: Callable[..., Any], loras: dict[str, float]) -> Stream:
+        """A Stream of the Generation ``begin(**adapter_keywords)`` returns (arguments are
+        checked by the engine before this returns: errors raise here, not in the stream)."""
+        await self._enter()
+        try:
+            gen = await self._call(lambda: begin(**self._select(loras)))
+        except BaseException:
+            self._leave()
+            raise
+        self.running += 1
+        loop = asyncio.get_running_loop()
+
+        def done() -> None:
+            self.running -= 1
+            self._leave()
+
+        return Stream(gen, self._pool, lambda: loop.call_soon_threadsafe(done))
+
+    async def embed(self, texts: list[str], loras: dict[str, float]) -> tuple[list[Any], int]:
+        """The vectors of ``texts`` under ``loras`` and their token count."""
+        if loras and self.concurrent and not per_call_lora(self.engine, "embed"):
+            raise APIError(400, "embeddings with an adapter are not supported by this engine",
+                           param="model")
+
+        def work() -> tuple[list[Any], int]:
+            keywords = self._select(loras) if loras or not self.concurrent else {}
+            vectors = self.engine.embed(texts, **keywords)
+            return vectors, sum(len(self.engine.tokenize(t)) for t in texts)
+
+        await self._enter()
+        try:
+            return await self._call(work)
+        finally:
+            self._leave()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Stream:
+    """A Generation's chunks, each computed in a worker thread. ``close()`` (idempotent, also
+    on error, end or a dropped client) cancels it before its next token; the engine is free
+    again (and ``on_done`` called) once the generation has really closed."""
+
+    def __init__(self, gen: Any, pool: concurrent.futures.Executor,
+                 on_done: Callable[[], None]) -> None:
+        self.gen = gen
+        self._pool = pool
+        self._on_done = on_done
+        self._pending: concurrent.futures.Future[Any] | None = None
+        self._closed = False
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return self.gen.usage
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.gen.finish_reason
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._closed:
+            raise StopAsyncIteration
+        self._pending = self._pool.submit(next, self.gen, _DONE)
+        try:
+            chunk = await asyncio.wrap_future(self._pending)
+        except BaseException:
+            self.close()
+            raise
+        self._pending = None
+        if chunk is _DONE:
+            self.close()
+            raise StopAsyncIteration
+        return chunk
+
+    async def text(self) -> str:
+        try:
+            return "".join([c async for c in self])
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        pending = self._pending
+        if pending is not None and not pending.done():
+            self.gen.cancel()  # stops before its next token
+        fut = self._pool.submit(_close_after, pending, self.gen)
+        fut.add_done_callback(lambda _f: self._on_done())
+
+
+def _close_after(pending: concurrent.futures.Future[Any] | None, gen: Any) -> None:
+    if pending is not None:
+        concurrent.futures.wait([pending])
+    gen.close()

@@ -1,0 +1,480 @@
+"""``llamart serve`` (llamart/server) over HTTP with the real ``openai`` client.
+
+A uvicorn server on a free 127.0.0.1 port serves SmolLM2 with the shipped pirate adapter
+(converted at test time). References are independent of the server: replies of an Engine
+driven directly in this process (greedy, same options), the same request sent alone
+(sequential twins of concurrent requests), and stdlib HTTP for what the client hides.
+Skips when FastAPI/uvicorn/openai (requirements-dev.txt) or the real model are missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import logging
+import math
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+if sys.platform == "emscripten":
+    pytest.skip("the server runs natively only", allow_module_level=True)
+for _mod in ("fastapi", "uvicorn", "openai"):
+    pytest.importorskip(_mod, reason=f"{_mod} missing: pip install -r requirements-dev.txt")
+
+import openai  # noqa: E402
+
+from llamart import Engine  # noqa: E402
+from llamart.server import AdapterSpec, ServerConfig, create_app  # noqa: E402
+from tests.support.serving import ServerThread, convert_pirate  # noqa: E402
+
+KEY = "sk-llamart-test"
+SCALE = 0.75
+N_CTX = 1024
+GREEDY: dict[str, Any] = {"temperature": 0.0, "seed": 1}
+SKY = [{"role": "user", "content": "Why is the sky blue?"}]
+
+
+@pytest.fixture(scope="module")
+def files(real_model: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory
+          ) -> dict[str, Path]:
+    model = Path(real_model("smollm2"))
+    folder = tmp_path_factory.mktemp("serve")
+    pirate = convert_pirate(model, folder / "pirate.gguf")
+    allowed = folder / "allowed"
+    allowed.mkdir()
+    shutil.copy(pirate, allowed / "pirate-copy.gguf")
+    from llamart.testing.models import make_adapter  # an adapter for a tiny test model
+
+    make_adapter(allowed / "foreign.gguf")
+    return {"model": model, "pirate": pirate, "allowed": allowed}
+
+
+@pytest.fixture(scope="module")
+def server(files: dict[str, Path]) -> Iterator[ServerThread]:
+    config = ServerConfig(model=str(files["model"]), alias="smollm2",
+                          adapters=(AdapterSpec("pirate", str(files["pirate"]), SCALE),),
+                          api_key=KEY, n_ctx=N_CTX, n_threads=2, parallel=4, max_queue=16,
+                          adapter_dir=str(files["allowed"]))
+    srv = ServerThread(create_app(config, load="startup")).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerThread) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def reference(files: dict[str, Path]) -> Iterator[Engine]:
+    """An Engine in this process: the independent reference for replies."""
+    with Engine() as eng:
+        eng.load_model(files["model"], n_ctx=N_CTX, n_threads=2)
+        yield eng
+
+
+def engine_chat(eng: Engine, messages: list[dict[str, str]], loras: dict[str, float],
+                max_tokens: int) -> str:
+    eng.clear_loras()
+    for path, scale in loras.items():
+        eng.set_lora(path, scale)
+    try:
+        return eng.chat(messages, max_tokens, **GREEDY)
+    finally:
+        eng.clear_loras()
+
+
+def raw(server: ServerThread, method: str, path: str, body: Any = None, *,
+        key: str | None = KEY) -> tuple[int, dict[str, str], Any]:
+    """A plain http.client request: status, headers, JSON body (or text)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    data = body if isinstance(body, (str, bytes)) or body is None else json.dumps(body)
+    conn.request(method, path, body=data, headers=headers)
+    resp = conn.getresponse()
+    text = resp.read().decode()
+    conn.close()
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = text
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, parsed
+
+
+def assert_envelope(body: Any, type_: str, *, param: str | None = "-", code: str | None = "-"
+                    ) -> dict[str, Any]:
+    assert set(body) == {"error"}, body
+    err = body["error"]
+    assert set(err) == {"message", "type", "param", "code"}, err
+    assert err["type"] == type_ and err["message"]
+    assert "Traceback" not in err["message"]
+    if param != "-":
+        assert err["param"] == param, err
+    if code != "-":
+        assert err["code"] == code, err
+    return err
+
+
+def wait_idle(server: ServerThread, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        _, _, h = raw(server, "GET", "/health", key=None)
+        if h["running"] == 0 and h["queued"] == 0 or time.monotonic() > deadline:
+            return h
+        time.sleep(0.05)
+
+
+# ---- the API ----
+
+def test_health_and_models(server: ServerThread, client: openai.OpenAI,
+                           files: dict[str, Path]) -> None:
+    status, _, body = raw(server, "GET", "/health", key=None)  # open without the key
+    assert status == 200 and body["status"] == "ok" and body["model"] == "smollm2"
+    models = {m.id: m for m in client.models.list().data}
+    assert set(models) == {"smollm2", "pirate"}
+    assert models["pirate"].model_extra["parent"] == "smollm2"
+    assert models["pirate"].model_extra["root"] == str(files["pirate"])
+    assert models["smollm2"].model_extra["parent"] is None
+
+
+def test_chat_streamed_equals_not_and_the_engine(client: openai.OpenAI,
+                                                 reference: Engine) -> None:
+    whole = client.chat.completions.create(model="smollm2", messages=SKY, max_tokens=24,
+                                           **GREEDY)
+    chunks = list(client.chat.completions.create(
+        model="smollm2", messages=SKY, max_tokens=24, stream=True,
+        stream_options={"include_usage": True}, **GREEDY))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert whole.choices[0].message.content == text == engine_chat(reference, SKY, {}, 24)
+    assert whole.choices[0].message.role == "assistant"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == whole.choices[0].finish_reason == "length"
+    assert all(f is None for f in finishes[:-1])
+    usage = chunks[-1].usage  # the include_usage chunk: no choices
+    assert chunks[-1].choices == [] and usage is not None
+    assert whole.usage.completion_tokens == usage.completion_tokens == 24
+    prompt_tokens = len(reference.tokenize(reference.apply_chat_template(SKY),
+                                           parse_special=True))
+    assert whole.usage.prompt_tokens == usage.prompt_tokens == prompt_tokens
+    assert whole.usage.total_tokens == prompt_tokens + 24
+    cached = usage.prompt_tokens_details.cached_tokens
+    assert isinstance(cached, int) and 0 <= cached <= prompt_tokens
+
+
+def test_completions(client: openai.OpenAI, reference: Engine) -> None:
+    prompt = "The capital of France is"
+    out = client.completions.create(model="smollm2", prompt=prompt, max_tokens=8, **GREEDY)
+    reference.clear_loras()
+    assert out.choices[0].text == reference.complete(prompt, 8, **GREEDY)
+    assert out.object == "text_completion" and out.choices[0].finish_reason == "length"
+    assert out.usage.prompt_tokens == len(reference.tokenize(prompt))
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="smollm2", prompt=prompt, max_tokens=8, stream=True, **GREEDY))
+    assert streamed == out.choices[0].text
+    stopped = client.completions.create(model="smollm2", prompt=prompt, max_tokens=8,
+                                        stop=[" "], **GREEDY)  # cut at the first space
+    assert stopped.choices[0].finish_reason == "stop"
+    assert stopped.choices[0].text == out.choices[0].text.split(" ")[0]
+    default = client.completions.create(model="smollm2", prompt=prompt, **GREEDY)
+    assert default.usage.completion_tokens <= 16  # OpenAI's default max_tokens
+
+
+def test_embeddings(client: openai.OpenAI, reference: Engine) -> None:
+    texts = ["The cat sat on the mat.", "A cat was sitting on the mat."]
+    reference.clear_loras()
+    expected = [list(v) for v in reference.embed(texts)]
+    as_float = client.embeddings.create(model="smollm2", input=texts, encoding_format="float")
+    as_b64 = client.embeddings.create(model="smollm2", input=texts)  # the client asks base64
+    one = client.embeddings.create(model="smollm2", input=texts[0], encoding_format="float")
+    for resp in (as_float, as_b64):
+        assert [d.index for d in resp.data] == [0, 1]
+        for got, want in zip(resp.data, expected, strict=True):
+            assert len(got.embedding) == len(want)
+            assert max(abs(a - b) for a, b in zip(got.embedding, want, strict=True)) < 1e-6
+    assert one.data[0].embedding == as_float.data[0].embedding
+    assert math.isclose(sum(x * x for x in one.data[0].embedding), 1.0, rel_tol=1e-4)
+    assert as_float.usage.prompt_tokens == sum(len(reference.tokenize(t)) for t in texts)
+
+
+def test_adapter_by_model_name_and_base_stays_base(client: openai.OpenAI, reference: Engine,
+                                                   files: dict[str, Path]) -> None:
+    def reply(model: str, **extra: Any) -> str:
+        out = client.chat.completions.create(model=model, messages=SKY, max_tokens=24,
+                                             **GREEDY, **extra)
+        assert out.model == model
+        return out.choices[0].message.content
+
+    base_before = reply("smollm2")
+    pirate = reply("pirate")
+    base_after = reply("smollm2")
+    assert pirate != base_before
+    assert pirate == engine_chat(reference, SKY, {str(files["pirate"]): SCALE}, 24)
+    assert base_before == base_after == engine_chat(reference, SKY, {}, 24)
+    # llama-server's idea by name: the body's lora list sets the scale; scale 0 is the base
+    assert reply("smollm2", extra_body={"lora": [{"name": "pirate", "scale": SCALE}]}) == pirate
+    assert reply("pirate", extra_body={"lora": [{"name": "pirate", "scale": 0}]}) == base_before
+    louder = reply("pirate", extra_body={"lora": [{"name": "pirate", "scale": 1.0}]})
+    assert louder == engine_chat(reference, SKY, {str(files["pirate"]): 1.0}, 24)
+
+
+def test_json_response_format(client: openai.OpenAI) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 20}},
+              "required": ["answer"], "additionalProperties": False}
+    out = client.chat.completions.create(
+        model="smollm2", max_tokens=48, **GREEDY,
+        messages=[{"role": "user", "content": "What is the capital of France? Answer in JSON."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}})
+    assert out.choices[0].finish_reason == "stop"
+    assert set(json.loads(out.choices[0].message.content)) == {"answer"}
+
+
+# ---- errors ----
+
+def test_auth_errors(server: ServerThread) -> None:
+    bad = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as e:
+        bad.models.list()
+    assert e.value.status_code == 401
+    assert_envelope({"error": e.value.body}, "authentication_error", code="invalid_api_key")
+    for path, body in (("/v1/models", None), ("/v1/embeddings", {"model": "x", "input": "y"})):
+        status, _, out = raw(server, "POST" if body else "GET", path, body, key=None)
+        assert status == 401  # no key at all
+        assert_envelope(out, "authentication_error", code="invalid_api_key")
+
+
+def test_unknown_model_is_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="gpt-4o", messages=SKY, max_tokens=2)
+    assert_envelope({"error": e.value.body}, "not_found_error", param="model",
+                    code="model_not_found")
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="nope", input="x")
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"temperature": 3.0}, "temperature"),
+    ({"n": 2}, "n"),
+    ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"frequency_penalty": -1.0}, "frequency_penalty"),
+    ({"logprobs": True}, "logprobs"),
+    ({"top_p": 0}, "top_p"),
+    ({"max_tokens": -1}, "max_tokens"),
+    ({"seed": 2**40}, None),
+    ({"response_format": {"type": "xml"}}, None),
+    ({"response_format": {"type": "json_schema", "json_schema": {
+        "name": "s", "schema": {"type": "object", "properties": {"a": {"type": "strnig"}}}}}},
+     "response_format"),
+    ({"extra_body": {"lora": [{"name": "no-such-adapter"}]}}, "lora.0.name"),
+])
+def test_bad_parameters_are_400(client: openai.OpenAI, extra: dict[str, Any],
+                                param: str | None) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="smollm2", messages=SKY, max_tokens=4, **extra)
+    err = assert_envelope({"error": e.value.body}, "invalid_request_error")
+    if param is not None:
+        assert err["param"] == param
+
+
+def test_malformed_json_and_missing_fields_are_400(server: ServerThread) -> None:
+    status, _, body = raw(server, "POST", "/v1/chat/completions", '{"model": "smollm2", ')
+    assert status == 400
+    assert "malformed JSON" in assert_envelope(body, "invalid_request_error")["message"]
+    status, _, body = raw(server, "POST", "/v1/chat/completions", {"model": "smollm2"})
+    assert status == 400
+    assert_envelope(body, "invalid_request_error", param="messages")
+    status, _, body = raw(server, "POST", "/v1/completions", [1, 2])
+    assert status == 400
+    assert_envelope(body, "invalid_request_error")
+
+
+def test_prompt_longer_than_the_context_is_400(client: openai.OpenAI) -> None:
+    long = [{"role": "user", "content": "sky " * (N_CTX + 50)}]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="smollm2", messages=long, max_tokens=4)
+    assert_envelope({"error": e.value.body}, "invalid_request_error",
+                    code="context_length_exceeded")
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="smollm2", prompt="sky " * (N_CTX + 50), stream=True)
+    assert e.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="smollm2", input="sky " * (N_CTX + 50))
+
+
+def test_runtime_adapter_loading(server: ServerThread, client: openai.OpenAI,
+                                 files: dict[str, Path]) -> None:
+    def post(path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        status, _, out = raw(server, "POST", path, body)
+        return status, out
+
+    status, body = post("/v1/load_lora_adapter", {"lora_name": "outside",
+                                                  "lora_path": str(files["pirate"])})
+    assert status == 400
+    assert_envelope(body, "invalid_request_error", param="lora_path", code="path_not_allowed")
+    status, body = post("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": "../pirate.gguf"})
+    assert status == 400 and body["error"]["code"] == "path_not_allowed"
+    status, body = post("/v1/load_lora_adapter", {"lora_name": "foreign",
+                                                  "lora_path": "foreign.gguf"})
+    assert status == 400  # made for another base: refused with the reason
+    err = assert_envelope(body, "invalid_request_error", code="invalid_adapter")
+    assert "foreign.gguf" in err["message"] and "base model" in err["message"]
+
+    status, body = post("/v1/load_lora_adapter", {"lora_name": "pirate2", "scale": SCALE,
+                                                  "lora_path": "pirate-copy.gguf"})
+    assert status == 200 and body["status"] == "loaded"
+    status, body = post("/v1/load_lora_adapter", {"lora_name": "pirate2",
+                                                  "lora_path": "pirate-copy.gguf"})
+    assert status == 400 and body["error"]["code"] == "adapter_exists"
+    assert "pirate2" in {m.id for m in client.models.list().data}
+    ask = {"messages": SKY, "max_tokens": 12, **GREEDY}
+    assert (client.chat.completions.create(model="pirate2", **ask).choices[0].message.content
+            == client.chat.completions.create(model="pirate", **ask).choices[0].message.content)
+    status, body = post("/v1/unload_lora_adapter", {"lora_name": "pirate2"})
+    assert status == 200
+    assert "pirate2" not in {m.id for m in client.models.list().data}
+    status, body = post("/v1/unload_lora_adapter", {"lora_name": "pirate2"})
+    assert status == 404
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="pirate2", **ask)
+
+
+# ---- streams: dropped, concurrent ----
+
+def test_dropped_stream_is_cancelled_and_the_server_keeps_serving(
+        server: ServerThread, client: openai.OpenAI, reference: Engine) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    body = {"model": "pirate", "messages": SKY, "max_tokens": 900, "stream": True,
+            "temperature": 0.0, "stop": ["@@never@@"]}
+    conn.request("POST", "/v1/chat/completions", body=json.dumps(body),
+                 headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("content-type").startswith("text/event-stream")
+    lines = [resp.readline() for _ in range(6)]
+    assert lines[0].startswith(b"data: {")
+    started = time.monotonic()
+    conn.sock.shutdown(2)  # the client goes away mid-stream
+    conn.close()
+    health = wait_idle(server)
+    # 900 tokens would take far longer: the generation was cancelled at its next token
+    assert health["running"] == 0 and health["queued"] == 0, health
+    assert time.monotonic() - started < 10
+    out = client.chat.completions.create(model="smollm2", messages=SKY, max_tokens=16, **GREEDY)
+    assert out.choices[0].message.content == engine_chat(reference, SKY, {}, 16)
+
+
+QUESTIONS = ["Why is the sky blue?", "What do spiders eat?", "Who was Shakespeare?",
+             "Why do leaves fall?", "What is the largest planet?", "What is a good weekend?",
+             "How do birds fly?", "What is rain?"]
+
+
+def test_eight_concurrent_streams_equal_their_sequential_twins(server: ServerThread) -> None:
+    requests = [("pirate" if i % 2 else "smollm2", q) for i, q in enumerate(QUESTIONS)]
+    aclient = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0,
+                                 timeout=300)
+
+    async def one(model: str, question: str) -> tuple[str, str | None]:
+        chunks = await aclient.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": question}], max_tokens=20,
+            stream=True, **GREEDY)
+        parts, finish = [], None
+        async for c in chunks:
+            if c.choices:
+                parts.append(c.choices[0].delta.content or "")
+                finish = c.choices[0].finish_reason or finish
+        return "".join(parts), finish
+
+    async def run() -> tuple[list[Any], list[Any]]:
+        alone = [await one(m, q) for m, q in requests]  # sequential twins
+        together = await asyncio.gather(*(one(m, q) for m, q in requests))
+        return alone, list(together)
+
+    alone, together = asyncio.run(run())
+    assert together == alone
+    assert len({t for t, _ in alone}) == len(alone)  # eight different replies
+    assert wait_idle(server)["running"] == 0
+
+
+def test_requests_are_logged(client: openai.OpenAI, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="llamart.server"):
+        client.chat.completions.create(model="pirate", messages=SKY, max_tokens=3, **GREEDY)
+        deadline = time.monotonic() + 5
+        while not any("/v1/chat/completions" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    line = next(r.getMessage() for r in caplog.records if "/v1/chat" in r.getMessage())
+    assert line.startswith("POST /v1/chat/completions 200 model=pirate prompt=")
+    assert "completion=3" in line and line.endswith("s")
+
+
+# ---- loading, and the bounded queue ----
+
+def test_health_503_while_loading_then_queue_full_503(files: dict[str, Path]) -> None:
+    config = ServerConfig(model=str(files["model"]), n_ctx=512, n_threads=1, parallel=1,
+                          max_queue=1)
+    app = create_app(config, load="none")
+    srv = ServerThread(app).start()
+    try:
+        status, headers, body = raw(srv, "GET", "/health", key=None)
+        assert status == 503 and headers["retry-after"]
+        assert_envelope(body, "service_unavailable_error", code="model_not_ready")
+        status, _, body = raw(srv, "POST", "/v1/completions", {"model": "x", "prompt": "a"})
+        assert status == 503
+        app.state.llamart.load()
+        status, _, health = raw(srv, "GET", "/health", key=None)
+        assert status == 200 and health["max_in_flight"] == 2
+        status, _, _ = raw(srv, "POST", "/v1/load_lora_adapter", {"lora_name": "a",
+                                                                   "lora_path": "b"})
+        assert status == 404  # only with --allow-adapter-loading
+
+        stop = threading.Event()
+
+        def hold() -> None:  # a long stream, read until told to go away
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=120)
+            body = {"model": config.model_name, "prompt": "Once upon a time",
+                    "max_tokens": 400, "stream": True, "temperature": 0.0,
+                    "stop": ["@@never@@"]}
+            conn.request("POST", "/v1/completions", body=json.dumps(body))
+            resp = conn.getresponse()
+            while not stop.is_set() and resp.readline():
+                pass
+            conn.close()
+
+        holders = [threading.Thread(target=hold) for _ in range(2)]
+        for t in holders:
+            t.start()
+        deadline = time.monotonic() + 30
+        while True:
+            _, _, health = raw(srv, "GET", "/health", key=None)
+            if health["running"] + health["queued"] == 2:
+                break
+            assert time.monotonic() < deadline, health
+            time.sleep(0.05)
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
+        with pytest.raises(openai.InternalServerError) as e:
+            client.completions.create(model=config.model_name, prompt="hi", max_tokens=2)
+        assert e.value.status_code == 503
+        assert e.value.response.headers["retry-after"] == "1"
+        assert_envelope({"error": e.value.body}, "service_unavailable_error", code="queue_full")
+        stop.set()
+        for t in holders:
+            t.join(60)
+        assert wait_idle(srv, 30)["running"] == 0
+        out = client.completions.create(model=config.model_name, prompt="hi", max_tokens=2)
+        assert out.usage.completion_tokens == 2  # serving again
+    finally:
+        stop_all = locals().get("stop")
+        if stop_all is not None:
+            stop_all.set()
+        srv.stop()
