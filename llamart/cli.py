@@ -297,12 +297,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 # ---- serve ----
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .model_files import check_model
     from .server.config import ServerConfig, parse_lora_flag
 
     try:
         import uvicorn
 
-        from .server import create_app
+        from .server.app import create_app
     except ImportError as e:
         raise CLIError(f"llamart serve needs FastAPI and uvicorn "
                        f"(pip install 'llamart[server]'): {e}") from e
@@ -316,17 +317,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           n_threads=args.n_threads, parallel=args.parallel,
                           max_queue=args.max_queue, adapter_dir=args.allow_adapter_loading,
                           backend=args.backend)
-    logging.getLogger("llamart").setLevel(logging.INFO)
-    if not logging.getLogger("llamart.server").handlers:
+    from .server.adapters import AdapterRegistry
+
+    check_model(config.model)  # the usual mistakes fail now, not after the server starts
+    AdapterRegistry(config).check_files()
+    server_log = logging.getLogger("llamart.server")
+    server_log.setLevel(logging.INFO)
+    if not server_log.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        logging.getLogger("llamart.server").addHandler(handler)
-        logging.getLogger("llamart.server").propagate = False
-    app = create_app(config, load="startup")
+        handler.setFormatter(logging.Formatter("%(asctime)s llamart.server: %(message)s"))
+        server_log.addHandler(handler)
+        server_log.propagate = False
+    server: Any = None
+
+    def stop() -> None:
+        server.should_exit = True
+
+    app = create_app(config, load="background", on_load_error=stop)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                           log_level="warning", timeout_graceful_shutdown=5))
     print(f"llamart: serving {config.model_name} on http://{args.host}:{args.port}/v1 "
-          f"({len(adapters)} adapter(s))", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=5)
+          f"({len(adapters)} adapter(s)); loading the model", file=sys.stderr)
+    server.run()
+    error = app.state.llamart.load_error
+    if error:
+        raise CLIError(f"could not load the model: {error}")
     return 0
 
 

@@ -43,6 +43,8 @@ class AccessLog:
                 parts.append(f'prompt={usage.get("prompt_tokens", 0)} '
                              f'completion={usage.get("completion_tokens", 0)} '
                              f'cached={usage.get("cached_tokens", 0)}')
+            if scope["state"].get("error"):
+                parts.append(f'error="{scope["state"]["error"]}"')
             if info.get("finish_reason"):
                 parts.append(f'finish={info["finish_reason"]}')
             if outcome:

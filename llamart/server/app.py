@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
 from fastapi import FastAPI
@@ -23,13 +23,15 @@ __all__ = ["create_app"]
 
 
 def create_app(config: ServerConfig, *, state: ServerState | None = None,
-               load: Literal["background", "startup", "none"] = "background") -> FastAPI:
+               load: Literal["background", "startup", "none"] = "background",
+               on_load_error: Callable[[], None] | None = None) -> FastAPI:
     """The OpenAI-compatible app for ``config``.
 
     ``load``: "background" starts loading the model when the app starts and serves 503 until
     it is loaded (llama-server's behaviour); "startup" loads before the app serves; "none"
     leaves it to the caller (``app.state.llamart.load()``; Ray's replicas load in their
-    constructor). The engine is disposed when the app shuts down.
+    constructor). ``on_load_error`` is called if a background load fails (the error stays in
+    /health). The engine is disposed when the app shuts down.
     """
     st = state if state is not None else ServerState(config)
 
@@ -38,7 +40,7 @@ def create_app(config: ServerConfig, *, state: ServerState | None = None,
         if load == "startup":
             st.load()
         elif load == "background":
-            threading.Thread(target=_load_quietly, args=(st,), name="llamart-load",
+            threading.Thread(target=_load_quietly, args=(st, on_load_error), name="llamart-load",
                              daemon=True).start()
         try:
             yield
@@ -57,8 +59,9 @@ def create_app(config: ServerConfig, *, state: ServerState | None = None,
     return app
 
 
-def _load_quietly(state: ServerState) -> None:
+def _load_quietly(state: ServerState, on_error: Callable[[], None] | None) -> None:
     try:
         state.load()
-    except Exception:
-        pass  # kept in state.load_error: /health reports it
+    except Exception:  # kept in state.load_error: /health reports it
+        if on_error is not None:
+            on_error()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["AdapterSpec", "DEFAULT_PARALLEL", "ServerConfig", "parse_lora_flag"]
 
@@ -36,7 +36,6 @@ class ServerConfig:
     adapter_dir: str | None = None  # --allow-adapter-loading DIR: runtime (un)loading, inside DIR
     max_adapters: int = 8  # adapters a Ray replica holds at once (serve.multiplexed)
     backend: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.parallel < 1:

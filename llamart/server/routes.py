@@ -99,9 +99,9 @@ async def _start(request: Request, state: ServerState, model: str, lora: Any,
     runner = state.require()
     request.state.log["model"] = model
     sel = state.registry.select(model, lora)
+    stack.enter_context(state.registry.lease(sel.names))  # before Ray's hold: never evicted
     if state.adapter_hook is not None and model in sel.names:
         await state.adapter_hook(model)
-    stack.enter_context(state.registry.lease(sel.names))
     try:
         stream = await runner.start(begin, sel.loras)
     except Exception as e:
@@ -220,9 +220,9 @@ async def embeddings(req: EmbeddingRequest, request: Request,
     request.state.log["model"] = req.model
     texts = embedding_inputs(req)
     sel = state.registry.select(req.model, None)
-    if state.adapter_hook is not None and req.model in sel.names:
-        await state.adapter_hook(req.model)
     with state.registry.lease(sel.names):
+        if state.adapter_hook is not None and req.model in sel.names:
+            await state.adapter_hook(req.model)
         try:
             vectors, n_tokens = await runner.embed(texts, sel.loras)
         except Exception as e:
