@@ -170,7 +170,7 @@ async def _generate(request: Request, state: ServerState, req: Any, begin: Calla
                 yield event({**chunk_head, "choices": [], "usage": _usage(stream.usage)})
             yield event("[DONE]")
 
-    return EventStream(events())
+    return EventStream(events(), stack.close)
 
 
 @api_router.post("/chat/completions")

@@ -5,7 +5,7 @@ dropped client cancels its generation at the next token)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.responses import StreamingResponse
@@ -22,17 +22,22 @@ def event(data: Any) -> str:
 
 
 class EventStream(StreamingResponse):
-    """A ``text/event-stream`` response whose iterator is closed however it ends."""
+    """A ``text/event-stream`` response whose iterator is closed however it ends, and
+    ``on_close`` called after (also when the iterator never started)."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[str]) -> None:
+    def __init__(self, events: AsyncIterator[str], on_close: Callable[[], None]) -> None:
         super().__init__(events, headers={"Cache-Control": "no-cache",
                                           "X-Accel-Buffering": "no"})
         self._events = events
+        self._on_close = on_close
 
     async def stream_response(self, send: Send) -> None:
         try:
             await super().stream_response(send)
         finally:
-            await self._events.aclose()  # type: ignore[attr-defined]
+            try:
+                await self._events.aclose()  # type: ignore[attr-defined]
+            finally:
+                self._on_close()
