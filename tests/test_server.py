@@ -40,6 +40,9 @@ SCALE = 0.75
 N_CTX = 1024
 GREEDY: dict[str, Any] = {"temperature": 0.0, "seed": 1}
 SKY = [{"role": "user", "content": "Why is the sky blue?"}]
+# a reply that cannot end before max_tokens (at least 900 numbers): a long generation for sure
+ENDLESS = {"type": "json_schema", "json_schema": {"name": "numbers", "schema": {
+    "type": "array", "items": {"type": "integer"}, "minItems": 900}}}
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +207,8 @@ def test_embeddings(client: openai.OpenAI, reference: Engine) -> None:
         for got, want in zip(resp.data, expected, strict=True):
             assert len(got.embedding) == len(want)
             assert max(abs(a - b) for a, b in zip(got.embedding, want, strict=True)) < 1e-6
-    assert one.data[0].embedding == as_float.data[0].embedding
+    alone = list(reference.embed(texts[0])[0])  # packed with others it differs by Q4 noise
+    assert max(abs(a - b) for a, b in zip(one.data[0].embedding, alone, strict=True)) < 1e-6
     assert math.isclose(sum(x * x for x in one.data[0].embedding), 1.0, rel_tol=1e-4)
     assert as_float.usage.prompt_tokens == sum(len(reference.tokenize(t)) for t in texts)
 
@@ -282,7 +286,7 @@ def test_unknown_model_is_404(client: openai.OpenAI) -> None:
 def test_bad_parameters_are_400(client: openai.OpenAI, extra: dict[str, Any],
                                 param: str | None) -> None:
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="smollm2", messages=SKY, max_tokens=4, **extra)
+        client.chat.completions.create(model="smollm2", messages=SKY, **{"max_tokens": 4, **extra})
     err = assert_envelope({"error": e.value.body}, "invalid_request_error")
     if param is not None:
         assert err["param"] == param
@@ -356,7 +360,7 @@ def test_dropped_stream_is_cancelled_and_the_server_keeps_serving(
         server: ServerThread, client: openai.OpenAI, reference: Engine) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     body = {"model": "pirate", "messages": SKY, "max_tokens": 900, "stream": True,
-            "temperature": 0.0, "stop": ["@@never@@"]}
+            "temperature": 0.0, "response_format": ENDLESS}
     conn.request("POST", "/v1/chat/completions", body=json.dumps(body),
                  headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
     resp = conn.getresponse()
@@ -367,9 +371,9 @@ def test_dropped_stream_is_cancelled_and_the_server_keeps_serving(
     conn.sock.shutdown(2)  # the client goes away mid-stream
     conn.close()
     health = wait_idle(server)
-    # 900 tokens would take far longer: the generation was cancelled at its next token
+    # 900 tokens take over 10 s here: the generation was cancelled at its next token
     assert health["running"] == 0 and health["queued"] == 0, health
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 5
     out = client.chat.completions.create(model="smollm2", messages=SKY, max_tokens=16, **GREEDY)
     assert out.choices[0].message.content == engine_chat(reference, SKY, {}, 16)
 
@@ -442,10 +446,9 @@ def test_health_503_while_loading_then_queue_full_503(files: dict[str, Path]) ->
 
         def hold() -> None:  # a long stream, read until told to go away
             conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=120)
-            body = {"model": config.model_name, "prompt": "Once upon a time",
-                    "max_tokens": 400, "stream": True, "temperature": 0.0,
-                    "stop": ["@@never@@"]}
-            conn.request("POST", "/v1/completions", body=json.dumps(body))
+            body = {"model": config.model_name, "messages": SKY, "max_tokens": 400,
+                    "stream": True, "temperature": 0.0, "response_format": ENDLESS}
+            conn.request("POST", "/v1/chat/completions", body=json.dumps(body))
             resp = conn.getresponse()
             while not stop.is_set() and resp.readline():
                 pass

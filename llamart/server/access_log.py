@@ -12,7 +12,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("llamart.server")
 
-__all__ = ["AccessLog"]
+__all__ = ["AccessLog", "JSONBodies"]
+
+
+class JSONBodies:
+    """ASGI middleware: a POST body is JSON whatever its Content-Type says (``curl -d`` sends
+    form encoding; llama-server and OpenAI read JSON anyway)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = dict(scope, headers=[*headers, (b"content-type", b"application/json")])
+        await self.app(scope, receive, send)
 
 
 class AccessLog:

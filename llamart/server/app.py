@@ -11,7 +11,7 @@ from typing import Literal
 from fastapi import FastAPI
 
 from .. import __version__
-from .access_log import AccessLog
+from .access_log import AccessLog, JSONBodies
 from .config import ServerConfig
 from .errors import install_error_handlers
 from .routes import adapter_router, api_router, health_router
@@ -55,6 +55,7 @@ def create_app(config: ServerConfig, *, state: ServerState | None = None,
     app.include_router(api_router)
     if config.adapter_dir is not None:
         app.include_router(adapter_router)
+    app.add_middleware(JSONBodies)
     app.add_middleware(AccessLog)
     return app
 

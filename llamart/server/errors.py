@@ -97,7 +97,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return f"malformed JSON body: {first.get('msg', '')}", None
     param = ".".join(loc) or None
     msg = first.get("msg", "invalid value")
-    return (f"{param}: {msg}" if param else msg), param
+    return (f"{param}: {msg}" if param else f"the body must be a JSON object: {msg}"), param
 
 
 def install_error_handlers(app: FastAPI) -> None:
