@@ -16,12 +16,13 @@ Each response names its replica in the ``x-llamart-replica`` header.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from ray import serve
 
 from .server.adapters import AdapterRegistry
-from .server.config import DEFAULT_PARALLEL, ServerConfig, parse_lora_flag
+from .server.config import DEFAULT_PARALLEL, AdapterSpec, ServerConfig, parse_lora_flag
 
 log = logging.getLogger("llamart.server")
 
@@ -51,14 +52,16 @@ class HeldAdapter:
 def config_from_args(args: dict[str, Any]) -> ServerConfig:
     """A ServerConfig from ``serve run``'s ``args`` (the CLI's names: model, lora (list of
     NAME=PATH[:SCALE]), alias, api_key, n_ctx, n_batch, n_threads, parallel, max_queue,
-    max_adapters)."""
+    max_adapters); relative paths are made absolute here."""
     keys = {"alias", "api_key", "n_ctx", "n_batch", "n_threads", "parallel", "max_queue",
             "max_adapters", "backend"}
     unknown = set(args) - keys - {"model", "lora", "num_replicas", "num_cpus"}
     if unknown:
         raise ValueError(f"unknown llamart serve_ray args: {sorted(unknown)}")
-    return ServerConfig(model=str(args["model"]),
-                        adapters=tuple(parse_lora_flag(t) for t in args.get("lora") or ()),
+    adapters = tuple(parse_lora_flag(t) for t in args.get("lora") or ())
+    # relative paths are the caller's (serve run's working folder), not a Ray worker's
+    adapters = tuple(AdapterSpec(a.name, os.path.abspath(a.path), a.scale) for a in adapters)
+    return ServerConfig(model=os.path.abspath(str(args["model"])), adapters=adapters,
                         **{k: v for k, v in args.items() if k in keys})
 
 

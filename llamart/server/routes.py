@@ -177,6 +177,7 @@ async def _generate(request: Request, state: ServerState, req: Any, begin: Calla
 async def chat_completions(req: ChatRequest, request: Request,
                            state: StateDep) -> Any:
     """OpenAI's chat completions, streamed or not."""
+    request.state.log["model"] = req.model
     state.require()
     messages = chat_messages(req)
     opts = sampling_options(req, state.config.n_ctx, None)
@@ -192,6 +193,7 @@ async def chat_completions(req: ChatRequest, request: Request,
 async def completions(req: CompletionRequest, request: Request,
                       state: StateDep) -> Any:
     """OpenAI's (legacy) text completions, streamed or not."""
+    request.state.log["model"] = req.model
     state.require()
     prompt = completion_prompt(req)
     opts = sampling_options(req, state.config.n_ctx, COMPLETION_DEFAULT_MAX_TOKENS)
