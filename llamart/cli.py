@@ -338,7 +338,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                            log_level="warning", timeout_graceful_shutdown=5))
     print(f"llamart: serving {config.model_name} on http://{args.host}:{args.port}/v1 "
           f"({len(adapters)} adapter(s)); loading the model", file=sys.stderr)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        print("llamart: server stopped", file=sys.stderr)
     error = app.state.llamart.load_error
     if error:
         raise CLIError(f"could not load the model: {error}")

@@ -481,3 +481,48 @@ def test_health_503_while_loading_then_queue_full_503(files: dict[str, Path]) ->
         if stop_all is not None:
             stop_all.set()
         srv.stop()
+
+
+# ---- the command ----
+
+def test_llamart_serve_command(files: dict[str, Path], tmp_path: Path) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "llamart", "serve", str(files["model"]), "--port", str(port),
+           "--alias", "smollm2", "--lora", f"pirate={files['pirate']}:{SCALE}",
+           "--api-key", KEY, "--n-ctx", "512", "--parallel", "2", "--n-threads", "1"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:  # not listening yet, or 503 while loading
+                time.sleep(0.1)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY,
+                               max_retries=0)
+        assert {m.id for m in client.models.list().data} == {"smollm2", "pirate"}
+        out = client.chat.completions.create(model="pirate", messages=SKY, max_tokens=4,
+                                             **GREEDY)
+        assert out.usage.completion_tokens == 4
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "POST /v1/chat/completions 200 model=pirate" in err
+    missing = subprocess.run([sys.executable, "-m", "llamart", "serve", str(tmp_path / "no.gguf")],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1
+    assert "no.gguf" in missing.stderr and "Traceback" not in missing.stderr

@@ -162,9 +162,10 @@ async def _generate(request: Request, state: ServerState, req: Any, begin: Calla
             except Exception as e:  # after the headers: an error event
                 yield event(from_exception(e).body())
                 return
-            finish = _FINISH.get(stream.finish_reason or "", "stop")
-            log.update(usage=stream.usage, finish_reason=stream.finish_reason)
-            last = choice(None if chat else "", finish, True)
+            finally:  # also when the client went away: the tokens so far
+                log.update(usage=stream.usage, finish_reason=stream.finish_reason or "cancelled")
+            last = choice(None if chat else "", _FINISH.get(stream.finish_reason or "", "stop"),
+                          True)
             yield event({**chunk_head, "choices": [last]})
             if include_usage:
                 yield event({**chunk_head, "choices": [], "usage": _usage(stream.usage)})
