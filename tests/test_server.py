@@ -383,9 +383,10 @@ QUESTIONS = ["Why is the sky blue?", "What do spiders eat?", "Who was Shakespear
              "How do birds fly?", "What is rain?"]
 
 
-def test_eight_concurrent_streams_equal_their_sequential_twins(server: ServerThread) -> None:
+def concurrent_and_sequential(url: str) -> tuple[list[Any], list[Any]]:
+    """8 greedy chat streams (base and pirate alternating): each sent alone, then all at once."""
     requests = [("pirate" if i % 2 else "smollm2", q) for i, q in enumerate(QUESTIONS)]
-    aclient = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0,
+    aclient = openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0,
                                  timeout=300)
 
     async def one(model: str, question: str) -> tuple[str, str | None]:
@@ -404,10 +405,48 @@ def test_eight_concurrent_streams_equal_their_sequential_twins(server: ServerThr
         together = await asyncio.gather(*(one(m, q) for m, q in requests))
         return alone, list(together)
 
-    alone, together = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_eight_concurrent_streams_equal_their_sequential_twins(server: ServerThread) -> None:
+    alone, together = concurrent_and_sequential(server.url)
     assert together == alone
     assert len({t for t, _ in alone}) == len(alone)  # eight different replies
     assert wait_idle(server)["running"] == 0
+
+
+def test_runner_on_an_engine_with_per_call_adapters(files: dict[str, Path],
+                                                    reference: Engine) -> None:
+    """The path the server takes with the parallel engine (``lora=`` per call, generations
+    started from many threads): the same replies, a dropped stream freed."""
+    from llamart.server.state import ServerState
+    from tests.support.serving import PerCallLoraEngine
+
+    config = ServerConfig(model=str(files["model"]), alias="smollm2", api_key=KEY,
+                          adapters=(AdapterSpec("pirate", str(files["pirate"]), SCALE),),
+                          n_ctx=N_CTX, n_threads=2, parallel=4, max_queue=8)
+    state = ServerState(config, engine=PerCallLoraEngine())
+    srv = ServerThread(create_app(config, state=state, load="startup")).start()
+    try:
+        health = raw(srv, "GET", "/health", key=None)[2]
+        assert health["parallel_engine"] is True and health["max_in_flight"] == 12
+        alone, together = concurrent_and_sequential(srv.url)
+        assert together == alone
+        assert alone[0][0] == engine_chat(reference, [{"role": "user", "content": QUESTIONS[0]}],
+                                          {}, 20)
+        assert alone[1][0] == engine_chat(reference, [{"role": "user", "content": QUESTIONS[1]}],
+                                          {str(files["pirate"]): SCALE}, 20)
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+        conn.request("POST", "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                     body=json.dumps({"model": "pirate", "messages": SKY, "max_tokens": 900,
+                                      "stream": True, "response_format": ENDLESS}))
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.readline().startswith(b"data: ")
+        conn.sock.shutdown(2)
+        conn.close()
+        assert wait_idle(srv, 5)["running"] == 0
+    finally:
+        srv.stop()
 
 
 def test_requests_are_logged(client: openai.OpenAI, caplog: pytest.LogCaptureFixture) -> None:

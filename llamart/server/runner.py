@@ -91,9 +91,11 @@ class Runner:
         """A Stream of the Generation ``begin(**adapter_keywords)`` returns (arguments are
         checked by the engine before this returns: errors raise here, not in the stream)."""
         await self._enter()
+        fut = self._pool.submit(lambda: begin(**self._select(loras)))
         try:
-            gen = await self._call(lambda: begin(**self._select(loras)))
+            gen = await asyncio.wrap_future(fut)
         except BaseException:
+            fut.add_done_callback(_close_result)  # abandoned meanwhile: never left open
             self._leave()
             raise
         self.running += 1
@@ -180,6 +182,11 @@ class Stream:
             self.gen.cancel()  # stops before its next token
         fut = self._pool.submit(_close_after, pending, self.gen)
         fut.add_done_callback(lambda _f: self._on_done())
+
+
+def _close_result(fut: concurrent.futures.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        fut.result().close()
 
 
 def _close_after(pending: concurrent.futures.Future[Any] | None, gen: Any) -> None:
