@@ -524,6 +524,20 @@ def test_health_503_while_loading_then_queue_full_503(files: dict[str, Path]) ->
 
 # ---- the command ----
 
+def test_the_package_imports_nothing_from_tests_or_tools() -> None:
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "llamart"
+    bad = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            bad += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("tests", "tools")]
+    assert bad == []
+
+
 def test_llamart_serve_command(files: dict[str, Path], tmp_path: Path) -> None:
     import os
     import signal
