@@ -383,36 +383,87 @@ QUESTIONS = ["Why is the sky blue?", "What do spiders eat?", "Who was Shakespear
              "How do birds fly?", "What is rain?"]
 
 
-def concurrent_and_sequential(url: str) -> tuple[list[Any], list[Any]]:
-    """8 greedy chat streams (base and pirate alternating): each sent alone, then all at once."""
-    requests = [("pirate" if i % 2 else "smollm2", q) for i, q in enumerate(QUESTIONS)]
+def concurrent_and_sequential(url: str, requests: list[tuple[str, str]], max_tokens: int = 20,
+                              chat: bool = True) -> tuple[list[Any], list[Any]]:
+    """Greedy streams of ``requests`` ((model, text), ...): each sent alone, then all at once."""
     aclient = openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0,
                                  timeout=300)
 
-    async def one(model: str, question: str) -> tuple[str, str | None]:
-        chunks = await aclient.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": question}], max_tokens=20,
-            stream=True, **GREEDY)
+    async def one(model: str, text: str) -> tuple[str, str | None]:
+        if chat:
+            chunks = await aclient.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": text}],
+                max_tokens=max_tokens, stream=True, **GREEDY)
+        else:
+            chunks = await aclient.completions.create(
+                model=model, prompt=text, max_tokens=max_tokens, stream=True, **GREEDY)
         parts, finish = [], None
         async for c in chunks:
             if c.choices:
-                parts.append(c.choices[0].delta.content or "")
+                parts.append((c.choices[0].delta.content if chat else c.choices[0].text) or "")
                 finish = c.choices[0].finish_reason or finish
         return "".join(parts), finish
 
     async def run() -> tuple[list[Any], list[Any]]:
-        alone = [await one(m, q) for m, q in requests]  # sequential twins
-        together = await asyncio.gather(*(one(m, q) for m, q in requests))
+        alone = [await one(m, t) for m, t in requests]  # sequential twins
+        together = await asyncio.gather(*(one(m, t) for m, t in requests))
         return alone, list(together)
 
     return asyncio.run(run())
 
 
-def test_eight_concurrent_streams_equal_their_sequential_twins(server: ServerThread) -> None:
-    alone, together = concurrent_and_sequential(server.url)
-    assert together == alone
+MIXED = [("pirate" if i % 2 else "smollm2", q) for i, q in enumerate(QUESTIONS)]
+
+
+def test_eight_concurrent_streams_equal_their_sequential_twins(
+        server: ServerThread, record_property: Callable[[str, object], None]) -> None:
+    """SmolLM2 Q4_1, base and pirate mixed. One generation at a time: identical. Batched
+    (the parallel Engine): Q4 kernels round a batched decode differently from a single one, so
+    a near tie can flip a greedy token; the agreement is recorded and held to the parallel
+    engine's own bound (tests/test_parallel.py). The F32 test below is exact either way."""
+    alone, together = concurrent_and_sequential(server.url, MIXED)
     assert len({t for t, _ in alone}) == len(alone)  # eight different replies
-    assert wait_idle(server)["running"] == 0
+    same = sum(a == b for a, b in zip(alone, together, strict=True))
+    first = sum(a[0][:12] == b[0][:12] for a, b in zip(alone, together, strict=True))
+    health = wait_idle(server)
+    record_property("behaviour", f"8 concurrent streams: {same}/8 identical to their "
+                                 f"sequential twins (parallel engine: {health['parallel_engine']})")
+    if health["parallel_engine"]:
+        assert same >= 4 and first >= 6, (alone, together)
+    else:
+        assert together == alone
+    assert health["running"] == 0
+
+
+def test_f32_concurrent_streams_equal_their_sequential_twins_exactly(
+        files: dict[str, Path], tmp_path: Path) -> None:
+    """A tiny F32 model with an adapter made for it: batched or not, every concurrent reply
+    equals its sequential twin and a lone Engine's, token for token."""
+    from llamart.testing.models import make_model
+
+    tiny = make_model(tmp_path / "tiny.gguf")
+    adapter = str(files["allowed"] / "foreign.gguf")  # made for this tiny model
+    config = ServerConfig(model=tiny, alias="tiny", api_key=KEY, n_ctx=256, n_threads=1,
+                          adapters=(AdapterSpec("a", adapter, 1.0),), parallel=4, max_queue=8)
+    prompts = ["hello world", "the cat", "a b c", "once upon", "x y", "one two three",
+               "red blue", "it is"]
+    requests = [("a" if i % 2 else "tiny", p) for i, p in enumerate(prompts)]
+    srv = ServerThread(create_app(config, load="startup")).start()
+    try:
+        alone, together = concurrent_and_sequential(srv.url, requests, 16, chat=False)
+    finally:
+        srv.stop()
+    assert together == alone
+    with Engine() as eng:
+        eng.load_model(tiny, n_ctx=256, n_threads=1)
+        for (model, prompt), (text, _) in zip(requests, alone, strict=True):
+            eng.clear_loras()
+            if model == "a":
+                eng.set_lora(adapter, 1.0)
+            assert text == eng.complete(prompt, 16, **GREEDY)
+        eng.clear_loras()
+        assert [eng.complete(p, 16, **GREEDY) for p in prompts[1::2]] != \
+            [t for t, _ in alone[1::2]]  # the adapter changes replies
 
 
 def test_runner_on_an_engine_with_per_call_adapters(files: dict[str, Path],
@@ -430,8 +481,8 @@ def test_runner_on_an_engine_with_per_call_adapters(files: dict[str, Path],
     try:
         health = raw(srv, "GET", "/health", key=None)[2]
         assert health["parallel_engine"] is True and health["max_in_flight"] == 12
-        alone, together = concurrent_and_sequential(srv.url)
-        assert together == alone
+        alone, together = concurrent_and_sequential(srv.url, MIXED)
+        assert together == alone  # this engine takes turns: exact
         assert alone[0][0] == engine_chat(reference, [{"role": "user", "content": QUESTIONS[0]}],
                                           {}, 20)
         assert alone[1][0] == engine_chat(reference, [{"role": "user", "content": QUESTIONS[1]}],

@@ -1,14 +1,15 @@
 """The server's one door to the Engine: admission (a bounded queue), adapter selection, and
 stepping generations in worker threads.
 
-The shim for the two engines (delete the ``concurrent is False`` branches once the parallel
-engine is the only one):
+The shim for the two engines (once every Engine takes ``lora=``, delete ``_select``'s
+``set_lora`` branch; the turn-taking stays for ``--parallel 1``):
 
-* today's Engine runs one generation at a time and applies adapters engine-wide, so requests
-  take turns (``_turn``, one worker thread) and each turn first sets its adapter set with
-  ``clear_loras`` / ``set_lora``;
-* the parallel Engine (``lora=`` on ``generate``, ``load_model(..., n_parallel=N)``) batches
-  concurrent calls and takes the adapter set per call, so requests run at once.
+* an Engine loaded with ``n_parallel`` > 1 (``lora=`` on ``generate``) batches concurrent
+  calls, each with its own adapter set: requests run at once (``concurrent``);
+* an Engine running one generation at a time (the parallel Engine at ``n_parallel=1``, or one
+  without ``n_parallel``) refuses a second while one streams: requests take turns (``_turn``,
+  one worker thread), and each turn names its adapter set with ``lora=`` or, on an Engine
+  without it, sets it engine-wide with ``clear_loras`` / ``set_lora``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class Runner:
 
     def __init__(self, engine: Any, parallel: int, max_queue: int) -> None:
         self.engine = engine
-        self.concurrent = per_call_lora(engine)
+        self.per_call = per_call_lora(engine)  # adapters named per call (lora=)
+        self.concurrent = self.per_call and parallel > 1  # loaded with n_parallel=parallel
         self.slots = parallel if self.concurrent else 1
         self.limit = self.slots + max_queue
         self.active = 0  # admitted, not finished
@@ -77,15 +79,18 @@ class Runner:
     # ---- engine calls ----
 
     def _select(self, loras: dict[str, float]) -> dict[str, Any]:
-        """The keywords that give an engine call the adapter set ``loras``."""
-        if self.concurrent:
+        """The keywords that give a generating call the adapter set ``loras``."""
+        if self.per_call:
             return {"lora": dict(loras)}
+        self._set_engine_wide(loras)  # under the turn
+        return {}
+
+    def _set_engine_wide(self, loras: dict[str, float]) -> None:
         engine = self.engine
         if list(engine.loras.items()) != list(loras.items()):
             engine.clear_loras()
             for path, scale in loras.items():
                 engine.set_lora(path, scale)
-        return {}
 
     async def start(self, begin: Callable[..., Any], loras: dict[str, float]) -> Stream:
         """A Stream of the Generation ``begin(**adapter_keywords)`` returns (arguments are
@@ -109,12 +114,19 @@ class Runner:
 
     async def embed(self, texts: list[str], loras: dict[str, float]) -> tuple[list[Any], int]:
         """The vectors of ``texts`` under ``loras`` and their token count."""
-        if loras and self.concurrent and not per_call_lora(self.engine, "embed"):
-            raise APIError(400, "embeddings with an adapter are not supported by this engine",
-                           param="model")
+        embed_lora = per_call_lora(self.engine, "embed")
+        if loras and self.concurrent and not embed_lora:
+            raise APIError(400, "embeddings with an adapter need an Engine whose embed() "
+                           "takes lora= (or --parallel 1)", param="model")
 
         def work() -> tuple[list[Any], int]:
-            keywords = self._select(loras) if loras or not self.concurrent else {}
+            # concurrent: the engine-wide set stays the base model (the server never sets it)
+            if embed_lora:
+                keywords: dict[str, Any] = {"lora": dict(loras)}
+            else:
+                keywords = {}
+                if not self.concurrent:
+                    self._set_engine_wide(loras)  # under the turn
             vectors = self.engine.embed(texts, **keywords)
             return vectors, sum(len(self.engine.tokenize(t)) for t in texts)
 
