@@ -191,6 +191,9 @@ def test_completions(client: openai.OpenAI, reference: Engine) -> None:
                                         stop=[" "], **GREEDY)  # cut at the first space
     assert stopped.choices[0].finish_reason == "stop"
     assert stopped.choices[0].text == out.choices[0].text.split(" ")[0]
+    as_ids = client.completions.create(model="smollm2", prompt=reference.tokenize(prompt),
+                                       max_tokens=8, **GREEDY)  # token ids, as OpenAI allows
+    assert as_ids.choices[0].text == out.choices[0].text
     default = client.completions.create(model="smollm2", prompt=prompt, **GREEDY)
     assert default.usage.completion_tokens <= 16  # OpenAI's default max_tokens
 
@@ -301,6 +304,12 @@ def test_malformed_json_and_missing_fields_are_400(server: ServerThread) -> None
     assert_envelope(body, "invalid_request_error", param="messages")
     status, _, body = raw(server, "POST", "/v1/completions", [1, 2])
     assert status == 400
+    assert_envelope(body, "invalid_request_error")
+    status, _, body = raw(server, "GET", "/v1/no-such-route")
+    assert status == 404
+    assert_envelope(body, "not_found_error")
+    status, _, body = raw(server, "GET", "/v1/chat/completions")
+    assert status == 405
     assert_envelope(body, "invalid_request_error")
 
 
