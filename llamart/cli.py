@@ -64,7 +64,7 @@ def _engine(backend: str | None) -> Any:
 def _default_n_ctx(model: str) -> int:
     """2048, or the model's training context when smaller (unknown: 2048)."""
     from . import gguf
-    from .c_scan import c_string_scan
+    from .gguf.c_scan import c_string_scan
 
     try:
         ctx = gguf.model_summary(gguf.read_header(model, scan=c_string_scan()))["context_length"]
@@ -128,9 +128,50 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 # ---- info ----
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "?"
+
+
+def _runtime_rows(engine: Any) -> list[tuple[str, object]]:
+    """The CPU, the ggml CPU variant picked and why (native runtime dispatch)."""
+    caps = engine.capabilities
+    fields = dict(part.split(" = ", 1) for part in caps.system_info.split(" | ")
+                  if " = " in part)
+    rows: list[tuple[str, object]] = [("CPU", _cpu_model()), ("backend", caps.backend)]
+    if "CPU_VARIANT" in fields:
+        why = fields.get("CPU_VARIANT_REASON", "")
+        rows.append(("CPU variant", f"{fields['CPU_VARIANT']} ({why})"))
+    if "CPU_VARIANT_ERROR" in fields:
+        rows.append(("CPU variant error", fields["CPU_VARIANT_ERROR"]))
+    variants = getattr(engine._backend, "cpu_variants", None)  # noqa: SLF001
+    if variants is not None:
+        table = variants()
+        if table:
+            rows.append(("CPU variants", ", ".join(f"{n} ({sc}: {st})" for n, sc, st in table)))
+    return rows
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from . import gguf
-    from .c_scan import c_string_scan
+    from .gguf.c_scan import c_string_scan
+
+    if args.model is None:  # the runtime only: CPU and the variant picked
+        with _engine(args.backend) as engine:
+            rows = _runtime_rows(engine)
+        if args.json:
+            print(json.dumps(dict(rows), indent=2, default=str))
+        else:
+            print(_rows(rows))
+        return 0
 
     try:
         header = gguf.validate_model(args.model, scan=c_string_scan())
@@ -144,6 +185,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             info = engine.load_model(args.model, n_ctx=256, n_batch=256)
             metadata = engine.metadata
             caps = engine.capabilities
+            runtime = _runtime_rows(engine)
     if args.json:
         out = dict(summary)
         if info is not None:
@@ -176,6 +218,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             ("layers", summary["block_count"]),
         ]
     rows.append(("tensors", f"{summary['n_tensors']} ({types})"))
+    if info is not None:
+        rows += runtime
     print(_rows(rows))
     if not metadata:
         metadata = {k: (f"[{len(v)} items]" if isinstance(v, list) else str(v))
@@ -190,7 +234,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_lora_inspect(args: argparse.Namespace) -> int:
     from . import gguf
-    from .c_scan import c_string_scan
+    from .gguf.c_scan import c_string_scan
     from .lora import check_applicable
 
     try:
@@ -297,7 +341,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 # ---- serve ----
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .model_files import check_model
+    from .gguf.model_files import check_model
     from .server.config import ServerConfig, parse_lora_flag
 
     try:
@@ -403,8 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the finish reason and token counts to stderr")
     g.set_defaults(func=cmd_generate)
 
-    i = sub.add_parser("info", help="describe a GGUF model")
-    i.add_argument("model", metavar="MODEL")
+    i = sub.add_parser("info", help="describe a GGUF model, and the CPU and ggml CPU variant "
+                       "llamart runs on (without MODEL: only those)")
+    i.add_argument("model", metavar="MODEL", nargs="?", default=None)
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.add_argument("--no-load", action="store_true",
                    help="read the file header only (no llama.cpp)")

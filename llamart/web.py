@@ -17,7 +17,7 @@ import posixpath
 import sys
 from typing import Any
 
-from .backends.wasm import wasm_module
+from .bindings.wasm import wasm_module
 
 _mounts = 0
 

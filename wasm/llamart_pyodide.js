@@ -1,7 +1,7 @@
 /*
  * Glue between the emscripten build of the llamart C API (llamart_wasm.js + llamart_wasm.wasm)
  * and Pyodide: loads the module and registers it as the Python module `llamart_wasm`, which
- * llamart/backends/wasm.py drives through Pyodide's JS FFI.
+ * llamart/bindings/wasm.py drives through Pyodide's JS FFI.
  *
  * Plain script: works as a CommonJS module in Node (require) and as a classic script in a
  * browser page or worker (importScripts), where it defines the global `LlamartPyodide`.

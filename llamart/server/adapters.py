@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from ..model_files import check_adapter, check_model
+from ..gguf.model_files import check_adapter, check_model
 from .config import AdapterSpec, ServerConfig
 from .errors import APIError
 
