@@ -216,6 +216,31 @@ def test_embeddings(client: openai.OpenAI, reference: Engine) -> None:
     assert as_float.usage.prompt_tokens == sum(len(reference.tokenize(t)) for t in texts)
 
 
+def test_embeddings_of_an_adapter_and_the_base_after_it(client: openai.OpenAI, reference: Engine,
+                                                        files: dict[str, Path]) -> None:
+    text = "The cat sat on the mat."
+
+    def vector(model: str) -> list[float]:
+        return client.embeddings.create(model=model, input=text,
+                                        encoding_format="float").data[0].embedding
+
+    def close(a: list[float], b: list[float]) -> bool:
+        return max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-6
+
+    reference.clear_loras()
+    base = list(reference.embed(text)[0])
+    reference.set_lora(str(files["pirate"]), SCALE)
+    try:
+        pirate = list(reference.embed(text)[0])
+    finally:
+        reference.clear_loras()
+    assert not close(base, pirate)
+    assert close(vector("pirate"), pirate)
+    client.chat.completions.create(model="pirate", messages=SKY, max_tokens=4, **GREEDY)
+    assert close(vector("smollm2"), base)  # no adapter left behind by a generation
+    assert close(vector("pirate"), pirate)
+
+
 def test_adapter_by_model_name_and_base_stays_base(client: openai.OpenAI, reference: Engine,
                                                    files: dict[str, Path]) -> None:
     def reply(model: str, **extra: Any) -> str:
@@ -478,27 +503,28 @@ def test_f32_concurrent_streams_equal_their_sequential_twins_exactly(
             [t for t, _ in alone[1::2]]  # the adapter changes replies
 
 
-def test_runner_on_an_engine_with_per_call_adapters(files: dict[str, Path],
-                                                    reference: Engine) -> None:
-    """The path the server takes with the parallel engine (``lora=`` per call, generations
-    started from many threads): the same replies, a dropped stream freed."""
-    from llamart.server.state import ServerState
-    from tests.support.serving import PerCallLoraEngine
-
+def test_parallel_1_takes_turns(files: dict[str, Path], reference: Engine) -> None:
+    """``--parallel 1``: one generation at a time, requests in turns; the same replies as
+    alone (exactly, Q4 too), adapter embeddings on the one Engine, a dropped stream freed."""
     config = ServerConfig(model=str(files["model"]), alias="smollm2", api_key=KEY,
                           adapters=(AdapterSpec("pirate", str(files["pirate"]), SCALE),),
-                          n_ctx=N_CTX, n_threads=2, parallel=4, max_queue=8)
-    state = ServerState(config, engine=PerCallLoraEngine())
-    srv = ServerThread(create_app(config, state=state, load="startup")).start()
+                          n_ctx=N_CTX, n_threads=2, parallel=1, max_queue=8)
+    srv = ServerThread(create_app(config, load="startup")).start()
     try:
         health = raw(srv, "GET", "/health", key=None)[2]
-        assert health["parallel_engine"] is True and health["max_in_flight"] == 12
-        alone, together = concurrent_and_sequential(srv.url, MIXED)
-        assert together == alone  # this engine takes turns: exact
-        assert alone[0][0] == engine_chat(reference, [{"role": "user", "content": QUESTIONS[0]}],
-                                          {}, 20)
+        assert health["parallel_engine"] is False and health["max_in_flight"] == 9
+        alone, together = concurrent_and_sequential(srv.url, MIXED[:4])
+        assert together == alone
         assert alone[1][0] == engine_chat(reference, [{"role": "user", "content": QUESTIONS[1]}],
                                           {str(files["pirate"]): SCALE}, 20)
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY, max_retries=0)
+        got = client.embeddings.create(model="pirate", input="A cat.", encoding_format="float")
+        reference.set_lora(str(files["pirate"]), SCALE)
+        try:
+            want = list(reference.embed("A cat.")[0])
+        finally:
+            reference.clear_loras()
+        assert max(abs(a - b) for a, b in zip(got.data[0].embedding, want, strict=True)) < 1e-6
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
         conn.request("POST", "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
                      body=json.dumps({"model": "pirate", "messages": SKY, "max_tokens": 900,

@@ -1,54 +1,50 @@
-"""The server's one door to the Engine: admission (a bounded queue), adapter selection, and
-stepping generations in worker threads.
+"""The server's one door to the Engine: admission (a bounded queue), adapter sets per request,
+and stepping generations in worker threads.
 
-The shim for the two engines (once every Engine takes ``lora=``, delete ``_select``'s
-``set_lora`` branch; the turn-taking stays for ``--parallel 1``):
-
-* an Engine loaded with ``n_parallel`` > 1 (``lora=`` on ``generate``) batches concurrent
-  calls, each with its own adapter set: requests run at once (``concurrent``);
-* an Engine running one generation at a time (the parallel Engine at ``n_parallel=1``, or one
-  without ``n_parallel``) refuses a second while one streams: requests take turns (``_turn``,
-  one worker thread), and each turn names its adapter set with ``lora=`` or, on an Engine
-  without it, sets it engine-wide with ``clear_loras`` / ``set_lora``.
+* ``--parallel N`` > 1: the Engine is loaded with ``n_parallel=N`` and batches concurrent
+  calls, each naming its adapter set (``lora=``): requests run at once (``concurrent``).
+* ``--parallel 1``: the Engine runs one generation at a time and refuses a second while one
+  streams, so requests take turns (``_turn``, one worker thread).
+* Embeddings use the adapter set applied engine-wide (``embed`` has no ``lora=``). With
+  ``--parallel 1`` the turn sets it on the Engine. Batched, the Engine's ``embed`` computes
+  with whatever set the scheduler's last step applied (a pirate step leaves pirate
+  embeddings), so embeddings go to a second Engine (``n_parallel=1``, loaded on first use,
+  sharing the mmapped weights) that takes them in turns. Delete ``_embedder`` once the
+  parallel Engine's ``embed`` applies its own set (or takes ``lora=``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 from .errors import APIError
 
-__all__ = ["Runner", "Stream", "per_call_lora"]
+__all__ = ["Runner", "Stream"]
 
 _DONE = object()
 
 
-def per_call_lora(engine: Any, method: str = "generate") -> bool:
-    """Whether the Engine's ``method`` takes ``lora=`` (the parallel engine)."""
-    try:
-        return "lora" in inspect.signature(getattr(type(engine), method)).parameters
-    except (AttributeError, TypeError, ValueError):
-        return False
-
-
 class Runner:
-    """Runs requests on one Engine; at most ``slots + max_queue`` admitted at once."""
+    """Runs requests on one Engine; at most ``slots + max_queue`` admitted at once.
+    ``embedder`` makes the Engine for embeddings when ``parallel`` > 1."""
 
-    def __init__(self, engine: Any, parallel: int, max_queue: int) -> None:
+    def __init__(self, engine: Any, parallel: int, max_queue: int,
+                 embedder: Callable[[], Any] | None = None) -> None:
         self.engine = engine
-        self.per_call = per_call_lora(engine)  # adapters named per call (lora=)
-        self.concurrent = self.per_call and parallel > 1  # loaded with n_parallel=parallel
-        self.slots = parallel if self.concurrent else 1
+        self.concurrent = parallel > 1  # the Engine was loaded with n_parallel=parallel
+        self.slots = parallel
         self.limit = self.slots + max_queue
         self.active = 0  # admitted, not finished
         self.running = 0  # generations started, not closed
         workers = self.limit + 1 if self.concurrent else 1
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "llamart-serve")
         self._turn = None if self.concurrent else asyncio.Lock()
+        self._make_embedder = embedder
+        self._embedder: Any = None if self.concurrent else engine
+        self._embed_turn = asyncio.Lock()
 
     # ---- admission ----
 
@@ -73,30 +69,13 @@ class Runner:
         if self._turn is not None:
             self._turn.release()
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        return asyncio.wrap_future(self._pool.submit(fn, *args))
-
     # ---- engine calls ----
 
-    def _select(self, loras: dict[str, float]) -> dict[str, Any]:
-        """The keywords that give a generating call the adapter set ``loras``."""
-        if self.per_call:
-            return {"lora": dict(loras)}
-        self._set_engine_wide(loras)  # under the turn
-        return {}
-
-    def _set_engine_wide(self, loras: dict[str, float]) -> None:
-        engine = self.engine
-        if list(engine.loras.items()) != list(loras.items()):
-            engine.clear_loras()
-            for path, scale in loras.items():
-                engine.set_lora(path, scale)
-
     async def start(self, begin: Callable[..., Any], loras: dict[str, float]) -> Stream:
-        """A Stream of the Generation ``begin(**adapter_keywords)`` returns (arguments are
-        checked by the engine before this returns: errors raise here, not in the stream)."""
+        """A Stream of the Generation ``begin(lora=loras)`` returns (arguments are checked by
+        the engine before this returns: errors raise here, not in the stream)."""
         await self._enter()
-        fut = self._pool.submit(lambda: begin(**self._select(loras)))
+        fut = self._pool.submit(begin, lora=dict(loras))
         try:
             gen = await asyncio.wrap_future(fut)
         except BaseException:
@@ -114,30 +93,28 @@ class Runner:
 
     async def embed(self, texts: list[str], loras: dict[str, float]) -> tuple[list[Any], int]:
         """The vectors of ``texts`` under ``loras`` and their token count."""
-        embed_lora = per_call_lora(self.engine, "embed")
-        if loras and self.concurrent and not embed_lora:
-            raise APIError(400, "embeddings with an adapter need an Engine whose embed() "
-                           "takes lora= (or --parallel 1)", param="model")
 
         def work() -> tuple[list[Any], int]:
-            # concurrent: the engine-wide set stays the base model (the server never sets it)
-            if embed_lora:
-                keywords: dict[str, Any] = {"lora": dict(loras)}
-            else:
-                keywords = {}
-                if not self.concurrent:
-                    self._set_engine_wide(loras)  # under the turn
-            vectors = self.engine.embed(texts, **keywords)
-            return vectors, sum(len(self.engine.tokenize(t)) for t in texts)
+            if self._embedder is None:
+                self._embedder = self._make_embedder() if self._make_embedder else self.engine
+            eng = self._embedder
+            if list(eng.loras.items()) != list(loras.items()):
+                eng.clear_loras()
+                for path, scale in loras.items():
+                    eng.set_lora(path, scale)
+            return eng.embed(texts), sum(len(eng.tokenize(t)) for t in texts)
 
         await self._enter()
         try:
-            return await self._call(work)
+            async with self._embed_turn:
+                return await asyncio.wrap_future(self._pool.submit(work))
         finally:
             self._leave()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._embedder is not None and self._embedder is not self.engine:
+            self._embedder.dispose()
 
 
 class Stream:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
@@ -41,20 +40,13 @@ class ServerState:
 
     def load(self) -> None:
         """Load the model and check the adapters (blocking; errors are kept for /health)."""
-        from ..engine import Engine
-
         cfg = self.config
         try:
             self.registry.check_files()
-            engine = self.engine or Engine(cfg.backend)
-            kwargs: dict[str, Any] = {"n_ctx": cfg.n_ctx, "n_batch": cfg.n_batch,
-                                      "n_threads": cfg.n_threads}
-            if "n_parallel" in inspect.signature(type(engine).load_model).parameters:
-                kwargs["n_parallel"] = cfg.parallel
             started = time.perf_counter()
-            engine.load_model(cfg.model, **kwargs)
-            self.engine = engine
-            self.runner = Runner(engine, cfg.parallel, cfg.max_queue)
+            self.engine = self._load_engine(cfg.parallel, self.engine)
+            self.runner = Runner(self.engine, cfg.parallel, cfg.max_queue,
+                                 embedder=lambda: self._load_engine(1))
             log.info("loaded %s as %r in %.2f s (%d slot(s), %s adapters: %s)", cfg.model,
                      cfg.model_name, time.perf_counter() - started, self.runner.slots,
                      len(cfg.adapters), ", ".join(a.name for a in cfg.adapters) or "none")
@@ -63,6 +55,15 @@ class ServerState:
             log.error("could not load %s: %s", cfg.model, e)
             raise
         self._loaded.set()
+
+    def _load_engine(self, n_parallel: int, engine: Any = None) -> Any:
+        from ..engine import Engine
+
+        cfg = self.config
+        engine = engine or Engine(cfg.backend)
+        engine.load_model(cfg.model, n_ctx=cfg.n_ctx, n_batch=cfg.n_batch,
+                          n_threads=cfg.n_threads, n_parallel=n_parallel)
+        return engine
 
     def require(self) -> Runner:
         """The runner, or APIError 503 while the model loads."""
