@@ -150,6 +150,9 @@ def test_health_and_models(server: ServerThread, client: openai.OpenAI,
     assert models["pirate"].model_extra["parent"] == "smollm2"
     assert models["pirate"].model_extra["root"] == str(files["pirate"])
     assert models["smollm2"].model_extra["parent"] is None
+    assert client.models.retrieve("pirate").model_extra["parent"] == "smollm2"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
 
 
 def test_chat_streamed_equals_not_and_the_engine(client: openai.OpenAI,

@@ -75,16 +75,31 @@ async def health(state: StateDep) -> dict[str, Any]:
             "max_in_flight": runner.limit, "parallel_engine": runner.concurrent}
 
 
-@api_router.get("/models")
-async def models(state: StateDep) -> dict[str, Any]:
-    """The base model and each adapter (``parent`` = the base), as vLLM lists them."""
-    state.require()
+def _model_list(state: ServerState) -> list[dict[str, Any]]:
     base = state.config.model_name
     data = [{"id": base, "object": "model", "created": state.created, "owned_by": "llamart",
              "root": base, "parent": None}]
     data += [{"id": a.name, "object": "model", "created": state.created, "owned_by": "llamart",
               "root": a.path, "parent": base} for a in state.registry.specs()]
-    return {"object": "list", "data": data}
+    return data
+
+
+@api_router.get("/models")
+async def models(state: StateDep) -> dict[str, Any]:
+    """The base model and each adapter (``parent`` = the base), as vLLM lists them."""
+    state.require()
+    return {"object": "list", "data": _model_list(state)}
+
+
+@api_router.get("/models/{model_id}")
+async def model(model_id: str, state: StateDep) -> dict[str, Any]:
+    """One model of the list (404 if unknown)."""
+    state.require()
+    for m in _model_list(state):
+        if m["id"] == model_id:
+            return m
+    raise APIError(404, f"The model '{model_id}' does not exist", param="model",
+                   code="model_not_found")
 
 
 def _usage(u: dict[str, int]) -> dict[str, Any]:
