@@ -341,6 +341,37 @@ def test_malformed_json_and_missing_fields_are_400(server: ServerThread) -> None
     assert_envelope(body, "invalid_request_error")
 
 
+ODD_BODIES = [
+    ("/v1/chat/completions", "null"),
+    ("/v1/chat/completions", '{"model": "smollm2", "messages": ' + "[" * 3000 + "]" * 3000 + "}"),
+    ("/v1/chat/completions", {"model": 7, "messages": SKY}),
+    ("/v1/chat/completions", {"model": "smollm2", "messages": []}),
+    ("/v1/chat/completions", {"model": "smollm2", "messages": [{"content": "x"}]}),
+    ("/v1/chat/completions", {"model": "smollm2", "messages": [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
+    ("/v1/chat/completions", {"model": "smollm2", "messages": SKY, "stop": [""]}),
+    ("/v1/chat/completions", {"model": "smollm2", "messages": SKY, "max_tokens": 2**40}),
+    ("/v1/chat/completions", {"model": "smollm2", "messages": SKY, "tools": [{}]}),
+    ("/v1/chat/completions", {"model": "smollm2", "messages": SKY, "lora": "pirate"}),
+    ("/v1/chat/completions", {"model": "smollm2", "messages": SKY,
+                              "lora": [{"name": "pirate", "scale": 1e400}]}),
+    ("/v1/completions", {"model": "smollm2", "prompt": [10**9]}),
+    ("/v1/completions", {"model": "smollm2", "prompt": [[1], [2]]}),
+    ("/v1/completions", {"model": "smollm2", "prompt": "x", "echo": True}),
+    ("/v1/embeddings", {"model": "smollm2", "input": [1, 2]}),
+    ("/v1/embeddings", {"model": "smollm2", "input": ""}),
+    ("/v1/embeddings", {"model": "smollm2", "input": "x", "encoding_format": "bin"}),
+]
+
+
+def test_odd_bodies_get_400_and_the_server_stays_up(server: ServerThread) -> None:
+    for path, body in ODD_BODIES:
+        status, _, out = raw(server, "POST", path, body)
+        assert status == 400, (body, out)
+        assert_envelope(out, "invalid_request_error")
+    assert raw(server, "GET", "/health", key=None)[0] == 200
+
+
 def test_prompt_longer_than_the_context_is_400(client: openai.OpenAI) -> None:
     long = [{"role": "user", "content": "sky " * (N_CTX + 50)}]
     with pytest.raises(openai.BadRequestError) as e:
