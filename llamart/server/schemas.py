@@ -9,11 +9,14 @@ top_p 0.95, top_k 40, min_p 0.05, repeat_penalty 1.1, as llama-cpp-python's serv
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import APIError
+
+log = logging.getLogger("llamart.server")
 
 __all__ = ["ChatRequest", "CompletionRequest", "EmbeddingRequest", "LoadAdapterRequest",
            "LoraRef", "UnloadAdapterRequest", "chat_messages", "completion_prompt",
@@ -107,6 +110,8 @@ def sampling_options(req: _Sampling, n_ctx: int, default_max: int | None) -> dic
     """The Engine keywords of a chat or completion request (APIError 400 for what llamart
     refuses). ``default_max`` is the max_tokens when the request gives none (None: the
     context's room)."""
+    if req.model_extra:
+        log.info("ignored unknown fields: %s", ", ".join(sorted(req.model_extra)))
     if req.n != 1:
         raise _refuse("n", "only n=1 is supported (one choice per request)")
     for name in ("presence_penalty", "frequency_penalty"):
