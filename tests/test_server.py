@@ -446,6 +446,20 @@ def test_dropped_stream_is_cancelled_and_the_server_keeps_serving(
     assert out.choices[0].message.content == engine_chat(reference, SKY, {}, 16)
 
 
+def test_a_client_gone_before_its_whole_reply_cancels_it(server: ServerThread) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=1)
+    body = {"model": "smollm2", "messages": SKY, "max_tokens": 900, "temperature": 0.0,
+            "response_format": ENDLESS}  # not streamed: the reply comes whole, after 900 tokens
+    conn.request("POST", "/v1/chat/completions", body=json.dumps(body),
+                 headers={"Authorization": f"Bearer {KEY}"})
+    with pytest.raises(TimeoutError):
+        conn.getresponse()  # the client gives up after 1 s
+    conn.close()
+    started = time.monotonic()
+    assert wait_idle(server)["running"] == 0
+    assert time.monotonic() - started < 5
+
+
 QUESTIONS = ["Why is the sky blue?", "What do spiders eat?", "Who was Shakespeare?",
              "Why do leaves fall?", "What is the largest planet?", "What is a good weekend?",
              "How do birds fly?", "What is rain?"]

@@ -126,6 +126,13 @@ async def _start(request: Request, state: ServerState, model: str, lora: Any,
     return stream
 
 
+async def _close_when_gone(request: Request, stream: Stream) -> None:
+    """Close ``stream`` if the client disconnects before its (non-streamed) reply is ready."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.25)
+    stream.close()
+
+
 async def _generate(request: Request, state: ServerState, req: Any, begin: Callable[..., Any],
                     kind: str) -> Any:
     chat = kind == "chat"
@@ -153,10 +160,13 @@ async def _generate(request: Request, state: ServerState, req: Any, begin: Calla
 
     if not req.stream:
         with stack:
+            watcher = asyncio.create_task(_close_when_gone(request, stream))
             try:
                 text = await stream.text()
             except Exception as e:
                 raise from_exception(e) from e
+            finally:
+                watcher.cancel()
             log.update(usage=stream.usage, finish_reason=stream.finish_reason)
             return {**head, "choices": [choice(text, _FINISH.get(stream.finish_reason or ""),
                                                False)],
