@@ -63,6 +63,100 @@ def run_mix(engine: Any, n: int, sets: list[dict[str, float] | None]) -> dict[st
     return {"tps": sum(made) / wall, "ttft": sum(ttft) / max(1, len(ttft)), "tokens": sum(made)}
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LlamaServer:
+    """llama-server built from the same pinned source (bench.systems.ensure_llama_server),
+    on 127.0.0.1, with ``-np`` slots; the adapter (if any) loaded at start, unapplied."""
+
+    def __init__(self, binary: str, model: str, n_parallel: int, threads: int,
+                 adapter: str | None) -> None:
+        import subprocess
+
+        self.port = _free_port()
+        cmd = [binary, "-m", model, "-np", str(n_parallel), "-c", "4096", "-t", str(threads),
+               "--host", "127.0.0.1", "--port", str(self.port), "--no-webui"]
+        if adapter:
+            cmd += ["--lora", adapter, "--lora-init-without-apply"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if self._get("/health").get("status") == "ok":
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited ({self.proc.returncode})")
+            time.sleep(0.3)
+        raise RuntimeError("llama-server did not start in 120 s")
+
+    def _get(self, path: str) -> dict[str, Any]:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn.request("GET", path)
+        return json.loads(conn.getresponse().read() or b"{}")
+
+    def stream(self, prompt: str, scale: float | None) -> tuple[float, int]:
+        """(seconds to the first token, tokens) of one greedy streamed completion."""
+        import http.client
+
+        body: dict[str, Any] = {"prompt": prompt, "n_predict": 64, "temperature": 0,
+                                "repeat_penalty": 1.0, "stream": True, "cache_prompt": False}
+        if scale is not None:
+            body["lora"] = [{"id": 0, "scale": scale}]
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        t0 = time.perf_counter()
+        conn.request("POST", "/completion", json.dumps(body),
+                     {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        first, n = None, 0
+        for raw in resp:
+            line = raw.decode().strip()
+            if not line.startswith("data: "):
+                continue
+            msg = json.loads(line[6:])
+            if msg.get("content") and first is None:
+                first = time.perf_counter() - t0
+            if msg.get("stop"):
+                n = int(msg.get("timings", {}).get("predicted_n", n))
+                break
+        return first or (time.perf_counter() - t0), n
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except Exception:
+            self.proc.kill()
+
+
+def run_server_mix(server: LlamaServer, n: int, scales: list[float | None]) -> dict[str, float]:
+    ttft: list[float] = []
+    made = [0] * n
+    start = time.perf_counter()
+
+    def one(i: int) -> None:
+        first, made[i] = server.stream(f"Write a short story about {TOPICS[i % len(TOPICS)]}.",
+                                       scales[i % len(scales)])
+        ttft.append(first)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    return {"tps": sum(made) / wall, "ttft": sum(ttft) / max(1, len(ttft)), "tokens": sum(made)}
+
+
 def restore_cost(engine: Any) -> dict[str, float]:
     """One returning turn: restored from the prompt cache vs evaluated from scratch."""
     history = "".join(f"Turn {i}: tell me more about the history of the old city. " * 3
@@ -87,6 +181,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--llama-server", action="store_true",
+                    help="also llama-server from the same pinned source (-np 8, HTTP)")
     args = ap.parse_args()
     from llamart import Engine, pinned_models
 
@@ -115,6 +211,24 @@ def main() -> None:
             sched = engine._model.scheduler  # noqa: SLF001 - the fairness bound, as measured
             res["max_wait_steps"] = sched.max_wait_steps
             engine.dispose()
+            if args.llama_server:
+                from .systems import ensure_llama_server
+
+                binary = str(ensure_llama_server(print))
+                adapter = ad if name == "smollm2" else None
+                for mix, scales in (("one set", [1.0 if adapter else None]),
+                                    ("two sets", [0.0, 1.0] if adapter else None)):
+                    if scales is None:
+                        continue
+                    for n in (1, 2, 4, 8):
+                        print(f"bench.parallel: llama-server {name} {mix} x{n}", flush=True)
+                        server = LlamaServer(binary, str(path), 8, args.threads, adapter)
+                        try:
+                            server.stream("warm up", scales[0])
+                            res.setdefault("llama-server " + mix, {})[str(n)] = \
+                                run_server_mix(server, n, scales)
+                        finally:
+                            server.close()
             data["models"][name] = res
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(data, indent=1))
@@ -129,18 +243,28 @@ def render(data: dict[str, Any]) -> str:
     lines = ["## Parallel engine — `python -m bench.parallel --write`", "",
              f"Host: {data['machine']['cpu']}, {data['threads']} threads, n_parallel=8, greedy "
              "64-token streams, one run. x1 = the same mix at 1 stream; mixed/one = this "
-             "mix's aggregate over the one-set figure at the same N.", "",
+             "mix's aggregate over the one-set figure at the same N (of the same system). "
+             "llama-server rows: built from the same pinned source with the same CPU variants "
+             "(-np 8, /completion streamed over HTTP, cache_prompt false; the adapter loaded "
+             "at start, per-request scales; its 'two sets' = scale 0 and 1).", "",
              "| model | mix | streams | aggregate tok/s | x1 | mixed/one | mean TTFT s |",
              "|---|---|---|---|---|---|---|"]
     for model, res in data["models"].items():
-        one = res["one set"]
         for mix, rows in res.items():
             if mix in ("restore", "max_wait_steps"):
                 continue
+            one = res["llama-server one set" if mix.startswith("llama-server") else "one set"]
             for n, r in rows.items():
                 lines.append(f"| {model} | {mix} | {n} | {r['tps']:.1f} | "
                              f"{r['tps'] / rows['1']['tps']:.2f} | "
                              f"{r['tps'] / one[n]['tps']:.2f} | {r['ttft']:.3f} |")
+    for model, res in data["models"].items():
+        for mix in ("one set", "two sets"):
+            peer = res.get("llama-server " + mix)
+            if peer and mix in res:
+                ratios = ", ".join(f"x{n}: {res[mix][n]['tps'] / peer[n]['tps']:.2f}"
+                                   for n in peer if n in res[mix])
+                lines.append(f"\n{model}, {mix}: llamart / llama-server aggregate = {ratios}")
     lines += ["", "Returning to a conversation evicted to the prompt cache (one turn, 1 token):",
               "",
               "| model | history tokens | reused | restored s | re-evaluated s | x |",
