@@ -1,4 +1,4 @@
-"""The ``llamart`` command: generate, info, lora inspect/convert/compare, models, demo.
+"""The ``llamart`` command: generate, info, lora inspect/convert/compare, models, demo, serve.
 
 Errors print ``llamart: error: ...`` to stderr and exit 1; usage errors exit 2.
 """
@@ -338,6 +338,90 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- serve ----
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .gguf.model_files import check_model
+    from .server.config import ServerConfig, parse_lora_flag
+
+    try:
+        import uvicorn
+
+        from .server.app import create_app
+    except ImportError as e:
+        raise CLIError(f"llamart serve needs FastAPI and uvicorn "
+                       f"(pip install 'llamart[server]'): {e}") from e
+    try:
+        adapters = tuple(parse_lora_flag(t) for t in args.lora or ())
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    n_ctx = args.n_ctx if args.n_ctx is not None else _default_n_ctx(args.model)
+    config = ServerConfig(model=args.model, adapters=adapters, alias=args.alias,
+                          api_key=args.api_key, n_ctx=n_ctx, n_batch=args.n_batch,
+                          n_threads=args.n_threads, parallel=args.parallel,
+                          max_queue=args.max_queue, adapter_dir=args.allow_adapter_loading,
+                          backend=args.backend)
+    from .server.adapters import AdapterRegistry
+
+    check_model(config.model)  # the usual mistakes fail now, not after the server starts
+    AdapterRegistry(config).check_files()
+    server_log = logging.getLogger("llamart.server")
+    server_log.setLevel(logging.INFO)
+    if not server_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s llamart.server: %(message)s"))
+        server_log.addHandler(handler)
+        server_log.propagate = False
+    server: Any = None
+
+    def stop() -> None:
+        server.should_exit = True
+
+    app = create_app(config, load="background", on_load_error=stop)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                           log_level="warning", timeout_graceful_shutdown=5))
+    print(f"llamart: serving {config.model_name} on http://{args.host}:{args.port}/v1 "
+          f"({len(adapters)} adapter(s)); loading the model", file=sys.stderr)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        print("llamart: server stopped", file=sys.stderr)
+    error = app.state.llamart.load_error
+    if error:
+        raise CLIError(f"could not load the model: {error}")
+    return 0
+
+
+def add_serve_parser(sub: Any, backend_help: str) -> None:
+    from .server.config import DEFAULT_PARALLEL
+
+    s = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (llamart[server])")
+    s.add_argument("model", metavar="MODEL", help="the base model (GGUF)")
+    s.add_argument("--lora", metavar="NAME=PATH[:SCALE]", action="append",
+                   help="serve an adapter as model NAME (repeatable; scale 1.0 by default)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key", default=None, metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' (/health stays open)")
+    s.add_argument("--n-ctx", type=int, default=None, metavar="N",
+                   help="context size (default: 2048, or the model's own when smaller)")
+    s.add_argument("--n-batch", type=int, default=512, metavar="N")
+    s.add_argument("--n-threads", type=int, default=None, metavar="N",
+                   help="compute threads (default: every core)")
+    s.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
+                   help=f"sequences decoded together (default {DEFAULT_PARALLEL})")
+    s.add_argument("--max-queue", type=int, default=64, metavar="N",
+                   help="requests that may wait beyond the running ones; more get 503 "
+                        "(default 64)")
+    s.add_argument("--alias", default=None, metavar="NAME",
+                   help="the base model's name in the API (default: the file name)")
+    s.add_argument("--allow-adapter-loading", default=None, metavar="DIR",
+                   help="enable /v1/load_lora_adapter and /v1/unload_lora_adapter for "
+                        "adapter files inside DIR")
+    s.add_argument("--backend", choices=("native", "wasm"), default=None, help=backend_help)
+    s.set_defaults(func=cmd_serve)
+
+
 # ---- parser ----
 
 def build_parser() -> argparse.ArgumentParser:
@@ -407,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
                     ).add_argument("name", metavar="NAME")
     m.set_defaults(func=cmd_models)
 
+    add_serve_parser(sub, backend_help)
     return p
 
 
