@@ -41,7 +41,9 @@ WHERE = {
 def _make(name: str) -> Backend:
     if name == "fake":
         return FakeBackend()
-    from llamart.engine.engine import _resolve_backend  # the name -> Backend table Engine(name) uses
+    from llamart.engine.engine import (
+        _resolve_backend,  # the name -> Backend table Engine(name) uses
+    )
 
     return _resolve_backend(name)
 

@@ -5,12 +5,8 @@ and stepping generations in worker threads.
   calls, each naming its adapter set (``lora=``): requests run at once (``concurrent``).
 * ``--parallel 1``: the Engine runs one generation at a time and refuses a second while one
   streams, so requests take turns (``_turn``, one worker thread).
-* Embeddings use the adapter set applied engine-wide (``embed`` has no ``lora=``). With
-  ``--parallel 1`` the turn sets it on the Engine. Batched, the Engine's ``embed`` computes
-  with whatever set the scheduler's last step applied (a pirate step leaves pirate
-  embeddings), so embeddings go to a second Engine (``n_parallel=1``, loaded on first use,
-  sharing the mmapped weights) that takes them in turns. Delete ``_embedder`` once the
-  parallel Engine's ``embed`` applies its own set (or takes ``lora=``).
+* Embeddings name their adapter set too (``embed(..., lora=)``); with ``--parallel 1`` they
+  take the same turn as generations (the set is applied for the call only).
 """
 
 from __future__ import annotations
@@ -28,11 +24,9 @@ _DONE = object()
 
 
 class Runner:
-    """Runs requests on one Engine; at most ``slots + max_queue`` admitted at once.
-    ``embedder`` makes the Engine for embeddings when ``parallel`` > 1."""
+    """Runs requests on one Engine; at most ``slots + max_queue`` admitted at once."""
 
-    def __init__(self, engine: Any, parallel: int, max_queue: int,
-                 embedder: Callable[[], Any] | None = None) -> None:
+    def __init__(self, engine: Any, parallel: int, max_queue: int) -> None:
         self.engine = engine
         self.concurrent = parallel > 1  # the Engine was loaded with n_parallel=parallel
         self.slots = parallel
@@ -42,9 +36,6 @@ class Runner:
         workers = self.limit + 1 if self.concurrent else 1
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "llamart-serve")
         self._turn = None if self.concurrent else asyncio.Lock()
-        self._make_embedder = embedder
-        self._embedder: Any = None if self.concurrent else engine
-        self._embed_turn = asyncio.Lock()
 
     # ---- admission ----
 
@@ -95,26 +86,18 @@ class Runner:
         """The vectors of ``texts`` under ``loras`` and their token count."""
 
         def work() -> tuple[list[Any], int]:
-            if self._embedder is None:
-                self._embedder = self._make_embedder() if self._make_embedder else self.engine
-            eng = self._embedder
-            if list(eng.loras.items()) != list(loras.items()):
-                eng.clear_loras()
-                for path, scale in loras.items():
-                    eng.set_lora(path, scale)
-            return eng.embed(texts), sum(len(eng.tokenize(t)) for t in texts)
+            eng = self.engine
+            return (eng.embed(texts, lora=dict(loras)),
+                    sum(len(eng.tokenize(t)) for t in texts))
 
         await self._enter()
         try:
-            async with self._embed_turn:
-                return await asyncio.wrap_future(self._pool.submit(work))
+            return await asyncio.wrap_future(self._pool.submit(work))
         finally:
             self._leave()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._embedder is not None and self._embedder is not self.engine:
-            self._embedder.dispose()
 
 
 class Stream:

@@ -45,8 +45,7 @@ class ServerState:
             self.registry.check_files()
             started = time.perf_counter()
             self.engine = self._load_engine(cfg.parallel, self.engine)
-            self.runner = Runner(self.engine, cfg.parallel, cfg.max_queue,
-                                 embedder=lambda: self._load_engine(1))
+            self.runner = Runner(self.engine, cfg.parallel, cfg.max_queue)
             log.info("loaded %s as %r in %.2f s (%d slot(s), %s adapters: %s)", cfg.model,
                      cfg.model_name, time.perf_counter() - started, self.runner.slots,
                      len(cfg.adapters), ", ".join(a.name for a in cfg.adapters) or "none")
