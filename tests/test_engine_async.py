@@ -151,3 +151,16 @@ def test_achat_streams_the_reply(fake_loaded: Engine, fake: FakeBackend) -> None
     assert fake_loaded.last_finish_reason == "stop"
     text, _add, parse = [a for n, a in fake.calls if n == "tokenize"][-1]
     assert text == "<s>user: hi</s><s>assistant: " and parse is True
+
+
+@needs_threads
+def test_concurrent_async_calls_queue_on_a_single_sequence_engine(fake_loaded: Engine,
+                                                                  fake: FakeBackend) -> None:
+    """n_parallel=1: a second task's generation waits for the first instead of raising."""
+    fake.script = byte_tokens(b"abcabc")  # each generation takes three, one after the other
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(fake_loaded.acomplete("x", max_tokens=3),
+                                         fake_loaded.acomplete("y", max_tokens=3)))
+    assert asyncio.run(main()) == ["abc", "abc"]
+    assert fake.violations == []  # never two threads inside the backend at once

@@ -242,8 +242,8 @@ def test_changes_refused_while_streaming(fake_loaded: Engine, fake: FakeBackend,
                  fake_loaded.clear_loras, lambda: fake_loaded.load_model(fake_files["model"]),
                  fake_loaded.unload_model, lambda: fake_loaded.logits("x"),
                  lambda: fake_loaded.generate("y"), lambda: fake_loaded.complete("y")]:
-        with pytest.raises(EngineStateError, match="generation is streaming"):
-            call()
+        with pytest.raises(EngineStateError, match="generation is streaming in this thread"):
+            call()  # the thread stepping it cannot wait for itself
     assert fake_loaded.tokenize("ab", add_special=False) == byte_tokens(b"ab")  # reading is fine
     assert fake_loaded.metadata and fake_loaded.loras == {}
     assert "".join(it) == "bcdef" and fake_loaded.last_finish_reason == "length"
@@ -341,31 +341,34 @@ def test_cancel_between_tokens_of_one_step(fake_loaded: Engine, fake: FakeBacken
 
 
 @needs_threads
-def test_calls_from_other_threads_during_generation(fake_loaded: Engine, fake: FakeBackend,
-                                                    fake_files) -> None:
+def test_calls_from_other_threads_during_generation_wait_their_turn(
+        fake_loaded: Engine, fake: FakeBackend, fake_files) -> None:
+    """n_parallel=1: a call from another thread that would disturb the streaming generation
+    queues until it has ended (reading calls run between its tokens)."""
     fake.script = byte_tokens(b"abcd")
     it = fake_loaded.generate("x", max_tokens=4)
     next(it)
     results: dict[str, object] = {}
+    order: list[str] = []
 
     def other() -> None:
-        try:
-            fake_loaded.set_lora(fake_files["a"])
-        except EngineStateError as e:
-            results["set_lora"] = e
-        try:
-            results["generate"] = fake_loaded.complete("y", max_tokens=1)
-        except EngineStateError as e:
-            results["generate"] = e
         results["tokenize"] = fake_loaded.tokenize("q", add_special=False)
+        results["set_lora"] = fake_loaded.set_lora(fake_files["a"])
+        order.append("set_lora")
+        results["generate"] = fake_loaded.complete("y", max_tokens=1)
 
     t = threading.Thread(target=other)
     t.start()
-    t.join()
-    assert isinstance(results["set_lora"], EngineStateError)
-    assert isinstance(results["generate"], EngineStateError)
+    t.join(timeout=0.3)
+    assert t.is_alive()  # waiting: the generation still streams
+    rest = "".join(it)
+    order.append("generation ended")
+    t.join(timeout=30)
+    assert not t.is_alive()
+    assert rest == "bcd"
+    assert order == ["generation ended", "set_lora"] or order == ["set_lora"]
     assert results["tokenize"] == byte_tokens(b"q")
-    assert "".join(it) == "bcd"
+    assert results["set_lora"] is True and isinstance(results["generate"], str)
 
 
 @needs_threads
@@ -569,7 +572,7 @@ def test_generation_refused_at_its_start_ends_with_error(fake_loaded: Engine, fa
     waiting = fake_loaded.generate("y", max_tokens=2)
     running = fake_loaded.generate("z", max_tokens=2)
     assert next(running) == "c"
-    with pytest.raises(EngineStateError, match="generation is streaming"):
+    with pytest.raises(EngineStateError, match="generation is streaming in this thread"):
         next(waiting)
     assert waiting.finish_reason == "error"
     assert "".join(running) == "d" and running.finish_reason == "length"

@@ -147,6 +147,8 @@ class Engine:
         self._strict = check_bool("strict", strict)
         self._backend = _resolve_backend(backend)
         self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)  # notified when a generation ends
+        self._owner: int | None = None  # the thread that last stepped the streaming generation
         self._disposed = False
         self._model: LoadedModel | None = None
         self._generation: GenerationRun | None = None  # the generation streaming now
@@ -156,13 +158,26 @@ class Engine:
 
     # ---- state ----
 
-    def _check(self, busy_what: str | None = None) -> None:
-        """EngineStateError if disposed, or (given what the call does) while streaming."""
-        if self._disposed:
-            raise EngineStateError("the engine has been disposed; create a new Engine")
-        if busy_what is not None and self._generation is not None:
-            raise EngineStateError(f"cannot {busy_what} while a generation is streaming; "
-                                   f"finish, close or cancel it first")
+    def _check(self, busy_what: str | None = None, *, wait: bool = True) -> None:
+        """EngineStateError if disposed. Given what the call does, while a generation streams
+        (n_parallel=1): a call from another thread waits its turn (in arrival order, as the
+        lock is fair to waiters in practice); the thread stepping that generation is refused,
+        since waiting for itself would never end. With ``wait`` False another thread's
+        generation is no obstacle (the call does not touch the context). Call with the lock
+        held."""
+        while True:
+            if self._disposed:
+                raise EngineStateError("the engine has been disposed; create a new Engine")
+            if busy_what is None or self._generation is None:
+                return
+            if self._owner == threading.get_ident():
+                raise EngineStateError(f"cannot {busy_what} while a generation is streaming in "
+                                       f"this thread; finish, close or cancel it first (other "
+                                       f"threads wait their turn; n_parallel > 1 runs them at "
+                                       f"once)")
+            if not wait:
+                return
+            self._idle.wait()
 
     def _check_no_requests(self, what: str) -> None:
         model = self._model
@@ -173,9 +188,8 @@ class Engine:
     @contextlib.contextmanager
     def _call(self, what: str, *, idle: bool = True) -> Iterator[LoadedModel | None]:
         """The engine's lock for the block, which gets the loaded model (or None)."""
-        self._check(what if idle else None)  # refuse at once, not after a running token
         with self._lock:
-            self._check(what if idle else None)
+            self._check(what if idle else None)  # waits while another thread streams
             yield self._model
 
     @contextlib.contextmanager
@@ -291,6 +305,7 @@ class Engine:
             if self._disposed:
                 return
             self._generation = None  # a suspended generation raises on its next step
+            self._idle.notify_all()  # waiting calls see the engine disposed
             try:
                 self._unload_locked()
             finally:
@@ -578,8 +593,11 @@ class Engine:
         override = check_lora_arg(lora)
         if override and lora_unavailable(self.capabilities, self._strict, "lora="):
             override = None  # the base model, with a warning (as set_lora)
-        busy = None if self._model is None or self._model.scheduler else "start a generation"
-        with self._call("start a generation", idle=busy is not None) as model:
+        with self._lock:  # the stream queues when it starts (_streaming), not here: this may be
+            # an event loop's thread, which must not block (async generations step elsewhere)
+            parallel = self._model is not None and self._model.scheduler is not None
+            self._check(None if parallel else "start a generation", wait=False)
+        with self._call("start a generation", idle=False) as model:
             if model is None:
                 raise EngineStateError("no model is loaded: call load_model() before "
                                        "start a generation")
@@ -640,7 +658,7 @@ class Engine:
             if gen.model is not self._model:
                 raise EngineStateError("the model changed after generate() was called; "
                                        "call generate() again")
-            self._generation = gen
+            self._generation, self._owner = gen, threading.get_ident()
             self.last_finish_reason = self.last_usage = None
         try:
             yield
@@ -649,6 +667,7 @@ class Engine:
                 if self._generation is gen:
                     self._generation = None
                     self.last_finish_reason, self.last_usage = gen.finish_reason, gen.usage
+                    self._idle.notify_all()
 
     @contextlib.contextmanager
     def _turn(self, gen: GenerationRun) -> Iterator[Backend]:
@@ -657,6 +676,7 @@ class Engine:
             self._check()
             if self._generation is not gen:
                 raise EngineStateError("this generation was ended by the engine")
+            self._owner = threading.get_ident()
             yield self._backend
 
     @contextlib.contextmanager
