@@ -42,6 +42,8 @@ struct lm_session {
     llama_context * embed_ctx = nullptr;  // embed.cpp's: made on the first lm_embed
     int32_t embed_pooling = 0;            // its pooling type
     const llama_vocab * vocab = nullptr;
+    ggml_threadpool * threadpool = nullptr;  // native: ggml's workers, whoever calls (session.cpp)
+    void (*threadpool_free)(ggml_threadpool *) = nullptr;
     lm::Sampling samp;                    // the single-sequence API's sampler (sampling.cpp)
     std::vector<lm::Slot> slots;          // n_seq_max > 1: the parallel sequences (slots.cpp)
     std::string active_key;               // the active adapter set as a key ("" = none)

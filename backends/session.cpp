@@ -1,6 +1,8 @@
 // Session lifecycle (model + context) and the model's facts and metadata.
 #include "internal.h"
 
+#include "ggml-backend.h"
+
 #include <algorithm>
 #include <new>
 
@@ -46,6 +48,42 @@ void reset_cache(lm_session * s, bool zero_data) {
 }
 
 }  // namespace lm
+
+namespace {
+
+// Natively: one persistent ggml threadpool per session (ggml is built without OpenMP). Its
+// workers serve whichever thread calls llama_decode, so callers on many threads (the parallel
+// engine's scheduler, a server's worker pool) share one warm team. With OpenMP every calling
+// thread got a team of its own, and on 2 cores the teams' idle workers stopped spinning and
+// slept: a decode from a second thread was ~7x slower. Not in WebAssembly, whose pthread pool is
+// sized at startup (ggml makes its workers per decode there).
+void attach_threadpool(lm_session * s, int32_t threads) {
+#if !defined(__EMSCRIPTEN__)
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
+    if (reg == nullptr || threads < 2) {
+        return;
+    }
+    auto tp_new = (ggml_threadpool * (*)(ggml_threadpool_params *))
+        ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new");
+    auto tp_free = (void (*)(ggml_threadpool *))
+        ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_free");
+    if (tp_new == nullptr || tp_free == nullptr) {
+        return;  // ggml makes a threadpool per decode, as without this
+    }
+    ggml_threadpool_params tpp = ggml_threadpool_params_default(threads);
+    s->threadpool = tp_new(&tpp);
+    if (s->threadpool != nullptr) {
+        s->threadpool_free = tp_free;
+        llama_attach_threadpool(s->ctx, s->threadpool, s->threadpool);
+    }
+#else
+    (void) s;
+    (void) threads;
+#endif
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -109,6 +147,7 @@ lm_session * lm_session_load_ex(const char * path, int32_t n_ctx, int32_t n_batc
             return lm::fail_null("llama.cpp could not create a context (n_ctx " +
                                  std::to_string(n_ctx) + ")");
         }
+        attach_threadpool(s, threads);
     }
     if (!vocab_only && n_seq_max > 1) {
         s->slots.resize((size_t) n_seq_max);
@@ -132,8 +171,15 @@ void lm_session_free(lm_session * s) {
     s->active.clear();
     s->active_scales.clear();
     if (s->ctx) {
+        if (s->threadpool != nullptr) {
+            llama_detach_threadpool(s->ctx);
+        }
         llama_free(s->ctx);
         s->ctx = nullptr;
+    }
+    if (s->threadpool != nullptr) {
+        s->threadpool_free(s->threadpool);
+        s->threadpool = nullptr;
     }
     for (lm_adapter * a : s->adapters) {
         llama_adapter_lora_free(a->lora);
