@@ -1,0 +1,116 @@
+"""Load the llamart WebAssembly module from the installed package, inside stock Pyodide.
+
+The Pyodide wheel (``python -m wasm.wheel``) carries both emscripten builds in
+``llamart/_wasm/``. The first ``Engine()`` (through :func:`ensure_module`) reads the glue text,
+the ``.wasm`` bytes and, for the pthreads build, its worker script from Pyodide's file system,
+makes the module synchronously with ``pyodide_loader.js`` and registers it as the Python
+module ``llamart_wasm``. Importing llamart loads nothing.
+
+Which build: the pthreads one where SharedArrayBuffer exists (Node; a cross-origin isolated
+page), else the single-threaded one; ``LLAMART_WASM_THREADS=0``/``1`` forces it. A module
+registered earlier (``wasm/llamart_pyodide.js``) is used as is.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MODULE_NAME = "llamart_wasm"
+WASM_DIR = Path(__file__).resolve().parents[1] / "_wasm"
+LOADER_JS = Path(__file__).with_suffix(".js")
+# the files of each build, in llamart/_wasm/ (python -m wasm.build names them)
+FILES = {"single": ("llamart_wasm.js", "llamart_wasm.wasm", None),
+         "threads": ("llamart_wasm_mt.js", "llamart_wasm_mt.wasm", "llamart_wasm_mt.worker.js")}
+
+
+class WasmLoadError(ImportError):
+    """The module could not be made here; the message names what is missing."""
+
+
+def bundled() -> bool:
+    """Does this installation carry the modules (the Pyodide wheel)?"""
+    return WASM_DIR.is_dir()
+
+
+@functools.cache
+def _loader() -> Any:
+    from pyodide.code import run_js  # type: ignore[import-not-found]
+
+    if not LOADER_JS.is_file():
+        raise WasmLoadError(f"llamart: {LOADER_JS} is missing from the installed package")
+    return run_js(LOADER_JS.read_text(encoding="utf-8"))
+
+
+def choose_build(threads_available: bool, forced: str | None = None) -> str:
+    """``"threads"`` or ``"single"``: ``forced`` (``"1"``/``"0"``) wins, else what runs here."""
+    if forced in ("0", "1"):
+        if forced == "1" and not threads_available:
+            raise WasmLoadError("llamart: LLAMART_WASM_THREADS=1, but SharedArrayBuffer is not "
+                                "available (serve the page with Cross-Origin-Opener-Policy: "
+                                "same-origin and Cross-Origin-Embedder-Policy: require-corp)")
+        return "threads" if forced == "1" else "single"
+    return "threads" if threads_available else "single"
+
+
+def _read(name: str | None, text: bool) -> Any:
+    """A module file's contents as JS (str, or a Uint8Array read by Pyodide's FS: no copy
+    through Python); WasmLoadError naming it when it is missing."""
+    if name is None:
+        return None
+    path = WASM_DIR / name
+    if not path.is_file():
+        raise WasmLoadError(f"llamart: the WebAssembly module file {name} is missing from the "
+                            f"installed package ({WASM_DIR}): reinstall the llamart Pyodide "
+                            "wheel (python -m wasm.wheel builds it)")
+    if text:
+        return path.read_text(encoding="utf-8")
+    import pyodide_js  # type: ignore[import-not-found]
+
+    return pyodide_js.FS.readFile(str(path))
+
+
+def load(build: str | None = None) -> Any:
+    """Make the module from the package's files and register it as ``llamart_wasm``."""
+    import js  # type: ignore[import-not-found]
+    from pyodide.ffi import JsException, register_js_module, to_js  # type: ignore[import-not-found]
+
+    loader = _loader()
+    lacking = str(loader.missing())
+    if lacking:
+        raise WasmLoadError(f"llamart: this Pyodide runtime cannot run the llamart WebAssembly "
+                            f"module: it lacks {lacking}")
+    build = build or choose_build(bool(loader.threadsAvailable()),
+                                  os.environ.get("LLAMART_WASM_THREADS"))
+    glue, wasm, worker = FILES[build]
+    opts = {"name": glue, "glue": _read(glue, True), "wasm": _read(wasm, False),
+            "worker": _read(worker, True)}
+    try:
+        module = loader.load(to_js(opts, dict_converter=js.Object.fromEntries))
+    except JsException as exc:
+        raise WasmLoadError(f"llamart: cannot load the WebAssembly module {glue}: "
+                            f"{exc.message if hasattr(exc, 'message') else exc}") from exc
+    register_js_module(MODULE_NAME, module)
+    return module
+
+
+def ensure_module() -> Any:
+    """The registered ``llamart_wasm`` module, loaded from the package on first use."""
+    try:
+        import llamart_wasm  # type: ignore[import-not-found]
+    except ImportError:
+        return load()
+    return llamart_wasm
+
+
+def share(module: Any, path: str) -> Callable[[], None] | None:
+    """Make ``path`` of Pyodide's FS readable in ``module``'s FS without a copy (a NODEFS or
+    WORKERFS mount mounted again, a MEMFS/IDBFS file's contents shared); returns the undo,
+    or None when it cannot be shared (the caller copies)."""
+    import pyodide_js  # type: ignore[import-not-found]
+
+    undo = _loader().share(pyodide_js.FS, module.FS, path)
+    return None if undo is None else lambda: undo()
