@@ -12,7 +12,8 @@
  *   'load' message before any 'run').
  * - Pool workers start from the worker script's text: in Node a worker_threads Worker with
  *   `eval: true` (the glue text in workerData; unref'd so Node can exit), in a browser a Blob
- *   URL (the glue as mainScriptUrlOrBlob).
+ *   URL (the glue as mainScriptUrlOrBlob).  In Node the pool never keeps the process alive
+ *   (unref'd, and the glue's ref() calls are ignored).
  * - The glue's process.on("uncaughtException" / "unhandledRejection") handlers are dropped:
  *   a library must not make the host's unhandled rejections fatal.
  */
@@ -76,6 +77,18 @@
       constructor(_file, options) {
         super(code, { ...(options || {}), eval: true, workerData: { llamartGlue: glueText } });
         this.unref(); // a pool waiting for work must not keep Node alive
+      }
+
+      ref() {
+        // the glue refs a worker while it hosts a thread; ggml's threads live as long as a
+        // context and only compute inside a synchronous call, so they never keep Node alive
+        return this;
+      }
+
+      on(event, listener) {
+        super.on(event, listener);
+        this.unref(); // a new 'message' listener refs the worker's port again
+        return this;
       }
     };
   }
