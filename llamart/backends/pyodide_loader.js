@@ -8,8 +8,9 @@
  *   process.getBuiltinModule (Node >= 20.16), which works under ESM and CommonJS drivers.
  * - The .wasm is compiled and instantiated synchronously (instantiateWasm), so the module is
  *   ready when the factory returns.  The pthreads build is linked with
- *   PTHREAD_POOL_DELAY_LOAD: its pool workers are marked loaded right away (each handles its
- *   'load' message before any 'run').
+ *   PTHREAD_POOL_DELAY_LOAD: in Node its pool workers are marked loaded right away (each
+ *   handles its 'load' message before any 'run'); a browser starts them only once the caller
+ *   yields to the event loop, which it awaits with poolReady (pyodide_loader.py).
  * - Pool workers start from the worker script's text: in Node a worker_threads Worker with
  *   `eval: true` (the glue text in workerData; unref'd so Node can exit), in a browser a Blob
  *   URL (the glue as mainScriptUrlOrBlob).  In Node the pool never keeps the process alive
@@ -151,12 +152,35 @@
       throw new Error(`${opts.name} did not initialise synchronously (is it a build linked ` +
         "with PTHREAD_POOL_DELAY_LOAD, see wasm/CMakeLists.txt?)");
     }
-    if (threaded) {
-      if (!settings.PThread) throw new Error(`${opts.name} does not expose its thread pool`);
+    if (threaded && !settings.PThread) throw new Error(`${opts.name} does not expose its thread pool`);
+    if (threaded && IN_NODE) {
+      // Node starts a worker thread at once, whatever the calling thread does; a browser
+      // starts one only when its creator returns to the event loop (see poolReady)
       for (const w of settings.PThread.unusedWorkers) w.loaded = true;
     }
     settings.llamartBuild = threaded ? "threads" : "single";
     return settings;
+  }
+
+  /**
+   * Resolves when every pool worker of `module` has loaded (at once in Node and for the
+   * single-threaded build); rejects after `ms`.  A browser starts a worker only when its
+   * creator yields to the event loop, so the caller must await this before the first decode.
+   */
+  function poolReady(module, ms) {
+    const pool = module.PThread ? module.PThread.unusedWorkers : [];
+    const started = Date.now();
+    return new Promise((resolve, reject) => {
+      const poll = () => {
+        if (pool.every((w) => w.loaded)) return resolve(pool.length);
+        if (Date.now() - started > ms) {
+          return reject(new Error(`the WebAssembly thread pool did not start in ${ms / 1000} s ` +
+            `(${pool.filter((w) => w.loaded).length} of ${pool.length} workers loaded)`));
+        }
+        setTimeout(poll, 5);
+      };
+      poll();
+    });
   }
 
   /** mkdir -p in an emscripten FS. */
@@ -200,5 +224,5 @@
     return null;
   }
 
-  return { load, share, missing, threadsAvailable, cores, IN_NODE };
+  return { load, poolReady, share, missing, threadsAvailable, cores, IN_NODE };
 })();

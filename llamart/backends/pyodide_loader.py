@@ -7,8 +7,10 @@ makes the module synchronously with ``pyodide_loader.js`` and registers it as th
 module ``llamart_wasm``. Importing llamart loads nothing.
 
 Which build: the pthreads one where SharedArrayBuffer exists (Node; a cross-origin isolated
-page), else the single-threaded one; ``LLAMART_WASM_THREADS=0``/``1`` forces it. A module
-registered earlier (``wasm/llamart_pyodide.js``) is used as is.
+page) and the call can wait for its pool (in a browser: JSPI, i.e. code run by
+``runPythonAsync``, PyScript, a notebook cell; or ``await llamart.web.load_wasm()`` first),
+else the single-threaded one; ``LLAMART_WASM_THREADS=0``/``1`` forces it. A module registered
+earlier (``wasm/llamart_pyodide.js``) is used as is.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 MODULE_NAME = "llamart_wasm"
 WASM_DIR = Path(__file__).resolve().parents[1] / "_wasm"
 LOADER_JS = Path(__file__).with_suffix(".js")
+POOL_TIMEOUT_MS = 60_000  # a browser's thread pool starting (one worker per core beyond one)
 # the files of each build, in llamart/_wasm/ (python -m wasm.build names them)
 FILES = {"single": ("llamart_wasm.js", "llamart_wasm.wasm", None),
          "threads": ("llamart_wasm_mt.js", "llamart_wasm_mt.wasm", "llamart_wasm_mt.worker.js")}
@@ -73,26 +76,78 @@ def _read(name: str | None, text: bool) -> Any:
     return pyodide_js.FS.readFile(str(path))
 
 
-def load(build: str | None = None) -> Any:
-    """Make the module from the package's files and register it as ``llamart_wasm``."""
+def _make(loader: Any, build: str) -> Any:
+    """The module of ``build``, made from the package's files (its pool maybe not started)."""
     import js  # type: ignore[import-not-found]
-    from pyodide.ffi import JsException, register_js_module, to_js  # type: ignore[import-not-found]
+    from pyodide.ffi import JsException, to_js  # type: ignore[import-not-found]
 
+    glue, wasm, worker = FILES[build]
+    opts = {"name": glue, "glue": _read(glue, True), "wasm": _read(wasm, False),
+            "worker": _read(worker, True)}
+    try:
+        return loader.load(to_js(opts, dict_converter=js.Object.fromEntries))
+    except JsException as exc:
+        raise WasmLoadError(f"llamart: cannot load the WebAssembly module {glue}: "
+                            f"{getattr(exc, 'message', exc)}") from exc
+
+
+def _checked_loader() -> Any:
     loader = _loader()
     lacking = str(loader.missing())
     if lacking:
         raise WasmLoadError(f"llamart: this Pyodide runtime cannot run the llamart WebAssembly "
                             f"module: it lacks {lacking}")
+    return loader
+
+
+def _can_block_on_js() -> bool:
+    """Can this call wait for a JS promise (Node needs not; a browser needs JSPI here)?"""
+    from pyodide.ffi import can_run_sync  # type: ignore[import-not-found]
+
+    return bool(can_run_sync())
+
+
+def load(build: str | None = None) -> Any:
+    """Make the module from the package's files and register it as ``llamart_wasm``.
+
+    A browser starts the pthreads pool only when the caller yields to the event loop: from a
+    synchronous call that cannot wait (no JSPI, or not under ``runPythonAsync``/an async
+    task) the single-threaded module is loaded instead (:func:`load_async` has no such limit).
+    """
+    from pyodide.ffi import register_js_module, run_sync  # type: ignore[import-not-found]
+
+    loader = _checked_loader()
+    in_node = bool(loader.IN_NODE)
+    can_wait = in_node or _can_block_on_js()
+    forced = os.environ.get("LLAMART_WASM_THREADS")
+    if forced == "1" and not can_wait:
+        raise WasmLoadError("llamart: LLAMART_WASM_THREADS=1, but this synchronous call cannot "
+                            "wait for the thread pool to start: make the Engine from async code "
+                            "(runPythonAsync, top-level await) or `await llamart.web.load_wasm()`"
+                            " first")
+    build = build or choose_build(bool(loader.threadsAvailable()) and can_wait, forced)
+    module = _make(loader, build)
+    if build == "threads" and not in_node:
+        try:
+            run_sync(loader.poolReady(module, POOL_TIMEOUT_MS))
+        except Exception as exc:
+            raise WasmLoadError(f"llamart: {getattr(exc, 'message', exc)}") from exc
+    register_js_module(MODULE_NAME, module)
+    return module
+
+
+async def load_async(build: str | None = None) -> Any:
+    """:func:`load` for async code: waits for the pthreads pool without JSPI."""
+    from pyodide.ffi import register_js_module  # type: ignore[import-not-found]
+
+    loader = _checked_loader()
     build = build or choose_build(bool(loader.threadsAvailable()),
                                   os.environ.get("LLAMART_WASM_THREADS"))
-    glue, wasm, worker = FILES[build]
-    opts = {"name": glue, "glue": _read(glue, True), "wasm": _read(wasm, False),
-            "worker": _read(worker, True)}
+    module = _make(loader, build)
     try:
-        module = loader.load(to_js(opts, dict_converter=js.Object.fromEntries))
-    except JsException as exc:
-        raise WasmLoadError(f"llamart: cannot load the WebAssembly module {glue}: "
-                            f"{exc.message if hasattr(exc, 'message') else exc}") from exc
+        await loader.poolReady(module, POOL_TIMEOUT_MS)
+    except Exception as exc:
+        raise WasmLoadError(f"llamart: {getattr(exc, 'message', exc)}") from exc
     register_js_module(MODULE_NAME, module)
     return module
 
@@ -114,3 +169,12 @@ def share(module: Any, path: str) -> Callable[[], None] | None:
 
     undo = _loader().share(pyodide_js.FS, module.FS, path)
     return None if undo is None else lambda: undo()
+
+
+async def ensure_module_async() -> Any:
+    """:func:`ensure_module` for async code (:func:`load_async`)."""
+    try:
+        import llamart_wasm  # type: ignore[import-not-found]
+    except ImportError:
+        return await load_async()
+    return llamart_wasm
