@@ -200,7 +200,10 @@
    */
   function share(pyFS, modFS, path) {
     const node = pyFS.lookupPath(path, { follow: true }).node;
-    const mount = node.mount;
+    let owner = node; // WORKERFS file nodes of emscripten 5 leave `mount` to their folder
+    while (!owner.mount && owner.parent && owner.parent !== owner) owner = owner.parent;
+    const mount = owner.mount;
+    if (!mount) return null;
     const fss = pyFS.filesystems;
     const kind = (fss.NODEFS && mount.type === fss.NODEFS && "NODEFS") ||
       (fss.WORKERFS && mount.type === fss.WORKERFS && "WORKERFS") || null;
