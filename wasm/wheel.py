@@ -23,7 +23,10 @@ WHEEL_TAG = f"py3-none-{PLATFORM_TAG}"
 # the module files (python -m wasm.build), all required: llamart/_wasm/<name>
 MODULE_FILES = ("llamart_wasm.js", "llamart_wasm.wasm", "llamart_wasm_mt.js",
                 "llamart_wasm_mt.wasm", "llamart_wasm_mt.worker.js")
-SKIP_DIRS = {"_lib", "__pycache__", "_wasm"}  # native binaries, bytecode, a stale module copy
+# native binaries, bytecode, a stale module copy; llamart/data holds the native LoRA demo's
+# adapter (LoRA is off in WebAssembly; the demo needs numpy): 1.8 MB compressed, left out
+SKIP_DIRS = {"_lib", "__pycache__", "_wasm"}
+SKIP_TREES = ("llamart/data/",)
 SKIP_SUFFIXES = {".pyc", ".so", ".dylib", ".dll"}
 REQUIRES = ("cffi>=1.15; sys_platform != 'emscripten'", "jinja2>=3.1.6")
 _ZIP_TIME = (2024, 1, 1, 0, 0, 0)
@@ -57,7 +60,8 @@ def package_files(wasm_dir: Path) -> list[tuple[str, bytes]]:
     for path in sorted((REPO / "llamart").rglob("*")):
         rel = path.relative_to(REPO)
         if path.is_file() and not SKIP_DIRS.intersection(rel.parts) \
-                and path.suffix not in SKIP_SUFFIXES:
+                and path.suffix not in SKIP_SUFFIXES \
+                and not rel.as_posix().startswith(SKIP_TREES):
             files.append((rel.as_posix(), path.read_bytes()))
     missing = [n for n in MODULE_FILES if not (wasm_dir / n).is_file()]
     if missing:
