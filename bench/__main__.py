@@ -36,7 +36,19 @@ import sys
 import time
 from typing import Any
 
-from . import builds, chat, config, machine, models, report, systems, wasm, wllama, wllama_report
+from . import (
+    builds,
+    chat,
+    config,
+    machine,
+    models,
+    report,
+    results,
+    systems,
+    wasm,
+    wllama,
+    wllama_report,
+)
 from .proc import BenchError
 
 
@@ -299,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
     wasm_keys = [k for k in config.WASM_MODELS if k in keys]
     if not args.no_wasm and wasm_keys:
-        data["wasm"] = report.wasm_runs(data)  # keyed by model (--merge keeps the others)
+        data["wasm"] = results.wasm_runs(data)  # keyed by model (--merge keeps the others)
         for k in wasm_keys:
             data["wasm"][k] = wasm.measure(config.MODELS[k], prompt_tokens(config.MODELS[k]),
                                            rounds or 3, browser=not args.no_browser, log=log)

@@ -129,7 +129,7 @@ def validate(job: dict[str, Any]) -> dict[str, Any]:
     """GGUF validation (with the C string walk, then pure Python) and Engine load, in seconds,
     ``reps`` rounds; tools/bench_validate.py --pyodide runs it in Pyodide."""
     from llamart import Engine, gguf
-    from llamart.c_scan import c_string_scan
+    from llamart.gguf.c_scan import c_string_scan
 
     out: dict[str, Any] = {"validate_s": [], "python_walk_s": [], "load_s": []}
     engine = Engine(job.get("backend"))

@@ -9,6 +9,8 @@ from typing import Any
 
 from . import wllama_report
 from .config import CHAT_PLOT, DOC, PLOT
+from .doc_section import sections
+from .results import wasm_runs
 from .stats import med, ratio, spread
 
 SYSTEMS = ("llamart", "llama-bench", "llama-cpp-python")
@@ -67,14 +69,6 @@ def _speed_tables(data: dict[str, Any]) -> list[str]:
                     f" | {len(e['tg_tps'])} |")
         out.append("")
     return out
-
-
-def wasm_runs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """model key -> WebAssembly result (older result files held one model unkeyed)."""
-    w = data.get("wasm") or {}
-    if "systems" in w or "unavailable" in w:
-        return {w.get("model", "small-q8_0"): w}
-    return w
 
 
 def _wasm_tables(data: dict[str, Any]) -> list[str]:
@@ -537,6 +531,7 @@ def plot(data: dict[str, Any], path: Path = PLOT) -> None:
 
 def write(data: dict[str, Any]) -> None:
     DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(render(data))
+    kept = sections(DOC)  # the sections other jobs own (bench.cpu_variants, bench.parallel)
+    DOC.write_text(render(data) + ("\n" + kept + "\n" if kept else ""))
     plot(data)
     plot_chat(data)

@@ -69,6 +69,33 @@ def ensure_llama_bench(log=print, build: Path = LLAMA_BENCH_BUILD,
     return binary
 
 
+LLAMA_SERVER_BUILD = REPO / "build" / "bench-server"
+# llama-server as llamart ships ggml: every CPU variant, the best picked at run time (with our
+# patches of the pinned source, applied when it was extracted), so both use the same kernels
+LLAMA_SERVER_FLAGS = [
+    "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=OFF",
+    "-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON", "-DGGML_CCACHE=OFF",
+    "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_COMMON=ON", "-DLLAMA_BUILD_SERVER=ON",
+    "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_OPENSSL=OFF",
+]
+
+
+def ensure_llama_server(log=print, build: Path = LLAMA_SERVER_BUILD) -> Path:
+    """Build llama-server (and ggml's CPU variants beside it) from the pinned source, once."""
+    binary = build / "bin" / "llama-server"
+    if binary.exists():
+        return binary
+    src = llama_source_dir()
+    if not (src / "CMakeLists.txt").exists():
+        raise BenchError(f"the pinned llama.cpp source is missing at {src}: build llamart first")
+    log(f"bench: building llama-server from {src} into {build} (several minutes)")
+    subprocess.run([*_nice(), "cmake", "-S", str(src), "-B", str(build), *LLAMA_SERVER_FLAGS],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*_nice(), "cmake", "--build", str(build), "-j", str(os.cpu_count() or 2)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return binary
+
+
 def venv_python() -> Path:
     return VENV / "bin" / "python"
 

@@ -22,7 +22,7 @@ def llamart_figures(data: dict[str, Any], key: str,
     paired = (w.get("llamart") or {}).get(threads) or {}
     if paired.get("tg_tps"):
         return paired, "paired"
-    from .report import wasm_runs
+    from .results import wasm_runs
     from .wasm import system_name
 
     name = system_name("Chromium", "threads", int(threads))

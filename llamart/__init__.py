@@ -7,7 +7,7 @@
 """
 
 from ._version import __version__
-from .backends.base import Capabilities, ModelInfo
+from .bindings.base import Capabilities, ModelInfo
 from .engine import Engine
 from .errors import (
     AdapterError,

@@ -2,5 +2,5 @@
 and the C library (CMake compiles both numbers into ``lm_version()``/``lm_abi_version()``)."""
 
 __version__ = "0.2.0"
-# bump whenever core/llamart.h changes: Python refuses a libllamart built with another number
+# bump whenever backends/llamart.h changes: Python refuses a libllamart built with another number
 C_ABI_VERSION = 6

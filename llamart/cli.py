@@ -1,4 +1,4 @@
-"""The ``llamart`` command: generate, info, lora inspect/convert/compare, models, demo.
+"""The ``llamart`` command: generate, info, lora inspect/convert/compare, models, demo, serve.
 
 Errors print ``llamart: error: ...`` to stderr and exit 1; usage errors exit 2.
 """
@@ -64,7 +64,7 @@ def _engine(backend: str | None) -> Any:
 def _default_n_ctx(model: str) -> int:
     """2048, or the model's training context when smaller (unknown: 2048)."""
     from . import gguf
-    from .c_scan import c_string_scan
+    from .gguf.c_scan import c_string_scan
 
     try:
         ctx = gguf.model_summary(gguf.read_header(model, scan=c_string_scan()))["context_length"]
@@ -128,9 +128,50 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 # ---- info ----
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "?"
+
+
+def _runtime_rows(engine: Any) -> list[tuple[str, object]]:
+    """The CPU, the ggml CPU variant picked and why (native runtime dispatch)."""
+    caps = engine.capabilities
+    fields = dict(part.split(" = ", 1) for part in caps.system_info.split(" | ")
+                  if " = " in part)
+    rows: list[tuple[str, object]] = [("CPU", _cpu_model()), ("backend", caps.backend)]
+    if "CPU_VARIANT" in fields:
+        why = fields.get("CPU_VARIANT_REASON", "")
+        rows.append(("CPU variant", f"{fields['CPU_VARIANT']} ({why})"))
+    if "CPU_VARIANT_ERROR" in fields:
+        rows.append(("CPU variant error", fields["CPU_VARIANT_ERROR"]))
+    variants = getattr(engine._backend, "cpu_variants", None)  # noqa: SLF001
+    if variants is not None:
+        table = variants()
+        if table:
+            rows.append(("CPU variants", ", ".join(f"{n} ({sc}: {st})" for n, sc, st in table)))
+    return rows
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from . import gguf
-    from .c_scan import c_string_scan
+    from .gguf.c_scan import c_string_scan
+
+    if args.model is None:  # the runtime only: CPU and the variant picked
+        with _engine(args.backend) as engine:
+            rows = _runtime_rows(engine)
+        if args.json:
+            print(json.dumps(dict(rows), indent=2, default=str))
+        else:
+            print(_rows(rows))
+        return 0
 
     try:
         header = gguf.validate_model(args.model, scan=c_string_scan())
@@ -144,6 +185,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             info = engine.load_model(args.model, n_ctx=256, n_batch=256)
             metadata = engine.metadata
             caps = engine.capabilities
+            runtime = _runtime_rows(engine)
     if args.json:
         out = dict(summary)
         if info is not None:
@@ -176,6 +218,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             ("layers", summary["block_count"]),
         ]
     rows.append(("tensors", f"{summary['n_tensors']} ({types})"))
+    if info is not None:
+        rows += runtime
     print(_rows(rows))
     if not metadata:
         metadata = {k: (f"[{len(v)} items]" if isinstance(v, list) else str(v))
@@ -190,7 +234,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_lora_inspect(args: argparse.Namespace) -> int:
     from . import gguf
-    from .c_scan import c_string_scan
+    from .gguf.c_scan import c_string_scan
     from .lora import check_applicable
 
     try:
@@ -294,6 +338,90 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- serve ----
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .gguf.model_files import check_model
+    from .server.config import ServerConfig, parse_lora_flag
+
+    try:
+        import uvicorn
+
+        from .server.app import create_app
+    except ImportError as e:
+        raise CLIError(f"llamart serve needs FastAPI and uvicorn "
+                       f"(pip install 'llamart[server]'): {e}") from e
+    try:
+        adapters = tuple(parse_lora_flag(t) for t in args.lora or ())
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    n_ctx = args.n_ctx if args.n_ctx is not None else _default_n_ctx(args.model)
+    config = ServerConfig(model=args.model, adapters=adapters, alias=args.alias,
+                          api_key=args.api_key, n_ctx=n_ctx, n_batch=args.n_batch,
+                          n_threads=args.n_threads, parallel=args.parallel,
+                          max_queue=args.max_queue, adapter_dir=args.allow_adapter_loading,
+                          backend=args.backend)
+    from .server.adapters import AdapterRegistry
+
+    check_model(config.model)  # the usual mistakes fail now, not after the server starts
+    AdapterRegistry(config).check_files()
+    server_log = logging.getLogger("llamart.server")
+    server_log.setLevel(logging.INFO)
+    if not server_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s llamart.server: %(message)s"))
+        server_log.addHandler(handler)
+        server_log.propagate = False
+    server: Any = None
+
+    def stop() -> None:
+        server.should_exit = True
+
+    app = create_app(config, load="background", on_load_error=stop)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                           log_level="warning", timeout_graceful_shutdown=5))
+    print(f"llamart: serving {config.model_name} on http://{args.host}:{args.port}/v1 "
+          f"({len(adapters)} adapter(s)); loading the model", file=sys.stderr)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        print("llamart: server stopped", file=sys.stderr)
+    error = app.state.llamart.load_error
+    if error:
+        raise CLIError(f"could not load the model: {error}")
+    return 0
+
+
+def add_serve_parser(sub: Any, backend_help: str) -> None:
+    from .server.config import DEFAULT_PARALLEL
+
+    s = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (llamart[server])")
+    s.add_argument("model", metavar="MODEL", help="the base model (GGUF)")
+    s.add_argument("--lora", metavar="NAME=PATH[:SCALE]", action="append",
+                   help="serve an adapter as model NAME (repeatable; scale 1.0 by default)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key", default=None, metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' (/health stays open)")
+    s.add_argument("--n-ctx", type=int, default=None, metavar="N",
+                   help="context size (default: 2048, or the model's own when smaller)")
+    s.add_argument("--n-batch", type=int, default=512, metavar="N")
+    s.add_argument("--n-threads", type=int, default=None, metavar="N",
+                   help="compute threads (default: every core)")
+    s.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
+                   help=f"sequences decoded together (default {DEFAULT_PARALLEL})")
+    s.add_argument("--max-queue", type=int, default=64, metavar="N",
+                   help="requests that may wait beyond the running ones; more get 503 "
+                        "(default 64)")
+    s.add_argument("--alias", default=None, metavar="NAME",
+                   help="the base model's name in the API (default: the file name)")
+    s.add_argument("--allow-adapter-loading", default=None, metavar="DIR",
+                   help="enable /v1/load_lora_adapter and /v1/unload_lora_adapter for "
+                        "adapter files inside DIR")
+    s.add_argument("--backend", choices=("native", "wasm"), default=None, help=backend_help)
+    s.set_defaults(func=cmd_serve)
+
+
 # ---- parser ----
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,8 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the finish reason and token counts to stderr")
     g.set_defaults(func=cmd_generate)
 
-    i = sub.add_parser("info", help="describe a GGUF model")
-    i.add_argument("model", metavar="MODEL")
+    i = sub.add_parser("info", help="describe a GGUF model, and the CPU and ggml CPU variant "
+                       "llamart runs on (without MODEL: only those)")
+    i.add_argument("model", metavar="MODEL", nargs="?", default=None)
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.add_argument("--no-load", action="store_true",
                    help="read the file header only (no llama.cpp)")
@@ -362,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
                     ).add_argument("name", metavar="NAME")
     m.set_defaults(func=cmd_models)
 
+    add_serve_parser(sub, backend_help)
     return p
 
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from .backends.base import BackendError, ErrorKind
+from .bindings.base import BackendError, ErrorKind
 
 log = logging.getLogger("llamart")
 

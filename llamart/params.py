@@ -35,6 +35,8 @@ class ModelParams:
     use_mmap: bool = True  # ignored where the platform cannot map files (WebAssembly)
     vocab_only: bool = False  # the vocabulary only: tokenize and templates, no weights
     chat_template: str | None = None  # a Jinja chat template instead of the model's own
+    n_parallel: int = 1  # sequences decoded together (slots); > 1: concurrent callers batch
+    prompt_cache_mb: int = 256  # n_parallel > 1: host memory for evicted slots' KV states
 
 
 @dataclass(frozen=True)
@@ -77,24 +79,60 @@ class SamplingOptions(TypedDict, total=False):
     json_schema: str | Mapping[str, Any] | None
 
 
-def sampling_signature(func: F) -> F:
-    """Give ``func`` (taking ``**options: Unpack[SamplingOptions]``) a runtime signature that
-    names every sampling option with its default, for help() and inspect."""
+class _Unset:
+    """The type of :data:`UNSET`."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+# The default of every keyword that stands for a ModelParams / GenerationParams field: "not
+# given". The values themselves are written once, in the dataclasses; a keyword passed with any
+# value (even the default's) next to ``params=`` is a TypeError instead of being ignored.
+UNSET: Any = _Unset()
+
+
+def _with_field_defaults(func: F, cls: type) -> F:
+    """Give ``func`` a runtime signature (help(), inspect) showing ``cls``' field defaults for
+    its UNSET keywords and, when it takes ``**options``, naming every other field of ``cls``."""
     sig = inspect.signature(func)
-    own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
-    options = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-                                 annotation=f.type)
-               for f in fields(GenerationParams) if f.name not in sig.parameters]
-    func.__signature__ = sig.replace(parameters=own + options)  # type: ignore[attr-defined]
+    defaults = {f.name: f for f in fields(cls)}
+    own = [p.replace(default=defaults[p.name].default) if p.default is UNSET else p
+           for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    extra = []
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        extra = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                   annotation=f.type)
+                 for f in defaults.values() if f.name not in sig.parameters]
+    func.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
     return func
+
+
+def sampling_signature(func: F) -> F:
+    """Give ``func`` (taking ``max_tokens=UNSET`` and ``**options: Unpack[SamplingOptions]``) a
+    runtime signature that names every sampling option with its default, for help() and
+    inspect."""
+    return _with_field_defaults(func, GenerationParams)
+
+
+def model_signature(func: F) -> F:
+    """``load_model``'s runtime signature: its UNSET keywords show ModelParams' defaults."""
+    return _with_field_defaults(func, ModelParams)
 
 
 def generation_params(entry: str, max_tokens: Any, options: dict[str, Any],
                       params: GenerationParams | None) -> GenerationParams:
     """The checked GenerationParams of one call of ``entry`` (e.g. ``"generate"``).
 
-    ``max_tokens`` may be a GenerationParams (the positional form); ``options`` are the
-    sampling keywords; ``params`` the keyword form. Unknown keywords are a TypeError.
+    ``max_tokens`` may be a GenerationParams (the positional form) or UNSET; ``options`` are
+    the sampling keywords given; ``params`` the keyword form. Unknown keywords are a TypeError.
     """
     unknown = sorted(set(options) - _OPTION_NAMES)
     if unknown:
@@ -102,17 +140,18 @@ def generation_params(entry: str, max_tokens: Any, options: dict[str, Any],
     if isinstance(max_tokens, GenerationParams):
         if params is not None:
             raise TypeError("pass a GenerationParams once, as params= or positionally")
-        params, max_tokens = max_tokens, 64
+        params, max_tokens = max_tokens, UNSET
     given = dict(options, max_tokens=max_tokens)
     return check_generation_params(merge_params(params, GenerationParams, given))
 
 
 def model_params(n_ctx: Any, given: dict[str, Any], params: ModelParams | None) -> ModelParams:
-    """The checked ModelParams of one load_model call (``n_ctx`` may be a ModelParams)."""
+    """The checked ModelParams of one load_model call (``n_ctx`` may be a ModelParams; the
+    keywords not given are UNSET)."""
     if isinstance(n_ctx, ModelParams):
         if params is not None:
             raise TypeError("pass a ModelParams once, as params= or as the second argument")
-        params, n_ctx = n_ctx, 2048
+        params, n_ctx = n_ctx, UNSET
     return check_model_params(merge_params(params, ModelParams, dict(given, n_ctx=n_ctx)))
 
 
@@ -247,6 +286,8 @@ def check_model_params(p: ModelParams) -> ModelParams:
         use_mmap=check_bool("use_mmap", p.use_mmap),
         vocab_only=check_bool("vocab_only", p.vocab_only),
         chat_template=check_template("chat_template", p.chat_template),
+        n_parallel=check_int("n_parallel", p.n_parallel, lo=1, hi=256),
+        prompt_cache_mb=check_int("prompt_cache_mb", p.prompt_cache_mb, lo=0),
     )
 
 
@@ -262,28 +303,18 @@ def check_template(name: str, value: Any) -> str | None:
 
 
 def merge_params(params: Any, cls: type, given: dict[str, Any]) -> Any:
-    """``params`` if given (keywords must then be left at their defaults), else ``cls(**given)``.
+    """``params`` if given (every keyword must then be UNSET), else ``cls`` made of the
+    keywords given (the others keep the dataclass defaults).
 
-    A keyword that differs from its default next to ``params`` is a TypeError: the two ways of
+    A keyword given next to ``params``, whatever its value, is a TypeError: the two ways of
     passing settings are not mixed silently.
     """
+    given = {k: v for k, v in given.items() if v is not UNSET}
     if params is None:
         return cls(**given)
     if not isinstance(params, cls):
         raise TypeError(f"params must be a {cls.__name__}, not {_type_name(params)}")
-    defaults = cls()
-    clash = [k for k, v in given.items() if not _is_default(v, getattr(defaults, k))]
-    if clash:
-        raise TypeError(f"pass either params or keyword arguments, not both (got {clash[0]}=)")
+    if given:
+        raise TypeError(f"pass either params or keyword arguments, not both "
+                        f"(got {next(iter(given))}=)")
     return params
-
-
-def _is_default(value: Any, default: Any) -> bool:
-    if value is default:
-        return True
-    if isinstance(value, (list, tuple)) and isinstance(default, tuple):
-        value = tuple(value)
-    try:
-        return bool(type(value) is type(default) and value == default)
-    except Exception:  # an exotic __eq__: treat as explicitly given
-        return False

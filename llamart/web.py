@@ -10,7 +10,7 @@ llama.cpp reads the rest) and returns that path for ``Engine.load_model``:
   then occupies memory twice: prefer a mount for big models).
 
 A path of Pyodide's own file system also works as is (``Engine.load_model`` shares it with the
-module: backends/pyodide_loader.py). :func:`load_wasm` loads the module ahead of ``Engine()``
+module: bindings/pyodide_loader.py). :func:`load_wasm` loads the module ahead of ``Engine()``
 from async code, so a browser page gets the pthreads module even where ``Engine()`` is later
 made from synchronous code.
 """
@@ -22,7 +22,7 @@ import posixpath
 import sys
 from typing import Any
 
-from .backends.wasm import wasm_module
+from .bindings.wasm import wasm_module
 
 _mounts = 0
 
@@ -138,7 +138,7 @@ async def load_wasm() -> str:
     """Load the WebAssembly module from the installed Pyodide wheel now (waiting for its thread
     pool where threads can run); returns ``"threads"`` or ``"single"``."""
     _require_pyodide("load_wasm")
-    from .backends.pyodide_loader import ensure_module_async
+    from .bindings.pyodide_loader import ensure_module_async
 
     return str((await ensure_module_async()).llamartBuild)
 

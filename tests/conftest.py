@@ -1,8 +1,12 @@
 """Shared fixtures: ``fx`` (test GGUF files by name), ``engine`` (a default Engine),
-``real_model`` (the pinned real models) and ``llama_cpp_vocab`` (llama.cpp's vocabulary files).
+``real_model`` (the pinned real models) and ``llama_cpp_vocab`` (llama.cpp's vocabulary files);
+for the Engine's own logic against llamart.testing.FakeBackend (tests/test_engine_*.py,
+tests/test_cli.py): ``fake`` (the backend), ``fake_files`` (tiny GGUF models and adapters the
+stdlib writer makes), ``fake_engine`` (an Engine on ``fake``, checked for protocol violations
+after the test) and ``fake_loaded`` (the same with a model loaded, n_ctx 64).
 
 ``fx`` uses the folder in env LLAMART_FIXTURES (with manifest.json, as written by
-``python -m tests.support.fixtures DIR``) when set, as in the Pyodide runs; otherwise it
+``python -m llamart.testing.fixtures DIR``) when set, as in the Pyodide runs; otherwise it
 builds the fixtures once per session (that branch alone needs numpy and gguf).
 
 In Pyodide the runner (tools/pyodide_runner) verifies the real models on the host, makes them
@@ -20,6 +24,10 @@ from typing import Any
 
 import pytest
 
+from llamart import Engine
+from llamart.testing import FakeBackend
+from llamart.testing.gguf_writer import write_adapter, write_model
+
 os.environ["GGML_NO_BACKTRACE"] = "1"  # a ggml abort must not attach gdb
 
 
@@ -31,7 +39,7 @@ def fx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         with open(os.path.join(folder, "manifest.json")) as f:
             manifest = json.load(f)
         return {k: os.path.abspath(os.path.join(folder, v)) for k, v in manifest.items()}
-    from tests.support.fixtures import build
+    from llamart.testing.fixtures import build
 
     return build(tmp_path_factory.mktemp("fixtures"))
 
@@ -85,3 +93,47 @@ def llama_cpp_vocab() -> Path:
     if not folder.is_dir():
         pytest.skip(f"the pinned llama.cpp source is not extracted ({folder}): run `make native`")
     return folder
+
+
+# ---- the Engine on the fake backend ----
+
+@pytest.fixture
+def fake_files(tmp_path: Path) -> dict[str, str]:
+    """Tiny GGUF files by name: two models, three adapters that fit them, two that do not
+    (``bad_shape``, ``bad_arch``), a non-GGUF file, a missing path and the folder (``dir``)."""
+    d = str(tmp_path)
+    j = os.path.join
+    garbage = j(d, "garbage.gguf")
+    with open(garbage, "wb") as f:
+        f.write(b"this is not a gguf file at all" * 4)
+    return {
+        "model": write_model(j(d, "model.gguf")),
+        "model2": write_model(j(d, "model2.gguf")),
+        "a": write_adapter(j(d, "a.gguf"), task="domain"),
+        "b": write_adapter(j(d, "b.gguf"), rank=4, alpha=8.0, targets=("attn_q",)),
+        "c": write_adapter(j(d, "c.gguf"), rank=1, targets=("attn_v",)),
+        "bad_shape": write_adapter(j(d, "bad_shape.gguf"), n_in=12),
+        "bad_arch": write_adapter(j(d, "bad_arch.gguf"), arch="gpt2"),
+        "garbage": garbage,
+        "missing": j(d, "missing.gguf"),
+        "dir": d,
+    }
+
+
+@pytest.fixture
+def fake() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+def fake_engine(fake: FakeBackend) -> Iterator[Engine]:
+    e = Engine(fake)
+    yield e
+    e.dispose()
+    assert fake.violations == []
+
+
+@pytest.fixture
+def fake_loaded(fake_engine: Engine, fake_files: dict[str, str]) -> Engine:
+    fake_engine.load_model(fake_files["model"], n_ctx=64)
+    return fake_engine

@@ -75,7 +75,7 @@ def render(results: dict[str, dict[str, str]]) -> str:
         "in Pyodide under Node and in Pyodide in headless Chromium, the page served cross-origin",
         "isolated (COOP/COEP) and then without (`make test` rewrites it). The Pyodide runs",
         "install llamart's Pyodide wheel with micropip; its loader",
-        "(llamart/backends/pyodide_loader.py) loads the pthreads module where SharedArrayBuffer",
+        "(llamart/bindings/pyodide_loader.py) loads the pthreads module where SharedArrayBuffer",
         "exists (Node, isolated pages) and the single-thread module elsewhere, so the two",
         "Chromium runs are the same suite on the two builds. Do not edit by hand.",
         "",

@@ -1,6 +1,6 @@
 """The Backend protocol's contract, checked on the native and WebAssembly backends and on the
 FakeBackend users test with (llamart.testing): the fake must behave as the real ones do on every
-call llamart/backends/base.py lists, so tests written against it hold on llama.cpp.
+call llamart/bindings/base.py lists, so tests written against it hold on llama.cpp.
 
 The native backend runs natively, the wasm one in Pyodide (``python -m tools.pyodide_runner
 --runtime node|chromium``); each is skipped, saying so, where it cannot run. No numpy or gguf.
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from llamart.backends.base import (
+from llamart.bindings.base import (
     Backend,
     BackendError,
     Capabilities,
@@ -41,7 +41,9 @@ WHERE = {
 def _make(name: str) -> Backend:
     if name == "fake":
         return FakeBackend()
-    from llamart.engine import _resolve_backend  # the name -> Backend table Engine(name) uses
+    from llamart.engine.engine import (
+        _resolve_backend,  # the name -> Backend table Engine(name) uses
+    )
 
     return _resolve_backend(name)
 
@@ -118,21 +120,21 @@ def test_eval_and_logits(loaded: tuple[Backend, ModelInfo]) -> None:
     b, info = loaded
     tokens = b.tokenize(PROMPT, True, False)
     assert _kind(b.logits) == ErrorKind.STATE  # nothing evaluated yet
-    assert _kind(lambda: b.eval([info.n_vocab + 5])) == ErrorKind.ARG
+    assert _kind(lambda: b.eval_prompt([info.n_vocab + 5])) == ErrorKind.ARG
     b.reset()
-    b.eval(tokens)
+    b.eval_prompt(tokens)
     first = b.logits()
     assert isinstance(first, array.array) and first.typecode == "f"
     assert len(first) == info.n_vocab and all(math.isfinite(x) for x in first)
     expected = first.tobytes()
     first[0] += 1000.0  # a copy: changing it changes nothing
     b.reset()
-    b.eval(tokens[:2])
-    b.eval(tokens[2:])  # in two calls: the same state
+    assert b.eval_prompt(tokens[:2]) == 0
+    assert b.eval_prompt(tokens) == 2  # in two calls (the rest after the cached two): the same
     assert b.logits().tobytes() == expected
     b.reset()
     assert _kind(b.logits) == ErrorKind.STATE
-    assert _kind(lambda: b.eval([tokens[-1]] * (info.n_ctx + 1))) == ErrorKind.CONTEXT
+    assert _kind(lambda: b.eval_prompt([tokens[-1]] * (info.n_ctx + 1))) == ErrorKind.CONTEXT
 
 
 def _close(a: array.array, b: array.array, rel: float = 1e-4) -> bool:
@@ -146,20 +148,20 @@ def test_eval_prompt_reuses_the_cached_prefix(loaded: tuple[Backend, ModelInfo])
     b, info = loaded
     tokens = b.tokenize(PROMPT, True, False)
     b.reset()
-    b.eval(tokens)
+    assert b.eval_prompt(tokens) == 0
     expected = b.logits()  # the prompt evaluated once on a clean cache
     other = b.tokenize(" and then", False, False)
     b.reset()
-    assert b.eval_prompt(tokens) == 0  # nothing cached: all evaluated, as eval does
+    assert b.eval_prompt(tokens) == 0  # nothing cached: all evaluated again, the same
     assert b.logits().tobytes() == expected.tobytes()
     assert b.eval_prompt(tokens) == len(tokens)  # exactly what was evaluated: nothing to do
     assert b.logits().tobytes() == expected.tobytes()
-    b.eval(other)
+    assert b.eval_prompt(tokens + other) == len(tokens)  # the prompt, then more
     assert b.eval_prompt(tokens) == len(tokens) - 1  # cached, then more: the last one again
     assert _close(b.logits(), expected)
     assert b.eval_prompt(tokens[:2] + other) == 2  # a shared prefix, then a new suffix
     b.reset()
-    b.eval(tokens[:2] + other)
+    assert b.eval_prompt(tokens[:2] + other) == 0
     fresh_other = b.logits()
     assert not _close(fresh_other, expected)
     assert b.eval_prompt(tokens) == 2  # back: the cache dropped the old suffix
@@ -175,7 +177,7 @@ def test_eval_prompt_reuses_the_cached_prefix(loaded: tuple[Backend, ModelInfo])
 
 def test_greedy_sampling_follows_the_logits(loaded: tuple[Backend, ModelInfo]) -> None:
     b, info = loaded
-    b.eval(b.tokenize(PROMPT, True, False))
+    b.eval_prompt(b.tokenize(PROMPT, True, False))
     logits = b.logits()
     b.sampler_init(_greedy(), 1)
     tokens, end = b.next_tokens(4, True)
@@ -190,7 +192,7 @@ def test_seeded_sampling_repeats(loaded: tuple[Backend, ModelInfo]) -> None:
     runs = []
     for _ in range(2):
         b.reset()
-        b.eval(prompt)
+        b.eval_prompt(prompt)
         b.sampler_init(GenerationParams(temperature=0.9, top_k=0, top_p=1.0), 1234)
         b.sampler_accept(prompt)
         runs.append(b.next_tokens(3, True) + b.next_tokens(3, False))
@@ -205,7 +207,7 @@ def test_sampling_needs_logits(loaded: tuple[Backend, ModelInfo]) -> None:
 
 def test_cancel_stops_the_next_call_only(loaded: tuple[Backend, ModelInfo]) -> None:
     b, _ = loaded
-    b.eval(b.tokenize(PROMPT, True, False))
+    b.eval_prompt(b.tokenize(PROMPT, True, False))
     b.sampler_init(_greedy(), 1)
     b.request_cancel()
     assert b.next_tokens(3, True) == ([], StepEnd.CANCELLED)
@@ -219,7 +221,7 @@ def test_a_new_backend_has_no_pending_cancel(backend: Backend, fx: dict[str, str
         b = _make(backend.name)
         try:
             b.load_model(fx["model_f32"], ModelParams(n_ctx=N_CTX), 1)
-            b.eval(b.tokenize(PROMPT, True, False))
+            b.eval_prompt(b.tokenize(PROMPT, True, False))
             b.sampler_init(_greedy(), 1)
             assert b.next_tokens(1, True)[1] != StepEnd.CANCELLED
         finally:
@@ -230,7 +232,7 @@ def test_a_new_backend_has_no_pending_cancel(backend: Backend, fx: dict[str, str
 def test_full_context_ends_sampling(loaded: tuple[Backend, ModelInfo]) -> None:
     b, info = loaded
     word = b.tokenize(" the", False, False)[-1]
-    b.eval([info.bos] + [word] * (info.n_ctx - 3))  # two cells left
+    b.eval_prompt([info.bos] + [word] * (info.n_ctx - 3))  # two cells left
     b.sampler_init(_greedy(), 1)
     tokens, end = b.next_tokens(10, True)
     if end != StepEnd.EOG:  # two tokens fill the context; the third is returned unevaluated
@@ -251,12 +253,12 @@ def test_structured_output(loaded: tuple[Backend, ModelInfo]) -> None:
     assert _kind(lambda: b.check_grammar('root ::= "yes')) == ErrorKind.GRAMMAR
     assert _kind(lambda: b.check_grammar('other ::= "x"')) == ErrorKind.GRAMMAR
     assert b.grammar_match(grammar, "no") and not b.grammar_match(grammar, "nope")
-    b.eval(b.tokenize(PROMPT, True, False))
+    b.eval_prompt(b.tokenize(PROMPT, True, False))
     b.sampler_init(GenerationParams(temperature=0.0, grammar=grammar), 1)
     tokens, end = b.next_tokens(8, True)
     assert b.detokenize(tokens) in (b"yes", b"no") and end == StepEnd.EOG
     b.reset()
-    b.eval(b.tokenize(PROMPT, True, False))
+    b.eval_prompt(b.tokenize(PROMPT, True, False))
     logits = b.logits()
     b.sampler_init(_greedy(), 1)  # a new sampler has no grammar: the plain argmax again
     tokens, _ = b.next_tokens(1, True)
@@ -272,7 +274,7 @@ def test_adapters(loaded: tuple[Backend, ModelInfo], fx: dict[str, str]) -> None
     if not b.capabilities.lora:
         pytest.skip(f"no LoRA on the {b.name} backend (the Engine never calls these then)")
     prompt = b.tokenize(PROMPT, True, False)
-    b.eval(prompt)
+    b.eval_prompt(prompt)
     base = b.logits().tobytes()
     assert _kind(lambda: b.load_adapter(fx["lora_a"] + ".missing")) == ErrorKind.LOAD
     handle = b.load_adapter(fx["lora_a"])
@@ -286,7 +288,7 @@ def test_adapters(loaded: tuple[Backend, ModelInfo], fx: dict[str, str]) -> None
     assert b.eval_prompt(prompt) == 0
     assert b.logits().tobytes() == base
     b.apply_adapters([])
-    b.eval(prompt)
+    assert b.eval_prompt(prompt) == 0
     assert b.logits().tobytes() == base
     b.free_adapter(handle)
 
@@ -327,7 +329,7 @@ def test_embeddings(loaded: tuple[Backend, ModelInfo], fx: dict[str, str]) -> No
 
 def test_embeddings_leave_the_generation_state_alone(loaded: tuple[Backend, ModelInfo]) -> None:
     b, _ = loaded
-    b.eval(b.tokenize(PROMPT, True, False))
+    b.eval_prompt(b.tokenize(PROMPT, True, False))
     before = b.logits().tobytes()
     b.embed([b.tokenize("hello world", True, False)], None, True)
     assert b.logits().tobytes() == before  # still there, unchanged

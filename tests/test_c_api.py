@@ -1,4 +1,4 @@
-"""The llamart C API's contract (core/llamart.h), natively and in Pyodide.
+"""The llamart C API's contract (backends/llamart.h), natively and in Pyodide.
 
 Calls go straight to the C functions through the backend's FFI adapter (cffi natively, the
 emscripten module in Pyodide), so what is checked is the C layer itself: every failing call
@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from platform_support import threads_available
 
 import llamart
 from llamart import Engine, LlamartError
-from llamart.backends import _c_api
+from llamart.bindings import _c_api
 from llamart.params import GenerationParams, ModelParams
+from tests.support.platform_support import threads_available
 
 REPO = Path(__file__).resolve().parents[1]
 NATIVE = sys.platform != "emscripten"
@@ -259,6 +259,38 @@ def test_capabilities_come_from_the_library(backend: Any) -> None:
             assert int(backend._lib.lm_adapters_apply(backend._s(), 0, 0, 1)) == -8
 
 
+@native_only
+def test_a_native_build_without_lora_does_not_blame_webassembly() -> None:
+    """The reason for ``lora=False`` names the library, not WebAssembly, on any other build
+    (here the native library with its LM_CAP_LORA bit masked)."""
+    from llamart.bindings.client import CApiClient
+    from llamart.bindings.ffi_cffi import CffiFfi
+    from llamart.errors import UnsupportedCapabilityError
+
+    class NoLora:
+        def __init__(self, lib: Any) -> None:
+            self._lib = lib
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._lib, name)
+
+        def lm_capabilities(self) -> int:
+            return int(self._lib.lm_capabilities()) & ~_c_api.CAP_LORA
+
+    class NativeWithoutLora(CApiClient):
+        name = "native"
+
+    ffi = CffiFfi()
+    ffi.lib = NoLora(ffi.lib)
+    with Engine(NativeWithoutLora(ffi, "libllamart-nolora.so"), strict=True) as engine:
+        reason = engine.capabilities.lora_reason
+        assert engine.capabilities.lora is False and reason is not None
+        assert "WebAssembly" not in reason and "libllamart-nolora.so" in reason
+        assert "built without LoRA" in reason
+        with pytest.raises(UnsupportedCapabilityError, match="built without LoRA"):
+            engine.set_lora("x.gguf")
+
+
 def test_the_library_is_this_version(backend: Any) -> None:
     from llamart import _version
 
@@ -282,23 +314,61 @@ def test_a_version_mismatch_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, at
 
 
 @native_only
-def test_header_enums_match_the_python_tables() -> None:
-    from llamart.backends.ffi_cffi import library
+def test_the_c_constants_are_the_headers() -> None:
+    """_c_constants.py is what its generator makes of backends/llamart.h, and cffi (which parses
+    the installed header) sees the same numbers."""
+    from llamart.bindings import _c_constants, _cdefs
+    from llamart.bindings.ffi_cffi import library
+
+    source = REPO / "backends" / "llamart.h"
+    assert Path(_c_constants.__file__).read_text(encoding="utf-8") == \
+        _cdefs.constants_source(source), "run python -m llamart.bindings._cdefs"
+    constants = _cdefs.header_constants(source)
+    assert len(constants) >= 20 and constants["LM_ERR_BUFFER"] == -5
+    _, lib, _ = library()
+    for name, value in constants.items():
+        assert getattr(lib, name) == getattr(_c_constants, name) == value, name
+
+
+def test_the_c_constants_mapping() -> None:
+    """What each constant means to Python (every runtime)."""
+    from llamart.bindings import _c_constants as C
+    from llamart.bindings.base import ErrorKind, StepEnd
+    from llamart.engine import embedding
     from llamart.gguf import reader
 
-    _, lib, _ = library()
-    errors = {name: getattr(lib, name) for name in dir(lib) if name.startswith("LM_ERR_")}
-    assert sorted(errors.values()) == sorted(_c_api.CODES)
-    assert {lib.LM_OK, lib.LM_EOG, lib.LM_CANCELLED, lib.LM_ERR_CONTEXT} == set(_c_api.STEP_ENDS)
-    assert (lib.LM_CAP_LORA, lib.LM_CAP_THREADS, lib.LM_CAP_MMAP, lib.LM_CAP_EMBEDDINGS,
-            lib.LM_CAP_GRAMMAR, lib.LM_CAP_JSON_SCHEMA) == (
-        _c_api.CAP_LORA, _c_api.CAP_THREADS, _c_api.CAP_MMAP, _c_api.CAP_EMBEDDINGS,
-        _c_api.CAP_GRAMMAR, _c_api.CAP_JSON_SCHEMA)
-    pooling = {name: getattr(lib, name) for name in dir(lib) if name.startswith("LM_POOLING_")}
-    assert sorted(pooling.values()) == sorted(_c_api.POOLING.values())
-    # the GGUF reader takes the C string scanner as a callable and keeps its own copy of the
-    # "strings run past the buffer" code (it never imports the backends)
-    assert reader._SCAN_NEEDS_MORE == lib.LM_ERR_BUFFER
+    named = vars(C)
+    errors = {v for n, v in named.items() if n.startswith("LM_ERR_")}
+    assert set(_c_api.CODES) == errors and all(v < 0 for v in errors)
+    assert (_c_api.CODES[C.LM_ERR_CONTEXT], _c_api.CODES[C.LM_ERR_STATE],
+            _c_api.CODES[C.LM_ERR_GRAMMAR]) == (ErrorKind.CONTEXT, ErrorKind.STATE,
+                                                ErrorKind.GRAMMAR)
+    assert _c_api.STEP_ENDS == {C.LM_OK: StepEnd.FULL, C.LM_EOG: StepEnd.EOG,
+                                C.LM_CANCELLED: StepEnd.CANCELLED,
+                                C.LM_ERR_CONTEXT: StepEnd.CONTEXT}
+    caps = [v for n, v in named.items() if n.startswith("LM_CAP_")]
+    assert len(caps) == 6 and len(set(caps)) == 6 and all(v & (v - 1) == 0 for v in caps)
+    assert (_c_api.CAP_LORA, _c_api.CAP_JSON_SCHEMA) == (C.LM_CAP_LORA, C.LM_CAP_JSON_SCHEMA)
+    assert _c_api.POOLING == {None: C.LM_POOLING_MODEL, "mean": C.LM_POOLING_MEAN,
+                              "cls": C.LM_POOLING_CLS, "last": C.LM_POOLING_LAST}
+    assert embedding.POOLINGS == _c_api.POOLING_NAMES == ("mean", "cls", "last")
+    # the GGUF reader takes the C string scanner as a callable and reads its "strings run past
+    # the buffer" code from the same generated module (it imports no backend)
+    assert reader._SCAN_NEEDS_MORE == C.LM_ERR_BUFFER
+
+
+def test_the_library_speaks_the_c_constants(backend: Any) -> None:
+    """The loaded library (native or WebAssembly) returns only the constants Python knows."""
+    from llamart.bindings import _c_constants as C
+
+    known = sum(v for n, v in vars(C).items() if n.startswith("LM_CAP_"))
+    assert int(backend._lib.lm_capabilities()) & ~known == 0
+    s = backend._s()
+    assert int(backend._lib.lm_embed_pooling(s, C.LM_POOLING_MODEL)) == C.LM_POOLING_MEAN
+    for name in ("mean", "cls", "last"):
+        code = _c_api.POOLING[name]
+        assert int(backend._lib.lm_embed_pooling(s, code)) == code
+    assert int(backend._lib.lm_embed_pooling(s, 99)) == C.LM_ERR_ARG
 
 
 @native_only
@@ -307,7 +377,7 @@ def test_one_version_source() -> None:
     assert 'dynamic = ["version"]' in pyproject
     assert 'metadata.version.input = "llamart/_version.py"' in pyproject
     assert not re.search(r"^version\s*=", pyproject, re.M)
-    assert "_version.py" in (REPO / "core" / "core.cmake").read_text(encoding="utf-8")
+    assert "_version.py" in (REPO / "backends" / "core.cmake").read_text(encoding="utf-8")
 
 
 # ---- ownership: a dropped backend frees its session ----

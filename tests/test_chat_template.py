@@ -1,4 +1,4 @@
-"""llamart.chat_template: transformers' semantics on real templates, and bounded rendering."""
+"""llamart.chat.template: transformers' semantics on real templates, and bounded rendering."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 
 pytest.importorskip("jinja2")  # Pyodide: the runner installs tools/pyodide_wheels.py's wheels
 
-from llamart import chat_template as ct  # noqa: E402
-from llamart.chat_template import ChatTemplate  # noqa: E402
+from llamart.chat import limits  # noqa: E402
+from llamart.chat import template as ct  # noqa: E402
+from llamart.chat.template import ChatTemplate  # noqa: E402
 from llamart.errors import ChatTemplateError, LlamartError  # noqa: E402
-from tests.chat_conversations import BOS, CONVERSATIONS, EOS, llama_cpp_templates  # noqa: E402
+from tools.chat_conversations import BOS, CONVERSATIONS, EOS, llama_cpp_templates  # noqa: E402
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -155,14 +156,14 @@ def test_hostile_template_fails_fast(name):
     t0 = time.perf_counter()
     with pytest.raises(ChatTemplateError, match=reason) as ei:
         ChatTemplate(src, name="evil.gguf").render(USER)
-    assert time.perf_counter() - t0 < ct.MAX_RENDER_SECONDS + 1.0
+    assert time.perf_counter() - t0 < limits.MAX_RENDER_SECONDS + 1.0
     assert str(ei.value).startswith("chat template of evil.gguf")
 
 
 def test_output_cap():
     with pytest.raises(ChatTemplateError, match="the prompt would exceed"):
         ChatTemplate("{% for i in range(10) %}{{ messages[0].content }}{% endfor %}").render(
-            [{"role": "user", "content": "x" * (ct.MAX_OUTPUT_CHARS // 5)}])
+            [{"role": "user", "content": "x" * (limits.MAX_OUTPUT_CHARS // 5)}])
 
 
 @pytest.mark.skipif(not TEMPLATES, reason="the pinned llama.cpp source (.cache) is not here")

@@ -38,8 +38,10 @@ WASM_MIN_COS = 0.99
 NATIVE_TOL = 1e-6
 # SmolLM2 Q4_1 natively: ggml picks its CPU kernels per machine (runtime dispatch), and the
 # Q4 dot products of two variants round differently (measured: golden from one AVX-512 host,
-# another gives max diff 1.4e-3 on unit vectors, cosine 0.999988)
-NATIVE_Q4_TOL, NATIVE_Q4_MIN_COS = 5e-3, 0.9999
+# another gives max diff 1.4e-3 on unit vectors, cosine 0.999988; the AMX variant of an Intel
+# Sapphire Rapids host, whose int8 tiles quantise activations their own way, 6.4e-3 and
+# cosine 0.99974)
+NATIVE_Q4_TOL, NATIVE_Q4_MIN_COS = 1e-2, 0.9995
 # two texts saying the same, one about something else (SmolLM2's mean-pooled cosines:
 # 0.957 vs 0.672)
 PARAPHRASE = ("The cat sat on the mat.", "A cat was sitting on the mat.",
@@ -170,7 +172,7 @@ def test_too_long_is_refused_and_the_engine_works(engine: Engine, fx: dict[str, 
     assert engine.embed("hello")[0].tobytes() == before.tobytes()
     assert engine.complete("hello", max_tokens=3, temperature=0.0) is not None
     # below the Python check, the C core refuses too (no llama.cpp abort)
-    from llamart.backends.base import BackendError, ErrorKind
+    from llamart.bindings.base import BackendError, ErrorKind
 
     backend = engine._backend  # noqa: SLF001 - the backend's own refusal
     with pytest.raises(BackendError) as info:

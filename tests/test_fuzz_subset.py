@@ -27,3 +27,27 @@ def test_fuzzed_files_load_or_fail_cleanly(fx: dict[str, str], tmp_path) -> None
     assert counts.get("loaded", 0) > 5  # ...some stay loadable and are evaluated
     assert sum(counts.values()) == 240
     assert {c.kind for c in cases} == {"model", "adapter"}
+
+
+def test_the_scheduler_survives_random_calls_adapters_and_cancels(fx: dict[str, str]) -> None:
+    """tools/fuzz_scheduler.py, a fixed-seed slice (interleaved, then threads), in a child
+    process: every call ends cleanly, nothing leaks, greedy text unchanged."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    folder = Path(fx["model_f32"]).parent
+    if not (folder / "manifest.json").exists():
+        pytest.skip("the fixtures have no manifest here")
+    for extra in ([], ["--threads"]):
+        out = subprocess.run([sys.executable, "-m", "tools.fuzz_scheduler", "--rounds", "150",
+                              "--seed", "11", "--fixtures", str(folder), *extra],
+                             capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "GGML_NO_BACKTRACE": "1"},
+                             cwd=Path(__file__).resolve().parents[1])
+        assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
+        summary = json.loads(out.stdout.strip().splitlines()[-1])
+        seen = summary["outcomes"]
+        assert seen["done"] > 100 and seen.get("abandoned", 0) > 5
+        assert seen.get("AdapterError", 0) > 10 and seen.get("ContextOverflowError", 0) > 5

@@ -14,7 +14,6 @@ import tracemalloc
 
 import pytest
 
-from llamart.c_scan import c_string_scan
 from llamart.gguf import (
     GGML_TYPES,
     GGUFError,
@@ -25,8 +24,9 @@ from llamart.gguf import (
     validate_adapter,
     validate_model,
 )
+from llamart.gguf.c_scan import c_string_scan
 from llamart.gguf.spec import GGML_TYPE_COUNT
-from tests.support import mutate
+from llamart.testing import mutate
 
 N_VOCAB = 1115  # llamart.testing.models.make_vocab()
 F32, F16, Q8_0, Q4_K = 0, 1, 8, 12
@@ -164,14 +164,12 @@ def test_type_table_matches_gguf_py() -> None:
 
 def _pinned_source() -> str:
     """The llama.cpp tree the build uses (the pinned sdist extracted into .cache)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        with open(os.path.join(root, "cmake", "llama_cpp_pin.cmake")) as f:
-            version = re.search(r'LLAMART_LLAMA_SDIST_VERSION "([^"]+)"', f.read())
-    except OSError:
-        version = None
-    path = os.path.join(root, ".cache", f"llama_cpp_python-{version[1] if version else '?'}",
-                        "vendor", "llama.cpp")
+        from tools.llama_cpp_pin import source_dir
+
+        path = str(source_dir())
+    except OSError:  # no cmake/ (Pyodide)
+        path = ""
     if not os.path.isdir(path):
         pytest.skip("the pinned llama.cpp source is not in .cache (the native build fetches it)")
     return path

@@ -331,8 +331,9 @@ def test_llama_cpp_refusal_reaches_the_caller(loaded: Engine, fx: dict[str, str]
                                               monkeypatch: pytest.MonkeyPatch,
                                               record_property: Record) -> None:
     from llamart import gguf
+    from llamart.gguf import model_files
 
-    monkeypatch.setattr(gguf, "validate_adapter",
+    monkeypatch.setattr(model_files, "validate_adapter",
                         lambda path, base=None, **_: gguf.read_header(path))
     path, a = fx[name], fx["lora_a"]
     require_lora(loaded)

@@ -2,8 +2,8 @@
 
 Runs unchanged natively (cffi) and inside Pyodide (Node, Chromium): no numpy or gguf here, the
 model files come from the ``fx`` fixture (prebuilt and handed in for the Pyodide runs). The
-Engine's own logic is covered against a fake backend in test_engine.py; these tests check that
-real llama.cpp behaves as the Engine promises.
+Engine's own logic is covered against a fake backend in tests/test_engine_*.py; these tests
+check that real llama.cpp behaves as the Engine promises.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from platform_support import run_coroutine, threads_available
 
 from llamart import (
     ContextOverflowError,
@@ -28,6 +27,7 @@ from llamart import (
     ModelLoadError,
     ModelParams,
 )
+from tests.support.platform_support import run_coroutine, threads_available
 
 PROMPT = "Once upon a time"
 N_CTX = 256  # llama.cpp pads n_ctx up to a multiple of 256: the smallest real window
@@ -373,11 +373,11 @@ def test_greedy_steps_follow_the_logits_token_by_token(loaded: Engine) -> None:
 
 
 def test_cancel_request_stops_a_step_before_its_next_token(loaded: Engine) -> None:
-    from llamart.backends.base import StepEnd
+    from llamart.bindings.base import StepEnd
 
     backend = loaded._backend  # the protocol call cancel() makes from another thread
     backend.reset()
-    backend.eval(loaded.tokenize(PROMPT))
+    backend.eval_prompt(loaded.tokenize(PROMPT))
     backend.sampler_init(GenerationParams(temperature=0.0, repeat_penalty=1.0), 0)
     backend.request_cancel()
     assert backend.next_tokens(8, True) == ([], StepEnd.CANCELLED)
@@ -390,7 +390,7 @@ def test_cancel_request_stops_a_step_before_its_next_token(loaded: Engine) -> No
 
 @pytest.mark.skipif(sys.platform == "emscripten", reason="native backend only")
 def test_native_declarations_come_prebuilt() -> None:
-    code = ("import sys; from llamart.backends.ffi_cffi import library; library(); "
+    code = ("import sys; from llamart.bindings.ffi_cffi import library; library(); "
             "print('pycparser' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)

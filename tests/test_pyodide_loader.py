@@ -1,4 +1,4 @@
-"""llamart/backends/pyodide_loader.py: the module loaded from the installed Pyodide wheel.
+"""llamart/bindings/pyodide_loader.py: the module loaded from the installed Pyodide wheel.
 
 In Pyodide (the runner installs the wheel with micropip): a MEMFS file and a NODEFS mount are
 shared with the module without a copy and load; a missing path fails as natively; a module
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from llamart.backends import pyodide_loader
+from llamart.bindings import pyodide_loader
 
 in_pyodide = pytest.mark.skipif(sys.platform != "emscripten", reason="Pyodide only")
 
@@ -39,7 +39,7 @@ def test_a_memfs_file_is_shared_not_copied(fx: dict[str, str], tmp_path: Path) -
     import pyodide_js  # type: ignore[import-not-found]
 
     from llamart import Engine
-    from llamart.backends.ffi_emscripten import wasm_module
+    from llamart.bindings.ffi_emscripten import wasm_module
 
     path = f"/tmp/llamart-memfs-{os.getpid()}/model.gguf"
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -79,7 +79,7 @@ def test_a_missing_module_file_is_named(tmp_path: Path, monkeypatch: pytest.Monk
 def test_the_registered_module_is_the_one_the_loader_made() -> None:
     import llamart_wasm  # type: ignore[import-not-found]
 
-    from llamart.backends.ffi_emscripten import wasm_module
+    from llamart.bindings.ffi_emscripten import wasm_module
 
     assert pyodide_loader.bundled()
     assert wasm_module() is llamart_wasm or wasm_module() == llamart_wasm

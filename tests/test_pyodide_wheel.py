@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 REPO = Path(__file__).resolve().parents[1]
-LOADER_JS = REPO / "llamart" / "backends" / "pyodide_loader.js"
+LOADER_JS = REPO / "llamart" / "bindings" / "pyodide_loader.js"
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +52,8 @@ def test_wheel_name_contents_and_metadata(built_wheel: Path) -> None:
     for name in wheel_build.MODULE_FILES:
         assert f"llamart/_wasm/{name}" in names
         assert infos[f"llamart/_wasm/{name}"].compress_type == zipfile.ZIP_DEFLATED
-    assert {"llamart/__init__.py", "llamart/backends/pyodide_loader.py",
-            "llamart/backends/pyodide_loader.js", "llamart/py.typed"} <= names
+    assert {"llamart/__init__.py", "llamart/bindings/pyodide_loader.py",
+            "llamart/bindings/pyodide_loader.js", "llamart/py.typed"} <= names
     assert not [n for n in names if "__pycache__" in n or n.endswith((".so", ".pyc"))
                 or n.startswith("llamart/data/")]  # the native LoRA demo's files
     assert "Requires-Dist: jinja2>=3.1.6" in meta

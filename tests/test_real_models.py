@@ -22,8 +22,8 @@ import pytest
 
 from llamart import Engine, pinned_models
 from llamart.errors import ChatTemplateError, ModelLoadError
-from tests.chat_conversations import CONVERSATIONS
-from tests.support import mutate
+from llamart.testing import mutate
+from tools.chat_conversations import CONVERSATIONS
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "real_model_golden.json")
                     .read_text(encoding="utf-8"))

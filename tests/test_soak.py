@@ -62,6 +62,14 @@ def test_abandoned_generations(engine: Engine, fx: dict[str, str],
     _check(res, record_property)
 
 
+@needs_memory
+def test_scheduled_rounds(engine: Engine, fx: dict[str, str], record_property: Any) -> None:
+    """The parallel engine under random arrivals, adapter sets, cancels and abandons."""
+    assert SOURCE is not None
+    res = soak.scheduled(engine, fx, 60, SOURCE[1])
+    _check(res, record_property)
+
+
 def test_phase_arithmetic() -> None:
     """Growth is measured from the end of the warm-up, whatever the memory source."""
     done = [0]

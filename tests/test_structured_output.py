@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from llamart import Engine, GenerationParams, GrammarError, UnsupportedCapabilityError
-from llamart.structured import ANY_JSON_OBJECT, response_format_schema
+from llamart.engine.structured import ANY_JSON_OBJECT, response_format_schema
 from llamart.testing import FakeBackend
-from tests.platform_support import run_coroutine
+from tests.support.platform_support import run_coroutine
 
 IN_PYODIDE = sys.platform == "emscripten"
 YES_NO = 'root ::= ("yes" | "no")'
@@ -42,8 +42,14 @@ PERSON = {
 PERSON_PROMPT = [{"role": "system", "content": "You answer with JSON only."},
                  {"role": "user", "content": "Describe a person who lives in Paris: name, "
                                              "age and city."}]
-LLAMA_GRAMMAR_PY = (Path(__file__).resolve().parents[1] / ".cache" / "llama_cpp_python-0.3.36"
-                    / "llama_cpp" / "llama_grammar.py")
+
+
+def llama_grammar_py() -> Path:
+    """llama-cpp-python's converter in the pinned sdist (the folder follows the one pin,
+    cmake/llama_cpp_pin.cmake, read natively only: Pyodide has no cmake/)."""
+    from tools.llama_cpp_pin import sdist_dir
+
+    return sdist_dir() / "llama_cpp" / "llama_grammar.py"
 
 
 def _validate(obj: Any, schema: dict) -> None:
@@ -337,13 +343,28 @@ CROSS = [
 
 
 def _reference_converter():
-    if not LLAMA_GRAMMAR_PY.exists():
-        pytest.skip(f"{LLAMA_GRAMMAR_PY} is missing (the pinned source is fetched by the build)")
-    spec = importlib.util.spec_from_file_location("_ref_llama_grammar", LLAMA_GRAMMAR_PY)
+    path = llama_grammar_py()
+    if not path.exists():
+        pytest.skip(f"{path} is missing (the pinned source is fetched by the build)")
+    spec = importlib.util.spec_from_file_location("_ref_llama_grammar", path)
     assert spec and spec.loader
     ref = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ref)
     return ref.json_schema_to_gbnf
+
+
+@pytest.mark.skipif(IN_PYODIDE, reason="reads cmake/llama_cpp_pin.cmake (native only)")
+def test_the_reference_converter_is_found_through_the_pin(tmp_path: Path) -> None:
+    """After a pin bump the reference test must look in the new sdist's folder, not skip."""
+    from tools.llama_cpp_pin import pin_values, sdist_dir
+
+    (tmp_path / "cmake").mkdir()
+    (tmp_path / "cmake" / "llama_cpp_pin.cmake").write_text(
+        'set(LLAMART_LLAMA_SDIST_PACKAGE "llama-cpp-python")\n'
+        'set(LLAMART_LLAMA_SDIST_VERSION "9.9.9")\n')
+    assert sdist_dir(tmp_path) == tmp_path / ".cache" / "llama_cpp_python-9.9.9"
+    version = pin_values()["LLAMART_LLAMA_SDIST_VERSION"]
+    assert llama_grammar_py().parts[-3] == f"llama_cpp_python-{version}"
 
 
 @pytest.mark.skipif(IN_PYODIDE, reason="reads llama-cpp-python's converter from the pinned "

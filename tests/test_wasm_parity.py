@@ -53,14 +53,14 @@ def _run_wasm(model: str) -> dict:
 
 
 def _run_native(model: str) -> dict:
-    from llamart.backends.native import NativeBackend
+    from llamart.bindings.native import NativeBackend
     from llamart.params import GenerationParams, ModelParams
 
     backend = NativeBackend()
     try:
         backend.load_model(model, ModelParams(n_ctx=N_CTX, n_batch=64, use_mmap=False), 1)
         tokens = backend.tokenize(PROMPT, add_special=True, parse_special=False)
-        backend.eval(tokens)
+        backend.eval_prompt(tokens)
         logits = backend.logits().tolist()
         greedy = GenerationParams(temperature=0.0, top_k=0, top_p=1.0, min_p=0.0,
                                   repeat_penalty=1.0, repeat_last_n=64)

@@ -41,7 +41,7 @@ def reference(fx: dict[str, str]) -> str:
 
 def test_capabilities() -> None:
     from llamart import Engine
-    from llamart.backends.wasm import LORA_REASON
+    from llamart.bindings.wasm import LORA_REASON
 
     with Engine() as engine:
         caps = engine.capabilities
@@ -55,8 +55,8 @@ def test_capabilities() -> None:
 
 
 def test_adapter_calls_are_unsupported() -> None:
-    from llamart.backends.base import BackendError, ErrorKind
-    from llamart.backends.wasm import WasmBackend
+    from llamart.bindings.base import BackendError, ErrorKind
+    from llamart.bindings.wasm import WasmBackend
 
     backend = WasmBackend()
     try:
@@ -71,8 +71,8 @@ def test_adapter_calls_are_unsupported() -> None:
 
 def test_llama_cpp_reason_and_log_reach_python(fx: dict[str, str],
                                                caplog: pytest.LogCaptureFixture) -> None:
-    from llamart.backends.base import BackendError, ErrorKind
-    from llamart.backends.wasm import WasmBackend
+    from llamart.bindings.base import BackendError, ErrorKind
+    from llamart.bindings.wasm import WasmBackend
     from llamart.params import ModelParams
 
     backend = WasmBackend()
@@ -90,7 +90,7 @@ def test_llama_cpp_reason_and_log_reach_python(fx: dict[str, str],
 
 def test_file_only_in_pyodide_fs_is_staged_and_removed(fx: dict[str, str], tmp_path,
                                                        reference: str) -> None:
-    from llamart.backends.wasm import wasm_module
+    from llamart.bindings.wasm import wasm_module
 
     copy = tmp_path / "only_here.gguf"
     with open(fx["model_f32"], "rb") as src:
@@ -114,7 +114,7 @@ def test_write_bytes(fx: dict[str, str], reference: str) -> None:
 @pytest.mark.skipif(sys.platform == "emscripten" and _runtime() != "node", reason="Node only")
 def test_mount_host_path(fx: dict[str, str], reference: str) -> None:
     from llamart import web
-    from llamart.backends.wasm import wasm_module
+    from llamart.bindings.wasm import wasm_module
 
     host = fx["model_f32"]  # the runner mounts the checkout at its host path
     path = web.mount_host_path(host, "/hostmount/model_f32.gguf")

@@ -244,7 +244,7 @@ def test_serves_the_pinned_model_and_the_template_wheels(site: Any, base_url: st
 
 def test_serves_nothing_else_of_the_checkout(base_url: str) -> None:
     for path in ("/pyproject.toml", "/../pyproject.toml", "/%2e%2e/pyproject.toml",
-                 "/llamart/engine.py", "/demo/../../../pyproject.toml", "/pyodide/",
+                 "/llamart/engine/engine.py", "/demo/../../../pyproject.toml", "/pyodide/",
                  "/wasm/", "/.git/HEAD", "/server.py", "/__init__.py", "/README.md"):
         status, _, body = _get(base_url + path)
         assert status == 404, f"{path} gave HTTP {status}: {body[:80]!r}"
@@ -268,8 +268,8 @@ def test_wheel_is_the_pyodide_wheel(site: Any, base_url: str) -> None:
         names = zf.namelist()
         version = site.config["llamartVersion"]
         dist = f"llamart-{version}.dist-info"
-        assert {"llamart/__init__.py", "llamart/engine.py", "llamart/web.py",
-                "llamart/backends/wasm.py", "llamart/_wasm/llamart_wasm.wasm",
+        assert {"llamart/__init__.py", "llamart/engine/engine.py", "llamart/web.py",
+                "llamart/bindings/wasm.py", "llamart/_wasm/llamart_wasm.wasm",
                 "llamart/_wasm/llamart_wasm_mt.worker.js", f"{dist}/WHEEL", f"{dist}/METADATA",
                 f"{dist}/RECORD"} <= set(names)
         assert not [n for n in names if n.endswith((".so", ".pyc")) or "/_lib/" in n]
@@ -524,7 +524,7 @@ def test_stop_cancels_a_long_generation(browser: Browser) -> None:
 
 
 def test_lora_panel_shows_capability_and_set_lora_result(browser: Browser) -> None:
-    from llamart.backends.wasm import LORA_REASON
+    from llamart.bindings.wasm import LORA_REASON
 
     page = browser.page
     assert browser.text("#lora-flag") == "False"

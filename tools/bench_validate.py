@@ -30,7 +30,7 @@ from types import ModuleType
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from llamart import gguf  # noqa: E402
-from llamart.c_scan import c_string_scan  # noqa: E402
+from llamart.gguf.c_scan import c_string_scan  # noqa: E402
 
 
 def _ms(t0: float) -> float:

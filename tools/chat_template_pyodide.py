@@ -1,7 +1,7 @@
 """The chat-template renderer inside Pyodide (Node) against CPython, on llama.cpp's real templates.
 
 ``python -m tools.chat_template_pyodide`` renders every template of the pinned llama.cpp source x
-tests/chat_conversations.py natively, then the same in Pyodide under Node (jinja2 and a pure
+tools/chat_conversations.py natively, then the same in Pyodide under Node (jinja2 and a pure
 markupsafe wheel from tools/pyodide_wheels.py, offline), compares the outputs byte for byte and
 reports compile and render times of both. Exit status 0 when every render (and every refusal)
 agrees.
@@ -16,13 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.chat_conversations import BOS, CONVERSATIONS, EOS, llama_cpp_templates
+from tools.chat_conversations import BOS, CONVERSATIONS, EOS, llama_cpp_templates
 from tools.pyodide_wheels import REPO, wheel_paths
 
 # Runs in both interpreters: {template name: [rendered text or "ERROR: ..."]}, and timings.
 RENDER_ALL = r'''
 import json, os, time
-from llamart.chat_template import ChatTemplate
+from llamart.chat.template import ChatTemplate
 from llamart.errors import ChatTemplateError
 
 def render_all(paths, conversations, bos, eos, repeat):

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tests.support import mutate
+from llamart.testing import mutate
 
 from .pyodide_runner.paths import wasm_dir as wasm_build_dir
 
@@ -277,7 +277,7 @@ def _worker(base_model: str) -> int:
     """Read 'id\\tkind\\tpath' lines on stdin; print one JSON result line per case."""
     from llamart import Engine, LlamartError
     from llamart import gguf as gr
-    from llamart.c_scan import c_string_scan
+    from llamart.gguf.c_scan import c_string_scan
 
     engine = Engine(backend="native")
     base_header = gr.read_header(base_model)
@@ -371,7 +371,7 @@ def run_cases(cases: Sequence[Case], base_model: str, *, timeout: float = 60.0,
 def _validate_case(case: Case, base_model: str) -> tuple[bool | None, str]:
     """(accepted?, reason) from llamart.gguf; None when it raised something unexpected."""
     from llamart import gguf as gr
-    from llamart.c_scan import c_string_scan
+    from llamart.gguf.c_scan import c_string_scan
 
     try:
         if case.kind == "model":

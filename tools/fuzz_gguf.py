@@ -33,10 +33,10 @@ from tools import fuzz  # noqa: E402
 def _fixtures(folder: str | None, tmp: str) -> dict[str, str]:
     folder = folder or os.environ.get("LLAMART_FIXTURES")
     if folder:
-        from tests.support.fixtures import load
+        from llamart.testing.fixtures import load
 
         return load(folder)
-    from tests.support.fixtures import build
+    from llamart.testing.fixtures import build
 
     return build(os.path.join(tmp, "fixtures"))
 

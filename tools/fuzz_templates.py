@@ -15,10 +15,10 @@ import sys
 import time
 from collections import Counter
 
-from llamart import chat_template as ct
-from llamart.chat_template import ChatTemplate
+from llamart.chat import limits
+from llamart.chat.template import ChatTemplate
 from llamart.errors import ChatTemplateError
-from tests.chat_conversations import BOS, CONVERSATIONS, EOS, llama_cpp_templates
+from tools.chat_conversations import BOS, CONVERSATIONS, EOS, llama_cpp_templates
 
 FRAGMENTS = [
     "{{", "}}", "{%", "%}", "{#", "#}", "(", ")", "[", "]", "{", "}", "|", "~", "+", "*", "**",
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"case {case} (seed {args.seed}): {type(e).__name__}: {e}\n{src!r}")
         took = time.perf_counter() - t0
         slowest = max(slowest, took)
-        if took > ct.MAX_RENDER_SECONDS + 1.0:
+        if took > limits.MAX_RENDER_SECONDS + 1.0:
             failures += 1
             print(f"case {case} (seed {args.seed}): took {took:.2f} s\n{src!r}")
     wall = time.monotonic() - started

@@ -19,12 +19,17 @@ def pin_values(pin_file: Path = PIN_FILE) -> dict[str, str]:
     return dict(re.findall(r'set\((\w+)\s+"([^"]*)"\)', pin_file.read_text()))
 
 
-def source_dir(repo: Path = REPO) -> Path:
-    """The extracted llama.cpp tree of the pinned sdist (it may not exist before a build)."""
+def sdist_dir(repo: Path = REPO) -> Path:
+    """Where the build extracts the pinned sdist: ``.cache/<package>-<version>`` (the package
+    name with ``_`` for ``-``); it may not exist before a build."""
     pin = pin_values(repo / "cmake" / "llama_cpp_pin.cmake")
     sdist = pin["LLAMART_LLAMA_SDIST_PACKAGE"].replace("-", "_")
-    folder = f"{sdist}-{pin['LLAMART_LLAMA_SDIST_VERSION']}"
-    return repo / ".cache" / folder / "vendor" / "llama.cpp"
+    return repo / ".cache" / f"{sdist}-{pin['LLAMART_LLAMA_SDIST_VERSION']}"
+
+
+def source_dir(repo: Path = REPO) -> Path:
+    """The extracted llama.cpp tree of the pinned sdist (it may not exist before a build)."""
+    return sdist_dir(repo) / "vendor" / "llama.cpp"
 
 
 def vocab_dir(repo: Path = REPO) -> Path:

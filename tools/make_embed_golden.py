@@ -3,7 +3,7 @@
     python -m tools.make_embed_golden [--out PATH]
 
 Records, with each model file's sha256, the normalised vectors of ``TEXTS`` under every pooling
-type for the F32 test fixture ``model_f32`` (``python -m tests.support.fixtures`` makes it
+type for the F32 test fixture ``model_f32`` (``python -m llamart.testing.fixtures`` makes it
 deterministically) and the mean-pooled ones for the pinned SmolLM2 (``llamart models fetch
 smollm2`` first). tests/test_embeddings.py checks the native build still computes them and the
 WebAssembly one (in Pyodide, no numpy) agrees within the tolerances stated there. Run it again
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from llamart import Engine, pinned_models
-from tests.support.fixtures import build
+from llamart.testing.fixtures import build
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "embedding_golden.json"
 TEXTS = ["The cat sat on the mat.", "A cat was sitting on the mat.",

@@ -6,7 +6,7 @@ For SmolLM2 and Gemma 3 (``llamart models fetch`` them first) it records, with t
 sha256: the token ids of a fixed set of texts, the top-k next-token logits after a few prompts
 (as token ids, so tokenization is not part of that comparison) with the largest |logit| over the
 whole vocabulary, the first greedy tokens after a prompt, and SmolLM2's rendered chat template
-for tests/chat_conversations.py. tests/test_real_models.py compares every runtime (native, Pyodide
+for tools/chat_conversations.py. tests/test_real_models.py compares every runtime (native, Pyodide
 in Node and Chromium) against it. Run it again only when a pin (model or llama.cpp) changes.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from llamart import Engine, pinned_models
-from tests.chat_conversations import CONVERSATIONS
+from tools.chat_conversations import CONVERSATIONS
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "real_model_golden.json"
 TOP_K = 10

@@ -9,7 +9,9 @@ Phase 1 loads and unloads the test model ``--cycles`` times (each cycle also eva
 prompt and, where the backend applies LoRA, sets an adapter that the unload must free). Phase 2
 performs ``--lora-ops`` set_lora / scale update / remove_lora / clear_loras calls on one loaded
 model, evaluating a prompt every 100 calls. Phase 3 starts ``--generations`` generations and
-closes each after two chunks (the engine must stay usable and give the same text). Memory is
+closes each after two chunks (the engine must stay usable and give the same text). Phase 4
+runs as many rounds of random concurrent generations on a parallel engine (n_parallel 4:
+random arrivals, adapter sets, cancels and abandons; no sequence or adapter may leak). Memory is
 sampled (after ``gc.collect()``) during each phase; growth is measured from the end of the
 warm-up (the first ``--warmup`` fraction of each phase, when allocator pools and caches fill)
 to the end of the phase (end point), and as a trend: the median of the last quarter of the
@@ -235,6 +237,54 @@ def abandoned_generations(engine: Any, fx: dict[str, str], n: int, read: Callabl
     return res
 
 
+def scheduled(engine: Any, fx: dict[str, str], n: int, read: Callable[[], int],
+              warmup_fraction: float = 0.1, seed: int = 7) -> PhaseResult:
+    """``n`` rounds on a parallel engine (n_parallel 4): each round starts 2-6 generations at
+    random (seeded) with random adapter sets where LoRA applies, interleaves their tokens,
+    cancels or abandons some part-way, reads logits in between, and checks afterwards that no
+    sequence is left running and no more adapters are loaded than the cache's bound; greedy text
+    is a lone engine's before and after."""
+    import random
+
+    rng = random.Random(seed)
+    lora = engine.capabilities.lora
+    sets = [None, {}, {fx["lora_a"]: 1.0}, {fx["lora_b"]: 0.5},
+            {fx["lora_a"]: 0.5, fx["lora_c"]: 1.0}] if lora else [None]
+    engine.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=N_THREADS, n_parallel=4)
+    full = engine.complete(PROMPT, max_tokens=16, temperature=0.0, lora={} if lora else None)
+    model = engine._model  # noqa: SLF001 - the scheduler's own state is what is checked
+
+    def step(i: int) -> None:
+        gens = [engine.generate(f"{PROMPT} {rng.randrange(1000)}", max_tokens=rng.randrange(1, 24),
+                                temperature=rng.choice([0.0, 0.8]), seed=i,
+                                lora=rng.choice(sets))
+                for _ in range(rng.randrange(2, 7))]
+        live = list(gens)
+        while live:
+            for g in list(live):
+                act = rng.random()
+                if act < 0.05:
+                    g.cancel()
+                if act < 0.1:
+                    g.close()  # abandoned part-way
+                    live.remove(g)
+                    continue
+                try:
+                    next(g)
+                except StopIteration:
+                    live.remove(g)
+            if rng.random() < 0.1:
+                engine.logits(PROMPT)
+        if model.scheduler.busy or len(model.lora_cache) > model.lora_cache.max_loaded:
+            raise AssertionError(f"round {i}: a sequence or adapter leaked")
+
+    res = run_phase("scheduled", n, step, read, warmup_fraction)
+    if engine.complete(PROMPT, max_tokens=16, temperature=0.0, lora={} if lora else None) != full:
+        raise AssertionError("greedy text changed after the scheduled rounds")
+    engine.unload_model()
+    return res
+
+
 def _logits_of(engine: Any, fx: dict[str, str]) -> bytes:
     engine.load_model(fx["model_f32"], n_ctx=N_CTX, n_threads=N_THREADS)
     try:
@@ -248,10 +298,10 @@ def _logits_of(engine: Any, fx: dict[str, str]) -> bytes:
 def _fixtures(folder: str | None, tmp: str) -> dict[str, str]:
     folder = folder or os.environ.get("LLAMART_FIXTURES")
     if folder:
-        from tests.support.fixtures import load
+        from llamart.testing.fixtures import load
 
         return load(folder)
-    from tests.support.fixtures import build
+    from llamart.testing.fixtures import build
 
     return build(tmp)
 
@@ -286,6 +336,7 @@ def run(cycles: int, ops: int, fx: dict[str, str], warmup: float = 0.1,
         phases = [load_cycles(engine, fx, cycles, read, warmup)]
         if generations:
             phases.append(abandoned_generations(engine, fx, generations, read, warmup))
+            phases.append(scheduled(engine, fx, generations, read, warmup))
         if engine.capabilities.lora:
             phases.append(lora_ops(engine, fx, ops, read, warmup))
         else:

@@ -1,7 +1,7 @@
 /*
  * Glue between the emscripten build of the llamart C API (llamart_wasm.js + llamart_wasm.wasm)
  * and Pyodide: loads the module and registers it as the Python module `llamart_wasm`, which
- * llamart/backends/wasm.py drives through Pyodide's JS FFI.
+ * llamart/bindings/wasm.py drives through Pyodide's JS FFI.
  *
  * Plain script: works as a CommonJS module in Node (require) and as a classic script in a
  * browser page or worker (importScripts), where it defines the global `LlamartPyodide`.
@@ -128,7 +128,7 @@
 
   /**
    * The pthreads build is linked with PTHREAD_POOL_DELAY_LOAD (for llamart's own loader, see
-   * llamart/backends/pyodide_loader.js): its factory resolves before the pool's workers have
+   * llamart/bindings/pyodide_loader.js): its factory resolves before the pool's workers have
    * loaded.  Wait for them here, or a decode run right after could wait for a thread forever.
    */
   function poolLoaded(module) {

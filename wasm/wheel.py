@@ -2,7 +2,7 @@
 
 Writes ``dist/llamart-<version>-py3-none-pyemscripten_2026_0_wasm32.whl``: the pure package
 (no native library, no bytecode) plus both WebAssembly modules and their emscripten glue as
-package data in ``llamart/_wasm/``, loaded by ``llamart/backends/pyodide_loader.py`` when an
+package data in ``llamart/_wasm/``, loaded by ``llamart/bindings/pyodide_loader.py`` when an
 ``Engine`` is made inside Pyodide. The platform tag keeps a native pip from ever picking it;
 micropip in Pyodide 314 accepts it. Deterministic (fixed timestamps, sorted entries).
 """

@@ -94,7 +94,7 @@ class DemoSession:
     def capabilities(self) -> dict[str, Any]:
         caps = self.engine.capabilities
         return {"backend": caps.backend, "lora": caps.lora, "lora_reason": caps.lora_reason,
-                "streaming": caps.streaming, "mmap": caps.mmap, "threads": caps.threads,
+                "mmap": caps.mmap, "threads": caps.threads,
                 "max_threads": caps.max_threads, "system_info": caps.system_info}
 
     def mount(self, blob: Any, name: str) -> dict[str, Any]:

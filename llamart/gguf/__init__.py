@@ -7,8 +7,14 @@ against llama.cpp's rules, describe it.
 - :mod:`.rules`: :func:`validate_model`, :func:`validate_adapter`, llama.cpp's rules;
 - :mod:`.summary`: :func:`model_summary`, :func:`adapter_summary`.
 
-The package imports nothing else from llamart: a caller that has the C library passes its
-string walk as ``scan=`` (``llamart.c_scan.c_string_scan()``).
+The parser modules above import nothing else from llamart (but the C API's constants,
+``llamart.bindings._c_constants``, a generated data module): a caller that has the C library
+passes its string walk as ``scan=``. Two bridges sit beside them and are not imported here:
+
+- :mod:`.c_scan`: :func:`~llamart.gguf.c_scan.c_string_scan`, the C library's string walk of
+  this platform (the one place that asks the backends for it);
+- :mod:`.model_files`: the Engine's checks of model and adapter files before llama.cpp reads
+  them, failures as ModelLoadError / AdapterError.
 """
 
 from .header import GGUFError, GGUFHeader, TensorInfo

@@ -7,7 +7,7 @@ follow llama.cpp's own GGUF loader (ggml/src/gguf.cpp) at the pinned commit, wit
 name the offending key or tensor.
 
 Validation runs on every model load, and tokenizer vocabularies hold 10^4-10^5 strings: the
-caller may pass ``scan``, the C library's ``lm_gguf_scan_strings`` (see llamart/c_scan.py), to
+caller may pass ``scan``, the C library's ``lm_gguf_scan_strings`` (see llamart/gguf/c_scan.py), to
 walk big string arrays in C; arrays it refuses, and every array when there is no scanner, take
 the one Python walk (:meth:`_Reader.strings`), which names the exact problem.  Arrays of 1024+
 items stay undecoded until ``GGUFHeader.kv`` is first read.  tools/bench_validate.py measures
@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from ..bindings._c_constants import LM_ERR_BUFFER  # a data module: gguf/ uses no backend
 from .header import GGUFError, GGUFHeader, LazyArray, TensorInfo, decode_all
 from .spec import (
     ARRAY,
@@ -53,7 +54,7 @@ StringScan = Callable[[memoryview, int, int, bool], int]
 _CHUNK = 1 << 20  # first read (at most; less for small files); later reads double the buffer
 _LAZY_MIN = 1024  # arrays this long are turned into lists only when GGUFHeader.kv is read
 _MAX_SCAN_BUFFER = 64 << 20  # the C string walk never buffers more than this
-_SCAN_NEEDS_MORE = -5  # LM_ERR_BUFFER from lm_gguf_scan_strings: the strings run past buf
+_SCAN_NEEDS_MORE = LM_ERR_BUFFER  # from lm_gguf_scan_strings: the strings run past buf
 _INT32_MAX = (1 << 31) - 1  # lm_gguf_scan_strings takes int32 sizes and counts
 _MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, smallest value
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
@@ -437,7 +438,7 @@ def read_header(path: str | os.PathLike[str], *, scan: StringScan | None = None)
     """Read and check a GGUF file's header, metadata and tensor infos (never tensor data).
 
     Raises FileNotFoundError for a missing file and GGUFError naming the file and the reason
-    for anything malformed.  ``scan`` (the C string walk, see llamart/c_scan.py) speeds up big
+    for anything malformed.  ``scan`` (the C string walk, see llamart/gguf/c_scan.py) speeds up big
     string arrays; without it they are walked in Python, with the same result.
     """
     spath = os.fspath(path)

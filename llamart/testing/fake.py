@@ -32,7 +32,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..backends.base import BackendError, Capabilities, ErrorKind, ModelInfo, StepEnd
+from ..bindings._c_api import POOLING_NAMES
+from ..bindings.base import BackendError, Capabilities, ErrorKind, ModelInfo, StepEnd
 from ..params import GenerationParams, ModelParams
 
 UNK, BOS, EOS = 0, 1, 2
@@ -67,7 +68,16 @@ class FakeAdapter:
 
 
 class FakeBackend:
-    """Implements llamart.backends.base.Backend in Python."""
+    """A :class:`~llamart.bindings.base.Backend` in pure Python: ``Engine(FakeBackend())``.
+
+    It loads any existing file (the Engine checks it is GGUF first: write one with
+    :mod:`llamart.testing.gguf_writer`), tokenizes bytes and a few words, samples from
+    ``script`` or seeded pseudo-random logits, and applies adapters to its logits and
+    embeddings; ``lora=False`` makes it a backend without LoRA (as the WebAssembly one).
+    It never constrains output (``grammar``/``json_schema`` raise UnsupportedCapabilityError).
+    The test hooks (``script``, ``fail_next``, ``counts``, ``violations``, ...) are listed in
+    the module docstring.
+    """
 
     name = "fake"
 
@@ -217,20 +227,6 @@ class FakeBackend:
         self.ctx, self.has_logits = [], False
         self._leave()
 
-    def eval(self, tokens: Sequence[int]) -> None:
-        self._enter("eval", list(tokens))
-        try:
-            self._need_model()
-            assert self.model_params is not None
-            if any(not 0 <= t < N_VOCAB for t in tokens):
-                raise BackendError(ErrorKind.ARG, "token outside the vocabulary")
-            if len(self.ctx) + len(tokens) > (self.model_params.n_ctx or 256):
-                raise BackendError(ErrorKind.CONTEXT, "context full")
-            self.ctx.extend(tokens)
-            self.has_logits = True
-        finally:
-            self._leave()
-
     def eval_prompt(self, tokens: Sequence[int]) -> int:
         self._enter("eval_prompt", list(tokens))
         try:
@@ -336,7 +332,7 @@ class FakeBackend:
     def embedding_pooling(self, pooling: str | None) -> str:
         self._enter("embedding_pooling", pooling)
         try:
-            if pooling not in (None, "mean", "cls", "last"):
+            if pooling is not None and pooling not in POOLING_NAMES:
                 raise BackendError(ErrorKind.ARG, f"unknown pooling {pooling!r}")
             return pooling or "mean"
         finally:

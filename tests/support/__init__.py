@@ -1,10 +1,10 @@
-"""llamart's own test harnesses (not shipped in the package; the suite, tools/ and bench/ use them).
+"""llamart's own test harnesses (not shipped in the package; only the suite uses them).
 
-- ``tests.support.fixtures``: writes the fixture set the suite uses
-  (``python -m tests.support.fixtures OUTDIR``; needs numpy and the ``gguf`` package).
-- ``tests.support.mutate``: byte-level edits of GGUF headers (pure Python, also in Pyodide).
+- ``tests.support.platform_support``: what the Python running the tests can do (threads; a
+  coroutine runner that works where the event loop cannot block, as in Pyodide).
 - ``tests.support.hf_llama``: a Hugging Face convention reference llama (numpy forward pass)
   and PEFT folders (also needs safetensors).
 
-What users need for their own tests ships in :mod:`llamart.testing`.
+What tools/ and users need for their tests ships in :mod:`llamart.testing` (the fake backend,
+GGUF writers, the fixture set, GGUF header mutations).
 """

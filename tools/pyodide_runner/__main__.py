@@ -5,8 +5,8 @@
 
 Any test file or folder runs, inside the checkout or not: the folders the pytest arguments
 name (a file brings the folder it is in) are mounted (Node) or shipped (Chromium) at their host
-paths, with llamart/, tools/ and tests/support/. Steps: make the test fixtures natively (``python -m
-tests.support.fixtures``), fetch pytest's pure-Python wheels once into ``.cache/`` (``pip
+paths, with llamart/ and tools/. Steps: make the test fixtures natively (``python -m
+llamart.testing.fixtures``), fetch pytest's pure-Python wheels once into ``.cache/`` (``pip
 download``), then start Pyodide (npm package,
 pinned in package.json: run ``npm ci``), unpack pytest's wheels and micropip, build llamart's
 Pyodide wheel from the checkout and the modules (``build-wasm/wasm`` or ``$LLAMART_WASM_DIR``;

@@ -35,7 +35,7 @@ async def install_llamart(config: dict) -> None:
     import llamart  # noqa: F401 (the wheel's package, before the checkout is on sys.path)
 
     if config.get("wasm"):
-        from llamart.backends import pyodide_loader
+        from llamart.bindings import pyodide_loader
 
         module = pyodide_loader.ensure_module()
         for folder in config.get("share", []):

@@ -11,10 +11,9 @@ CACHE = REPO / ".cache"
 ARTIFACTS = REPO / "tests" / ".artifacts"
 PYODIDE_DIR = REPO / "node_modules" / "pyodide"
 RUNNER_DIR = Path(__file__).resolve().parent
-# always visible: the package under test, the developer tools the suite imports and the test
-# harnesses those tools import (tools/fuzz.py: tests/support/mutate.py), even for a test file
-# outside tests/
-BASE_TREES = ("llamart", "tools", "tests/support")
+# always visible, even for a test file outside tests/: the package under test (with its test
+# kit, llamart.testing) and the developer tools the suite imports (tools/ imports no tests/)
+BASE_TREES = ("llamart", "tools")
 
 
 # the files of the two WebAssembly builds (python -m wasm.build), all in wasm_dir()

@@ -60,7 +60,7 @@ def pyodide_wheel() -> Path:
 
 def runtime_wheels() -> list[Path]:
     """llamart's runtime dependencies as pure wheels (jinja2, markupsafe: tools/pyodide_wheels),
-    so ``llamart.chat_template`` imports inside Pyodide."""
+    so ``llamart.chat.template`` imports inside Pyodide."""
     return wheel_paths()
 
 
@@ -100,7 +100,7 @@ def make_fixtures() -> Path:
     out = paths.CACHE / "fixtures"
     started = time.monotonic()
     subprocess.run(
-        [sys.executable, "-m", "tests.support.fixtures", str(out)], cwd=paths.REPO, check=True
+        [sys.executable, "-m", "llamart.testing.fixtures", str(out)], cwd=paths.REPO, check=True
     )
     print(f"pyodide_runner: fixtures in {out} ({time.monotonic() - started:.1f} s)", flush=True)
     return out

@@ -2,9 +2,9 @@
 
 The server (tools/isolated_http.py, 127.0.0.1 only) serves the checkout (which holds
 node_modules/pyodide) plus a few ``/__llamart__/`` routes: the run configuration, a zip of the
-files the run needs (the ``trees`` of the configuration: llamart/, tools/, tests/support/, the
-folders the pytest arguments name, the fixtures and the wheels, llamart's Pyodide wheel among
-them, plus the checkout's pytest configuration; unpacked at the same absolute paths in the
+files the run needs (the ``trees`` of the configuration: llamart/, tools/, the folders the
+pytest arguments name, the fixtures and the wheels, llamart's Pyodide wheel among them, plus
+the checkout's pytest configuration; unpacked at the same absolute paths in the
 browser's Pyodide FS), the large data files (``blobs`` of the configuration: real models,
 llama.cpp's vocabulary files) one route each, which the worker fetches and puts at their host
 folders in Pyodide's FS (llamart shares them with its module when it loads one): a folder
