@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,8 @@ def share(module: Any, path: str) -> Callable[[], None] | None:
     """Make ``path`` of Pyodide's FS readable in ``module``'s FS without a copy (a NODEFS or
     WORKERFS mount mounted again, a MEMFS/IDBFS file's contents shared); returns the undo,
     or None when it cannot be shared (the caller copies)."""
+    if sys.platform != "emscripten" or not hasattr(module.FS, "filesystems"):
+        return None  # not Pyodide, or not an emscripten FS (a stand-in): copy
     import pyodide_js  # type: ignore[import-not-found]
 
     undo = _loader().share(pyodide_js.FS, module.FS, path)
