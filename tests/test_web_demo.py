@@ -205,12 +205,11 @@ def test_serves_the_page_with_isolation_headers_and_mime_types(base_url: str,
     assert headers["cross-origin-opener-policy"] == "same-origin"
     assert headers["cross-origin-embedder-policy"] == "require-corp"
     assert headers["content-type"].startswith("text/html")
-    for path, mime in [("/wasm/llamart_wasm.wasm", "application/wasm"),
+    for path, mime in [(site.config["wheel"], "application/zip"),
+                       (site.config["micropip"], "application/zip"),
                        ("/pyodide/pyodide.asm.wasm", "application/wasm"),
                        ("/pyodide/pyodide.mjs", "text/javascript"),
                        ("/pyodide/pyodide.js", "text/javascript"),
-                       ("/wasm/llamart_wasm.js", "text/javascript"),
-                       ("/wasm/llamart_pyodide.js", "text/javascript"),
                        ("/worker.js", "text/javascript"),
                        ("/demo/demo-lora.gguf", "application/octet-stream"),
                        *[(url, "application/zip") for url in site.config["pyodideWheels"]]]:
@@ -260,19 +259,21 @@ def test_page_names_no_external_url(site: Any) -> None:
     assert "http" not in urls and "//" not in urls
 
 
-def test_wheel_is_a_valid_pure_python_wheel(site: Any, base_url: str) -> None:
+def test_wheel_is_the_pyodide_wheel(site: Any, base_url: str) -> None:
+    """The page installs llamart's Pyodide wheel (make pyodide-wheel) with micropip."""
     status, _, data = _get(base_url + site.config["wheel"])
     assert status == 200
-    assert site.config["wheel"].endswith("-py3-none-any.whl")
+    assert site.config["wheel"].endswith("-py3-none-pyemscripten_2026_0_wasm32.whl")
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = zf.namelist()
         version = site.config["llamartVersion"]
         dist = f"llamart-{version}.dist-info"
         assert {"llamart/__init__.py", "llamart/engine/engine.py", "llamart/web.py",
-                "llamart/bindings/wasm.py", f"{dist}/WHEEL", f"{dist}/METADATA",
+                "llamart/bindings/wasm.py", "llamart/_wasm/llamart_wasm.wasm",
+                "llamart/_wasm/llamart_wasm_mt.worker.js", f"{dist}/WHEEL", f"{dist}/METADATA",
                 f"{dist}/RECORD"} <= set(names)
         assert not [n for n in names if n.endswith((".so", ".pyc")) or "/_lib/" in n]
-        assert "Tag: py3-none-any" in zf.read(f"{dist}/WHEEL").decode()
+        assert "Tag: py3-none-pyemscripten_2026_0_wasm32" in zf.read(f"{dist}/WHEEL").decode()
         assert f"Version: {version}" in zf.read(f"{dist}/METADATA").decode()
         rows = list(csv.reader(io.StringIO(zf.read(f"{dist}/RECORD").decode())))
         assert {r[0] for r in rows} == set(names)
@@ -320,7 +321,7 @@ def test_demo_model_loads_and_its_info_is_shown(browser: Browser,
     assert page.text_content('#model-info dd[data-key="Chat template"]').startswith(
         "the model's own (tokenizer.chat_template")
     assert browser.text("#backend").startswith("wasm")
-    # the server sends COOP/COEP: the page is isolated, so the glue loaded the pthreads module
+    # the server sends COOP/COEP: the page is isolated, so the wheel loaded the pthreads module
     # (this machine's cores, as navigator.hardwareConcurrency reports them)
     threads = f"{os.cpu_count()} threads" if wds_threaded() else "1 thread"
     assert browser.text("#backend").startswith(f"wasm, {threads}")
@@ -675,8 +676,7 @@ def test_a_model_without_a_usable_template_gets_raw_mode_only(browser: Browser,
 def test_nothing_was_fetched_from_outside_and_nothing_failed(browser: Browser,
                                                             site: Any) -> None:
     requested = browser.requests
-    module = "/wasm/llamart_wasm_mt.wasm" if wds_threaded() else "/wasm/llamart_wasm.wasm"
-    for must in ("/worker.js", site.config["wheel"], module,
+    for must in ("/worker.js", site.config["wheel"], site.config["micropip"],
                  "/pyodide/pyodide.asm.wasm", site.config["demoModel"]["url"],
                  *site.config["pyodideWheels"]):
         assert any(u == browser.base_url + must for u in requested), f"{must} not seen"

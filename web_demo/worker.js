@@ -38,29 +38,22 @@ async function init(cfg) {
   progress(1, total, "Loading Python (Pyodide)…");
   const { loadPyodide } = await import(cfg.pyodideIndex + "pyodide.mjs");
   const pyodide = await loadPyodide({ indexURL: cfg.pyodideIndex });
-  // jinja2 + markupsafe (pure wheels from this server) render the models' chat templates
-  const wheels = cfg.pyodideWheels.map((u) => new URL(u, self.location.href).href);
-  await pyodide.loadPackage(wheels, {
+  await pyodide.loadPackage(new URL(cfg.micropip, self.location.href).href, {
     messageCallback: (m) => console.log(`[pyodide] ${m}`),
     errorCallback: (m) => console.warn(`[pyodide] ${m}`),
   });
 
   progress(2, total, `Installing llamart ${cfg.llamartVersion}…`);
-  const wheel = await (await fetchOk(cfg.wheel)).arrayBuffer();
-  const site = pyodide.runPython("import sysconfig; sysconfig.get_paths()['purelib']");
-  pyodide.unpackArchive(wheel, "wheel", { extractDir: site });
+  // llamart's Pyodide wheel (the package and its WebAssembly modules) with jinja2 + markupsafe
+  // (the models' chat templates), from this server, installed as any page would
+  const wheels = [...cfg.pyodideWheels, cfg.wheel].map((u) => new URL(u, self.location.href).href);
+  pyodide.globals.set("DEMO_WHEELS", pyodide.toPy(wheels));
+  await pyodide.runPythonAsync("import micropip\nawait micropip.install(list(DEMO_WHEELS), deps=False)");
 
   progress(3, total, "Loading llama.cpp (WebAssembly)…");
-  // the glue is a classic script: evaluate it globally (module workers have no importScripts)
-  (0, eval)(await (await fetchOk(cfg.glue)).text());
-  // eslint-disable-next-line no-undef
-  await LlamartPyodide.load(pyodide, {
-    glue: cfg.wasmModule.glue,
-    wasm: cfg.wasmModule.wasm,
-    threaded: cfg.wasmModule.threaded,
-    print: (s) => console.log(`[llama.cpp] ${s}`),
-    printErr: (s) => console.warn(`[llama.cpp] ${s}`),
-  });
+  // the wheel loads the module itself; awaited here so that the pthreads module's pool can
+  // start (this page is served cross-origin isolated) before Python runs synchronously
+  await pyodide.runPythonAsync("import llamart.web\nawait llamart.web.load_wasm()");
 
   progress(4, total, "Starting the engine…");
   const source = await (await fetchOk(cfg.session)).text();

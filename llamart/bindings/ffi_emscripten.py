@@ -1,13 +1,15 @@
 """The FFI adapter for Pyodide: the emscripten module of the llamart core, through Pyodide's JS FFI.
 
-The module (``build-wasm/wasm/llamart_wasm.js`` + ``.wasm``) is loaded by
-``wasm/llamart_pyodide.js`` and registered as the Python module ``llamart_wasm``. Its exports
+The module (``build-wasm/wasm/llamart_wasm.js`` + ``.wasm``) is loaded from the installed
+Pyodide wheel (pyodide_loader.py) or by ``wasm/llamart_pyodide.js``, and registered as the
+Python module ``llamart_wasm``. Its exports
 are ``_lm_*``; arguments are copied into its linear memory (``lm_malloc``) and results read
 back from ``HEAPU8``/``HEAP32`` (re-read on every access: the heap view changes when memory
 grows). Pointers are wasm32 offsets.
 
 The module has its own file system: a model path must exist there. Paths that exist only in
-Pyodide's FS are copied in for the load (see llamart.web for ways to avoid the copy).
+Pyodide's FS are shared with it for the load (no copy for NODEFS, WORKERFS, MEMFS and IDBFS
+files), else copied in.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ _COPY_CHUNK = 1 << 20
 
 
 def wasm_module() -> Any:
-    """The emscripten module registered as ``llamart_wasm`` (ImportError saying how if not)."""
+    """The emscripten module registered as ``llamart_wasm`` (ImportError saying how if not).
+
+    Inside Pyodide with the Pyodide wheel installed, the first call loads it from the package
+    (pyodide_loader.py).
+    """
+    from . import pyodide_loader
+
+    if sys.platform == "emscripten" and pyodide_loader.bundled():
+        return pyodide_loader.ensure_module()
     try:
         import llamart_wasm  # type: ignore[import-not-found]
     except ImportError as exc:
@@ -36,7 +46,8 @@ def wasm_module() -> Any:
             f"the llamart WebAssembly module is not available ({where}): build it "
             "(see wasm/README.md), load it with wasm/llamart_pyodide.js "
             "(LlamartPyodide.load(pyodide, {glue, wasm})) so that `import llamart_wasm` works, "
-            "then create the engine"
+            "then create the engine; or install the llamart Pyodide wheel (python -m wasm.wheel), "
+            "which loads it itself"
         ) from exc
     return llamart_wasm
 
@@ -164,13 +175,23 @@ class EmscriptenFfi:
     def staged(self, path: str) -> Iterator[None]:
         """Make ``path`` readable by the module for the duration of a load.
 
-        A copy is needed only for files that exist in Pyodide's FS alone (not on a mount
-        shared with the module, see llamart.web); it is removed again right after the load
-        (llama.cpp reads the whole file then: mmap is off), so memory is doubled only briefly.
+        A file of Pyodide's FS alone is shared without a copy where possible (a NODEFS or
+        WORKERFS mount is mounted again, a MEMFS/IDBFS file's contents are shared:
+        pyodide_loader.share); else it is copied. Either is undone right after the load
+        (llama.cpp reads the whole file then: mmap is off).
         """
         fs = self.module.FS
         if fs.analyzePath(path).exists or not os.path.isfile(path):
             yield  # shared file, or missing: llama.cpp reports that
+            return
+        from . import pyodide_loader
+
+        undo = pyodide_loader.share(self.module, path)
+        if undo is not None:  # the same file in both file systems, nothing copied
+            try:
+                yield
+            finally:
+                undo()
             return
         _log.info("copying %s into the WebAssembly module's file system for loading", path)
         parts = [p for p in os.path.dirname(path).split("/") if p]

@@ -8,10 +8,13 @@ name (a file brings the folder it is in) are mounted (Node) or shipped (Chromium
 paths, with llamart/ and tools/. Steps: make the test fixtures natively (``python -m
 llamart.testing.fixtures``), fetch pytest's pure-Python wheels once into ``.cache/`` (``pip
 download``), then start Pyodide (npm package,
-pinned in package.json: run ``npm ci``), unpack the wheels, load the llamart WebAssembly module
-(``build-wasm/wasm`` or ``$LLAMART_WASM_DIR``; the pthreads build where it can run, as
-wasm/llamart_pyodide.js chooses: Node, or the page served cross-origin isolated, which
-``--no-isolation`` turns off) as ``import llamart_wasm``, and run
+pinned in package.json: run ``npm ci``), unpack pytest's wheels and micropip, build llamart's
+Pyodide wheel from the checkout and the modules (``build-wasm/wasm`` or ``$LLAMART_WASM_DIR``;
+``python -m wasm.wheel``, into dist/) and ``micropip.install`` it with jinja2 and markupsafe
+(deps=False), as users do; the wheel's loader makes the module (the pthreads build where it can
+run: Node, or the page served cross-origin isolated, which ``--no-isolation`` turns off;
+``--threads`` forces it through ``LLAMART_WASM_THREADS``) and registers it as
+``import llamart_wasm``, and the suite runs against the installed package:
 ``pytest.main(args)`` with the checkout at its host path as the working directory. The real
 models and vocabulary files keep their host paths: NODEFS mounts in Node; in Chromium the
 server serves each file and the worker mounts them as Blobs (WORKERFS: read on demand, never
@@ -40,6 +43,8 @@ from .prepare import (
     find_wasm,
     host_data,
     make_fixtures,
+    micropip_wheel,
+    pyodide_wheel,
     runtime_wheels,
 )
 from .server import run_chromium
@@ -92,8 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     expect = ("threads" if wasm and wasm["threaded"] and ours.threads != "off"
               and (ours.threads == "on" or isolated) else "single")
     pyodide_dir = ensure_pyodide()
-    # .cache may be a link out of the checkout: resolved paths are the ones to mount
-    wheels = [w.resolve() for w in [*ensure_wheels(), *runtime_wheels()]]
+    # .cache may be a link out of the checkout: resolved paths are the ones to mount.
+    # Unpacked: pytest's wheels and micropip; micropip-installed (deps=False, as users do):
+    # jinja2, markupsafe and llamart's Pyodide wheel (built from this checkout), when there is
+    # a module to carry
+    unpacked = [w.resolve() for w in [*ensure_wheels(), micropip_wheel()]]
+    install = [w.resolve() for w in [*runtime_wheels(), *([pyodide_wheel()] if wasm else [])]]
+    wheels = [*unpacked, *install]
     data_folders, data_env = host_data()
     fixtures = make_fixtures().resolve()
     run = ours.runtime + ("-unisolated" if ours.no_isolation else "")
@@ -105,11 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         "runtime": ours.runtime,
         "repo": str(paths.REPO),
         "pyodideDir": str(pyodide_dir),
-        "glueJs": str(paths.REPO / "wasm" / "llamart_pyodide.js"),
-        "wasm": wasm,
-        "threads": {"auto": None, "on": True, "off": False}[ours.threads],
+        "wasm": bool(wasm),
         "isolated": isolated,
-        "wheels": [str(w) for w in wheels],
+        "wheels": [str(w) for w in unpacked],
+        "install": [str(w) for w in install],
         "trees": [str(t) for t in paths.visible_trees(
             [*named, fixtures, *{w.parent for w in wheels},
              *([junit.parent, *map(Path, data_folders)] if node else [])])],
@@ -117,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         "blobs": {} if node else {d: [str(f) for f in fs] for d, fs in data_folders.items()},
         "env": {"LLAMART_FIXTURES": str(fixtures), "LLAMART_RUNTIME": f"pyodide-{ours.runtime}",
                 "LLAMART_EXPECT_WASM_BUILD": expect if wasm else "",
-                "LLAMART_HOST_CORES": str(os.cpu_count() or 1), **data_env},
+                "LLAMART_HOST_CORES": str(os.cpu_count() or 1), **data_env,
+                **({} if ours.threads == "auto" else
+                   {"LLAMART_WASM_THREADS": "1" if ours.threads == "on" else "0"})},
         "args": pytest_args,
         "junit": str(junit),
     }

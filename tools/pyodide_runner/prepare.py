@@ -39,6 +39,25 @@ def ensure_wheels() -> list[Path]:
     return sorted(folder.glob("*.whl"))
 
 
+def micropip_wheel() -> Path:
+    """micropip's pure wheel (pinned; tools/wheel_check/prepare.py)."""
+    from ..wheel_check.prepare import micropip_wheel as pinned
+
+    return pinned()
+
+
+def pyodide_wheel() -> Path:
+    """llamart's Pyodide wheel built from this checkout and the modules of wasm_dir() into
+    dist/ (``python -m wasm.wheel``: a few seconds), so the run tests what users install."""
+    from wasm.wheel import build_wheel
+
+    started = time.monotonic()
+    wheel = build_wheel(paths.REPO / "dist", paths.wasm_dir())
+    print(f"pyodide_runner: {wheel.name} ({wheel.stat().st_size / 1e6:.1f} MB, "
+          f"{time.monotonic() - started:.1f} s)", flush=True)
+    return wheel
+
+
 def runtime_wheels() -> list[Path]:
     """llamart's runtime dependencies as pure wheels (jinja2, markupsafe: tools/pyodide_wheels),
     so ``llamart.chat.template`` imports inside Pyodide."""

@@ -1,16 +1,17 @@
 """The Chromium side of the Pyodide runner: the shared isolated HTTP server plus Playwright.
 
 The server (tools/isolated_http.py, 127.0.0.1 only) serves the checkout (which holds
-node_modules/pyodide) plus a few ``/__llamart__/`` routes: the run configuration, the wasm build
-(wherever it is), a zip of the files the run needs (the ``trees`` of the configuration:
-llamart/, tools/, the folders the pytest arguments name, the fixtures and the
-wheels, plus the checkout's pytest configuration; unpacked at the same absolute paths in the
+node_modules/pyodide) plus a few ``/__llamart__/`` routes: the run configuration, a zip of the
+files the run needs (the ``trees`` of the configuration: llamart/, tools/, the folders the
+pytest arguments name, the fixtures and the wheels, llamart's Pyodide wheel among them, plus
+the checkout's pytest configuration; unpacked at the same absolute paths in the
 browser's Pyodide FS), the large data files (``blobs`` of the configuration: real models,
 llama.cpp's vocabulary files) one route each, which the worker fetches and puts at their host
-folders in both file systems: a folder holding a file over ``BLOB_MIN_BYTES`` is mounted as
-Blobs (WORKERFS: no copy, but every read is a synchronous Blob slice, slow for the many small
-reads of a GGUF header); a folder of smaller files is written into memory (MEMFS); and endpoints
-the page's worker posts its output, junit xml and exit code to.
+folders in Pyodide's FS (llamart shares them with its module when it loads one): a folder
+holding a file over ``BLOB_MIN_BYTES`` is mounted as Blobs (WORKERFS: no copy, but every read
+is a synchronous Blob slice, slow for the many small reads of a GGUF header); a folder of
+smaller files is written into memory (MEMFS); and endpoints the page's worker posts its output,
+junit xml and exit code to.
 """
 
 from __future__ import annotations
@@ -48,18 +49,6 @@ def pack_tree(config: dict) -> bytes:
             if (paths.REPO / name).is_file():
                 zf.write(paths.REPO / name, str(paths.REPO / name).lstrip("/"))
     return buf.getvalue()
-
-
-def _route(path: str) -> str:
-    """Where the page fetches a wasm build file (the threaded glue finds its worker script
-    beside it)."""
-    return f"/__llamart__/{Path(path).name}"
-
-
-def _wasm_files(wasm: dict | None) -> list[str]:
-    if not wasm:
-        return []
-    return [wasm["glue"], wasm["wasm"], *(wasm["threaded"] or {}).values()]
 
 
 class RunState:
@@ -103,14 +92,9 @@ def run_chromium(config: dict, timeout: float) -> int:
                   for i, (folder, files) in enumerate(config["blobs"].items())},
         "junit": "/tmp/llamart-junit.xml",
         "pyodideUrl": "/node_modules/pyodide/",
-        "wasm": config["wasm"] and {
-            "glue": _route(config["wasm"]["glue"]), "wasm": _route(config["wasm"]["wasm"]),
-            "threaded": config["wasm"]["threaded"] and {
-                k: _route(v) for k, v in config["wasm"]["threaded"].items()}},
     }
     routes: dict[str, bytes | Path] = {
         **blob_routes,
-        **{_route(f): Path(f) for f in _wasm_files(config["wasm"])},
         "/__llamart__/config.json": json.dumps(browser_config).encode(),
         "/__llamart__/tree.zip": pack_tree(config),
     }

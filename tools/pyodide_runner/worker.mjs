@@ -1,6 +1,7 @@
-// Dedicated module worker for `python -m tools.pyodide_runner --runtime chromium`: loads Pyodide and the
-// llamart WebAssembly module, unpacks the test tree at its host paths, runs pytest and posts
-// output (synchronously, so it streams in order), the junit xml and the exit code back.
+// Dedicated module worker for `python -m tools.pyodide_runner --runtime chromium`: loads Pyodide,
+// unpacks the test tree at its host paths, runs pytest (bootstrap.py installs llamart's wheel
+// with micropip; the wheel loads the WebAssembly module itself) and posts output
+// (synchronously, so it streams in order), the junit xml and the exit code back.
 import { loadPyodide } from "/node_modules/pyodide/pyodide.mjs";
 
 
@@ -19,37 +20,26 @@ const writer = (route) => ({
 
 async function main() {
   const config = await (await fetch("/__llamart__/config.json")).json();
-  // the glue is a classic script: evaluate it globally (module workers have no importScripts)
+  // mkdirTree / mountBlobs from the glue (a classic script: evaluated globally)
   (0, eval)(await (await fetch("/wasm/llamart_pyodide.js")).text());
   const pyodide = await loadPyodide({ indexURL: config.pyodideUrl });
   pyodide.setStdout(writer("out"));
   pyodide.setStderr(writer("err"));
   const tree = await (await fetch("/__llamart__/tree.zip")).arrayBuffer();
   pyodide.unpackArchive(tree, "zip", { extractDir: "/" });
-  let module = null;
-  if (config.wasm) {
-    module = await LlamartPyodide.load(pyodide, {
-      glue: config.wasm.glue,
-      wasm: config.wasm.wasm,
-      threaded: config.wasm.threaded,
-      threads: config.threads,
-      print: (s) => post("out", s + "\n"),
-      printErr: (s) => post("err", s + "\n"),
-    });
-  }
   // real models (Blobs, read on demand, no copy) and vocabulary files (copies in memory: fast
-  // small reads) at their host folders, in both file systems
+  // small reads) at their host folders in Pyodide's FS; llamart shares them with its module
+  // (the same Blobs mounted again, the same MEMFS bytes) when a model is loaded
   for (const [dir, { mount, files }] of Object.entries(config.blobs || {})) {
     if (mount) {
       const blobs = [];
       for (const f of files) blobs.push({ name: f.name, data: await (await fetch(f.url)).blob() });
-      LlamartPyodide.mountBlobs(module || {}, pyodide, dir, blobs);
+      LlamartPyodide.mountBlobs({}, pyodide, dir, blobs);
       continue;
     }
-    for (const FS of [module && module.FS, pyodide.FS]) if (FS) LlamartPyodide.mkdirTree(FS, dir);
+    LlamartPyodide.mkdirTree(pyodide.FS, dir);
     for (const f of files) {
-      const data = new Uint8Array(await (await fetch(f.url)).arrayBuffer());
-      for (const FS of [module && module.FS, pyodide.FS]) if (FS) FS.writeFile(dir + "/" + f.name, data);
+      pyodide.FS.writeFile(dir + "/" + f.name, new Uint8Array(await (await fetch(f.url)).arrayBuffer()));
     }
   }
   const bootstrap = await (await fetch("/tools/pyodide_runner/bootstrap.py")).text();
