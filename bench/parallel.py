@@ -28,6 +28,9 @@ OUT = ROOT / ".cache" / "bench" / "parallel.json"
 PLOT = ROOT / "docs" / "bench_parallel.png"
 TOPICS = ["the sea", "a mountain village", "a robot", "the moon", "an old library", "a storm",
           "a desert city", "a lost key"]
+# a raw completion prompt every adapter set continues (an instruction as raw text made the base
+# SmolLM2 end at once)
+PROMPT = "Once upon a time, in a small house by {topic}, there lived"
 
 
 def pirate_adapter(base: str, out_dir: str) -> str:
@@ -46,7 +49,7 @@ def run_mix(engine: Any, n: int, sets: list[dict[str, float] | None]) -> dict[st
 
     def one(i: int) -> None:
         t0 = time.perf_counter()
-        gen = engine.generate(f"Write a short story about {TOPICS[i % len(TOPICS)]}.",
+        gen = engine.generate(PROMPT.format(topic=TOPICS[i % len(TOPICS)]),
                               max_tokens=64, temperature=0, repeat_penalty=1.0,
                               lora=sets[i % len(sets)])
         for k, _chunk in enumerate(gen):
@@ -144,7 +147,7 @@ def run_server_mix(server: LlamaServer, n: int, scales: list[float | None]) -> d
     start = time.perf_counter()
 
     def one(i: int) -> None:
-        first, made[i] = server.stream(f"Write a short story about {TOPICS[i % len(TOPICS)]}.",
+        first, made[i] = server.stream(PROMPT.format(topic=TOPICS[i % len(TOPICS)]),
                                        scales[i % len(scales)])
         ttft.append(first)
 
@@ -256,13 +259,13 @@ def render(data: dict[str, Any]) -> str:
             one = res["llama-server one set" if mix.startswith("llama-server") else "one set"]
             for n, r in rows.items():
                 lines.append(f"| {model} | {mix} | {n} | {r['tps']:.1f} | "
-                             f"{r['tps'] / rows['1']['tps']:.2f} | "
-                             f"{r['tps'] / one[n]['tps']:.2f} | {r['ttft']:.3f} |")
+                             f"{_ratio(r['tps'], rows['1']['tps'])} | "
+                             f"{_ratio(r['tps'], one[n]['tps'])} | {r['ttft']:.3f} |")
     for model, res in data["models"].items():
         for mix in ("one set", "two sets"):
             peer = res.get("llama-server " + mix)
             if peer and mix in res:
-                ratios = ", ".join(f"x{n}: {res[mix][n]['tps'] / peer[n]['tps']:.2f}"
+                ratios = ", ".join(f"x{n}: {_ratio(res[mix][n]['tps'], peer[n]['tps'])}"
                                    for n in peer if n in res[mix])
                 lines.append(f"\n{model}, {mix}: llamart / llama-server aggregate = {ratios}")
     lines += ["", "Returning to a conversation evicted to the prompt cache (one turn, 1 token):",
@@ -278,6 +281,10 @@ def render(data: dict[str, Any]) -> str:
     lines += ["", f"Fairness: the longest any running request waited for its adapter set's turn "
               f"was {waits} steps (the bound is the number of sets running minus one)."]
     return "\n".join(lines) + "\n"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
 
 
 def plot(data: dict[str, Any]) -> None:

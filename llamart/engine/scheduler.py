@@ -14,7 +14,9 @@ applies one set to a whole decode. Decisions:
   before it is overwritten or evicted it is saved to the prompt cache (host memory, LRU,
   bounded), keyed by adapter set and tokens, and restored from there when a prompt continues it.
 * Adapter sets take turns, round robin in order of first arrival: with G sets running, a
-  request waits at most G - 1 steps between two of its own.
+  request waits at most G - 1 steps between two of its own. A step runs several decode rounds
+  (as many as take about STEP_BUDGET_S at the last pace), so a switch of adapter set, which
+  makes llama.cpp re-reserve its compute graph, is paid once for several tokens.
 * A full KV cache evicts idle slots (least recently used first, saved to the prompt cache);
   if running sequences alone fill it, the newest ones sit out a step until others finish, and
   a sequence alone that cannot continue ends with finish reason "context".
@@ -319,8 +321,11 @@ class Scheduler:
         self._run(ready)
 
     def _run(self, ready: list[Request]) -> None:
-        others = len(self._groups) > 1 or bool(self._waiting)
-        rounds = 1 if others or any(r.logits_only for r in ready) else self._rounds
+        # several decode rounds per turn, up to ~STEP_BUDGET_S at the last pace: one crossing
+        # for several tokens, and with several adapter sets one set switch (llama.cpp re-reserves
+        # its graph after a switch) for several tokens of the group whose turn it is
+        waiting = bool(self._waiting)
+        rounds = 1 if waiting or any(r.logits_only for r in ready) else self._rounds
         while ready:
             slots = [r.slot for r in ready]
             budgets = [0 if r.logits_only else
@@ -343,7 +348,7 @@ class Scheduler:
             self.steps += 1
             elapsed = time.perf_counter() - started
             made = max((len(t) for t, _ in results), default=0)
-            if not others and made:
+            if made and not waiting:
                 pace = STEP_BUDGET_S * made / max(elapsed, 1e-6)
                 self._rounds = max(1, min(MAX_ROUNDS, int(pace)))
             for r, (toks, status) in zip(ready, results, strict=False):
