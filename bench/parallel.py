@@ -17,6 +17,7 @@ import json
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,28 +43,39 @@ def pirate_adapter(base: str, out_dir: str) -> str:
     return str(out)
 
 
-def run_mix(engine: Any, n: int, sets: list[dict[str, float] | None]) -> dict[str, float]:
-    ttft: list[float] = []
+def _concurrently(n: int, one: Callable[[int], tuple[float, int]]) -> dict[str, float]:
+    """Run ``one(i)`` (-> seconds to the first token, tokens) for i < n on n threads at once:
+    aggregate tokens/s over the wall time, mean time to first token, tokens."""
+    ttft = [0.0] * n
     made = [0] * n
     start = time.perf_counter()
 
-    def one(i: int) -> None:
-        t0 = time.perf_counter()
-        gen = engine.generate(PROMPT.format(topic=TOPICS[i % len(TOPICS)]),
-                              max_tokens=64, temperature=0, repeat_penalty=1.0,
-                              lora=sets[i % len(sets)])
-        for k, _chunk in enumerate(gen):
-            if k == 0:
-                ttft.append(time.perf_counter() - t0)
-        made[i] = gen.usage["completion_tokens"]
+    def run(i: int) -> None:
+        ttft[i], made[i] = one(i)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    return {"tps": sum(made) / wall, "ttft": sum(ttft) / max(1, len(ttft)), "tokens": sum(made)}
+    return {"tps": sum(made) / wall, "ttft": sum(ttft) / max(1, n), "tokens": sum(made)}
+
+
+def run_mix(engine: Any, n: int, sets: list[dict[str, float] | None]) -> dict[str, float]:
+    def one(i: int) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        first = None
+        gen = engine.generate(PROMPT.format(topic=TOPICS[i % len(TOPICS)]),
+                              max_tokens=64, temperature=0, repeat_penalty=1.0,
+                              lora=sets[i % len(sets)])
+        for _chunk in gen:
+            if first is None:
+                first = time.perf_counter() - t0
+        return (first if first is not None else time.perf_counter() - t0,
+                gen.usage["completion_tokens"])
+
+    return _concurrently(n, one)
 
 
 def _free_port() -> int:
@@ -142,22 +154,8 @@ class LlamaServer:
 
 
 def run_server_mix(server: LlamaServer, n: int, scales: list[float | None]) -> dict[str, float]:
-    ttft: list[float] = []
-    made = [0] * n
-    start = time.perf_counter()
-
-    def one(i: int) -> None:
-        first, made[i] = server.stream(PROMPT.format(topic=TOPICS[i % len(TOPICS)]),
-                                       scales[i % len(scales)])
-        ttft.append(first)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
-    return {"tps": sum(made) / wall, "ttft": sum(ttft) / max(1, len(ttft)), "tokens": sum(made)}
+    return _concurrently(n, lambda i: server.stream(PROMPT.format(topic=TOPICS[i % len(TOPICS)]),
+                                                    scales[i % len(scales)]))
 
 
 def restore_cost(engine: Any) -> dict[str, float]:

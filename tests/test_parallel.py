@@ -67,19 +67,22 @@ def _lone(model: str, calls: list[tuple[str, dict[str, float]]], **kw: Any) -> l
     return out
 
 
+def _streamer(engine: Engine, calls: list[tuple[str, dict[str, float]]], out: list[str],
+              i: int, **kw: Any) -> Any:
+    """A caller for _threads: call i streamed greedily into out[i], one yield per chunk."""
+    def run() -> Any:
+        prompt, lora = calls[i]
+        for chunk in engine.generate(prompt, max_tokens=N_TOKENS, temperature=0,
+                                     lora=lora if engine.capabilities.lora else None, **kw):
+            out[i] += chunk
+            yield
+    return run
+
+
 def _parallel(engine: Engine, calls: list[tuple[str, dict[str, float]]], **kw: Any) -> list[str]:
     """Each call as its own streaming generation, all at once (threads; Pyodide: interleaved)."""
     out: list[str] = [""] * len(calls)
-
-    def call(i: int) -> Any:
-        def run() -> Any:
-            prompt, lora = calls[i]
-            for chunk in engine.generate(prompt, max_tokens=N_TOKENS, temperature=0,
-                                         lora=lora if engine.capabilities.lora else None, **kw):
-                out[i] += chunk
-                yield
-        return run
-    _threads([call(i) for i in range(len(calls))])
+    _threads([_streamer(engine, calls, out, i, **kw) for i in range(len(calls))])
     return out
 
 
@@ -182,11 +185,7 @@ def test_one_failing_or_cancelled_request_leaves_the_others_unchanged(par, fx) -
     errors: list[BaseException] = []
 
     def good(i: int) -> Any:
-        def run() -> Any:
-            for chunk in engine.generate(calls[i][0], max_tokens=N_TOKENS, temperature=0):
-                out[i] += chunk
-                yield
-        return run
+        return _streamer(engine, calls, out, i)
 
     def cancelled() -> Any:
         gen = engine.generate("this one is cancelled", max_tokens=400, temperature=0)
@@ -248,11 +247,7 @@ def test_more_callers_than_slots_queue_and_logits_embed_run_beside(par, fx) -> N
     out = [""] * 5
 
     def gen(i: int) -> Any:
-        def run() -> Any:
-            for chunk in engine.generate(calls[i][0], max_tokens=N_TOKENS, temperature=0):
-                out[i] += chunk
-                yield
-        return run
+        return _streamer(engine, calls, out, i)
     _threads([gen(0), gen(1), logits, gen(2), embed, gen(3), gen(4)])
     assert out == _lone(fx["model_f32"], calls)
     # batched with other sequences, a row may go through another matmul kernel (ggml picks by

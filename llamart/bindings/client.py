@@ -317,11 +317,16 @@ class CApiClient:
         ))
         if rc != 0:
             raise self._error(kind(rc, ErrorKind.ARG), "invalid sampling parameters")
-        grammar = params.grammar
-        if params.json_schema is not None:
-            grammar = self.json_schema_to_grammar(params.json_schema)
+        grammar = self._grammar_of(params)
         if grammar is not None:
             self._with_text(self._lib.lm_sampler_set_grammar, grammar, "the grammar was refused")
+
+    def _grammar_of(self, params: GenerationParams) -> str | None:
+        """The GBNF grammar a generation is constrained by: ``grammar``, or ``json_schema``
+        converted; None for neither."""
+        if params.json_schema is not None:
+            return self.json_schema_to_grammar(params.json_schema)
+        return params.grammar
 
     # ---- structured output
     def _with_text(self, fn: Any, text: str, fallback: str) -> None:
@@ -397,9 +402,7 @@ class CApiClient:
         with self._ffi.scope() as s:
             self._rc(lib.lm_slot_sampler_accept(sp, slot, s.i32s(prompt), len(prompt)),
                      "the sampler refused the tokens")
-        grammar = params.grammar
-        if params.json_schema is not None:
-            grammar = self.json_schema_to_grammar(params.json_schema)
+        grammar = self._grammar_of(params)
         if grammar is not None:
             data = grammar.encode("utf-8")
             with self._ffi.scope() as s:
