@@ -1,11 +1,13 @@
 """The servers over HTTP: ``python -m bench.serve [--write]``.
 
-``llamart serve`` (--parallel 8) and llama-server (built from the same pinned source with the
-same CPU variants, -np 8) on SmolLM2 Q4_1, each on 127.0.0.1, driven by the same client
-(tools/load.py: the real ``openai`` client, streamed chat completions, greedy, 32 tokens) at 1,
-4, 8 and 16 concurrent clients, 32 requests each: requests/s, time to first token and aggregate
-completion tokens/s. llamart also with the base model and the pirate adapter mixed (by model
-name). Writes .cache/bench/serve.json and docs/benchmarks.md's "Servers" section.
+``llamart serve`` (--parallel 8), llama-server (built from the same pinned source with the
+same CPU variants, -np 8) and llama-cpp-python's server (the same libraries; one request at a
+time by design) on SmolLM2 Q4_1, each on 127.0.0.1, driven by the same client (tools/load.py:
+the real ``openai`` client, streamed chat completions, greedy, 32 tokens) at 1, 4, 8 and 16
+concurrent clients, 32 requests each: requests/s, time to first token and aggregate completion
+tokens/s. llamart and llama-server also with the base model and the pirate adapter mixed
+(llamart by model name, llama-server by its per-request ``lora`` field). Writes
+.cache/bench/serve.json and docs/benchmarks.md's "Servers" section.
 """
 
 from __future__ import annotations
@@ -28,15 +30,52 @@ OUT = ROOT / ".cache" / "bench" / "serve.json"
 CLIENTS = (1, 4, 8, 16)
 
 
-def _measure(url: str, models: list[str], clients: int) -> dict[str, Any]:
-    return asyncio.run(load.run(url, models, clients, 32, 32, "none"))
+def _measure(url: str, models: list[str], clients: int,
+             bodies: list[dict[str, Any] | None] | None = None) -> dict[str, Any]:
+    return asyncio.run(load.run(url, models, clients, 32, 32, "none", bodies))
+
+
+def _llama_cpp_python_server(model: str, threads: int) -> tuple[Any, str]:
+    """llama-cpp-python's server (its defaults, but requests queue instead of cancelling the
+    one streaming: ``--interrupt_requests False``) on a free 127.0.0.1 port."""
+    import subprocess
+    import time
+    import urllib.request
+
+    from .parallel import _free_port
+    from .systems import _lcpp_env, ensure_llama_cpp_python, ensure_llama_server
+
+    python = ensure_llama_cpp_python(print, server=True)
+    port = _free_port()
+    script = Path(__file__).with_name("worker_llama_cpp_python_server.py")
+    env = {**_lcpp_env(), "LLAMA_CPP_LIB_PATH": str(Path(ensure_llama_server(print)).parent)}
+    proc = subprocess.Popen([str(python), str(script), "--model", model, "--n_ctx", "4096",
+                             "--n_threads", str(threads), "--n_threads_batch", str(threads),
+                             "--host", "127.0.0.1", "--port", str(port),
+                             "--interrupt_requests", "False"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama-cpp-python's server exited ({proc.returncode})")
+        try:
+            with urllib.request.urlopen(url + "/v1/models", timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.3)
+    proc.terminate()
+    raise RuntimeError("llama-cpp-python's server did not start in 120 s")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--systems", default="llamart,llama-server,llama-cpp-python",
+                    help="comma-separated: which servers to run (default: all three)")
     args = ap.parse_args()
+    args.systems = args.systems.split(",")
     from llamart import pinned_models
 
     from .systems import ensure_llama_server
@@ -45,31 +84,43 @@ def main() -> None:
     name = Path(model).stem
     data: dict[str, Any] = {"machine": machine.describe(), "threads": args.threads,
                             "load_average": machine.load_average(), "rows": {}}
+
+    def rows(label: str, url: str, models: list[str],
+             bodies: list[dict[str, Any] | None] | None = None) -> None:
+        _measure(url, models[:1], 2, bodies)  # warm-up
+        for c in CLIENTS:
+            print(f"bench.serve: {label} x{c}", flush=True)
+            data["rows"].setdefault(label, {})[str(c)] = _measure(url, models, c, bodies)
+
     with tempfile.TemporaryDirectory() as tmp:
         ad = pirate_adapter(model, tmp)
-        proc, url = load.start_server(model, [f"pirate={ad}"],
-                                      ["--parallel", "8", "--n-threads", str(args.threads),
-                                       "--n-ctx", "4096", "--max-queue", "64"])
+        if "llamart" in args.systems:
+            proc, url = load.start_server(model, [f"pirate={ad}"],
+                                          ["--parallel", "8", "--n-threads", str(args.threads),
+                                           "--n-ctx", "4096", "--max-queue", "64"])
+            try:
+                rows("llamart serve, base", url, [name])
+                rows("llamart serve, base + pirate", url, [name, "pirate"])
+            finally:
+                proc.terminate()
+                proc.wait(30)
+        if "llama-server" in args.systems:
+            binary = str(ensure_llama_server(print))
+            pirate = {"lora": [{"id": 0, "scale": 1.0}]}
+            for label, adapter, bodies in (("llama-server, base", None, None),
+                                           ("llama-server, base + pirate", ad, [None, pirate])):
+                server = LlamaServer(binary, model, 8, args.threads, adapter)
+                try:
+                    rows(label, f"http://127.0.0.1:{server.port}", [name], bodies)
+                finally:
+                    server.close()
+    if "llama-cpp-python" in args.systems:
+        proc, url = _llama_cpp_python_server(model, args.threads)
         try:
-            _measure(url, [name], 2)  # warm-up
-            for mix, models in (("llamart serve, base", [name]),
-                                ("llamart serve, base + pirate", [name, "pirate"])):
-                for c in CLIENTS:
-                    print(f"bench.serve: {mix} x{c}", flush=True)
-                    data["rows"].setdefault(mix, {})[str(c)] = _measure(url, models, c)
+            rows("llama-cpp-python server, base", url, [name])
         finally:
             proc.terminate()
             proc.wait(30)
-        server = LlamaServer(str(ensure_llama_server(print)), model, 8, args.threads, None)
-        try:
-            peer = f"http://127.0.0.1:{server.port}"
-            _measure(peer, [name], 2)
-            for c in CLIENTS:
-                print(f"bench.serve: llama-server x{c}", flush=True)
-                data["rows"].setdefault("llama-server, base", {})[str(c)] = \
-                    _measure(peer, [name], c)
-        finally:
-            server.close()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(data, indent=1))
     text = render(data)
@@ -80,21 +131,29 @@ def main() -> None:
 
 def render(data: dict[str, Any]) -> str:
     lines = ["## Servers over HTTP — `python -m bench.serve --write`", "",
-             f"Host: {data['machine']['cpu']}, {data['threads']} threads each, 8 slots each, "
-             "SmolLM2 Q4_1, the openai client streaming chat completions (32 requests of 32 "
-             f"greedy tokens per row), load average {data['load_average']:.2f} at the start. "
-             "llama-server: built from the same pinned source with the same CPU variants.", "",
+             f"Host: {data['machine']['cpu']}, {data['threads']} threads each, SmolLM2 Q4_1, "
+             "the openai client streaming chat completions (32 requests of 32 greedy tokens per "
+             f"row), load average {data['load_average']:.2f} at the start. llamart serve "
+             "`--parallel 8`; llama-server `-np 8`, built from the same pinned source with the "
+             "same CPU variants; llama-cpp-python's server on the same libraries, its defaults "
+             "but `--interrupt_requests False` (else a new request cancels the one streaming). "
+             "Mixed rows alternate the base model and the pirate adapter (llamart: by model "
+             "name; llama-server: its per-request `lora` field).", "",
              "| server | clients | ok | requests/s | TTFT p50 s | TTFT p95 s | tokens/s |",
              "|---|---|---|---|---|---|---|"]
     for mix, rows in data["rows"].items():
         for c, r in rows.items():
             lines.append(f"| {mix} | {c} | {r['ok']}/{r['requests']} | {r['requests_per_s']} | "
                          f"{r['ttft_p50_s']} | {r['ttft_p95_s']} | {r['tokens_per_s']} |")
-    ours, peer = data["rows"].get("llamart serve, base"), data["rows"].get("llama-server, base")
-    if ours and peer:
-        ratios = ", ".join(f"{c} clients: {ours[c]['tokens_per_s'] / peer[c]['tokens_per_s']:.2f}"
-                           for c in ours if c in peer and peer[c]["tokens_per_s"])
-        lines += ["", f"llamart serve / llama-server aggregate tokens/s: {ratios}."]
+    lines.append("")
+    for ours, peer in (("llamart serve, base", "llama-server, base"),
+                       ("llamart serve, base + pirate", "llama-server, base + pirate"),
+                       ("llamart serve, base", "llama-cpp-python server, base")):
+        a, b = data["rows"].get(ours), data["rows"].get(peer)
+        if a and b:
+            ratios = ", ".join(f"{c} clients {a[c]['tokens_per_s'] / b[c]['tokens_per_s']:.2f}"
+                               for c in a if c in b and b[c]["tokens_per_s"])
+            lines.append(f"- {ours} / {peer}, aggregate tokens/s: {ratios}.")
     return "\n".join(lines) + "\n"
 
 

@@ -104,11 +104,13 @@ def llama_cpp_python_version() -> str:
     return read_pin()["LLAMART_LLAMA_SDIST_VERSION"]
 
 
-def ensure_llama_cpp_python(log=print) -> Path:
-    """The bench venv with the pinned llama-cpp-python (pure install, about a minute)."""
+def ensure_llama_cpp_python(log=print, server: bool = False) -> Path:
+    """The bench venv with the pinned llama-cpp-python (pure install, about a minute);
+    ``server``: with its ``[server]`` extra (FastAPI, uvicorn, sse-starlette)."""
     python = venv_python()
     version = llama_cpp_python_version()
-    probe = [str(python), "-c", "import llama_cpp; print(llama_cpp.__version__)"]
+    probe = [str(python), "-c", "import llama_cpp; print(llama_cpp.__version__)"
+             + ("; import llama_cpp.server.app" if server else "")]
     if python.exists():
         got = subprocess.run(probe, capture_output=True, text=True, env=_lcpp_env())
         if got.returncode == 0 and got.stdout.strip() == version:
@@ -122,7 +124,8 @@ def ensure_llama_cpp_python(log=print) -> Path:
            "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
     downloads = REPO / ".cache" / "downloads"  # the sdist the main build already fetched
     subprocess.run([*_nice(), str(python), "-m", "pip", "install", "--disable-pip-version-check",
-                    "--find-links", str(downloads), f"{package}=={version}"], check=True, env=env)
+                    "--find-links", str(downloads),
+                    f"{package}{'[server]' if server else ''}=={version}"], check=True, env=env)
     return python
 
 

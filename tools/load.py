@@ -35,24 +35,32 @@ def percentile(values: Sequence[float], p: float) -> float:
     return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))] if s else float("nan")
 
 
-async def one(client: Any, model: str, question: str, max_tokens: int) -> dict[str, Any]:
+async def one(client: Any, model: str, question: str, max_tokens: int,
+              extra_body: dict[str, Any] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     first = None
     tokens = 0
     stream = await client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": question}], max_tokens=max_tokens,
-        temperature=0.0, stream=True, stream_options={"include_usage": True})
+        temperature=0.0, stream=True, stream_options={"include_usage": True},
+        extra_body=extra_body)
+    chunks = 0  # the count where a server sends no usage (llama-cpp-python: a chunk a token)
     async for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content and first is None:
-            first = time.perf_counter() - started
+        if chunk.choices and chunk.choices[0].delta.content:
+            chunks += 1
+            if first is None:
+                first = time.perf_counter() - started
         if chunk.usage is not None:
             tokens = chunk.usage.completion_tokens
+    tokens = tokens or chunks
     return {"ttft": first if first is not None else time.perf_counter() - started,
             "latency": time.perf_counter() - started, "tokens": tokens}
 
 
 async def run(url: str, models: list[str], clients: int, requests: int, max_tokens: int,
-              api_key: str) -> dict[str, Any]:
+              api_key: str, bodies: Sequence[dict[str, Any] | None] | None = None
+              ) -> dict[str, Any]:
+    """The load; ``bodies``: extra request fields per model (e.g. llama-server's ``lora``)."""
     import openai
 
     client = openai.AsyncOpenAI(base_url=url.rstrip("/") + "/v1", api_key=api_key,
@@ -66,7 +74,8 @@ async def run(url: str, models: list[str], clients: int, requests: int, max_toke
             i = todo.pop()
             try:
                 results.append(await one(client, models[i % len(models)],
-                                         QUESTIONS[i % len(QUESTIONS)], max_tokens))
+                                         QUESTIONS[i % len(QUESTIONS)], max_tokens,
+                                         bodies[i % len(bodies)] if bodies else None))
             except Exception as e:  # counted and reported, the run goes on
                 failures.append(f"{type(e).__name__}: {e}")
 

@@ -1,7 +1,8 @@
 """The async twin of a :class:`~llamart.engine.generation.Generation`.
 
-Each token is computed in a worker thread (inline where Python has no threads, e.g. Pyodide),
-so the event loop keeps running while the model works.
+The event loop keeps running while the model works: on a parallel engine the scheduler's
+driver thread steps and wakes the loop when a step has news; otherwise each token is computed
+in a worker thread; inline where Python has no threads (Pyodide).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class AsyncGeneration:
     def __init__(self, generation: Generation) -> None:
         self.generation = generation
         self._started = False
-        self._run = _stream(generation)
+        self._batches = _batches(generation)
+        self._run = _flat(self._batches)
 
     def __aiter__(self) -> AsyncGeneration:
         return self
@@ -34,8 +36,15 @@ class AsyncGeneration:
         self._started = True
         return await self._run.__anext__()
 
+    def batches(self) -> AsyncIterator[list[str]]:
+        """The chunks in groups, as the engine produces them (a parallel engine's step gives
+        each sequence one or more tokens at a time); instead of iterating this object."""
+        self._started = True
+        return self._batches
+
     async def aclose(self) -> None:
         await self._run.aclose()
+        await self._batches.aclose()
         if not self._started:
             self.generation.close()
 
@@ -58,14 +67,33 @@ class AsyncGeneration:
             await self.aclose()
 
 
-async def _stream(gen: Generation) -> AsyncIterator[str]:
+async def _flat(batches: AsyncIterator[list[str]]) -> AsyncIterator[str]:
+    try:
+        async for batch in batches:
+            for chunk in batch:
+                yield chunk
+    finally:
+        await batches.aclose()  # type: ignore[attr-defined]
+
+
+async def _batches(gen: Generation) -> AsyncIterator[list[str]]:
     import asyncio  # here, not at the top: importing asyncio costs ~40 ms per process
     import concurrent.futures
+
+    scheduled = getattr(gen._state, "batches", None)  # noqa: SLF001 - a parallel engine's run
+    if scheduled is not None:
+        run = scheduled()
+        try:
+            async for batch in run:
+                yield batch
+        finally:
+            await run.aclose()
+        return
 
     if not _THREADS_AVAILABLE:
         try:
             for chunk in gen:
-                yield chunk
+                yield [chunk]
                 await asyncio.sleep(0)
         finally:
             gen.close()
@@ -79,7 +107,7 @@ async def _stream(gen: Generation) -> AsyncIterator[str]:
             fut = None
             if chunk is _DONE:
                 return
-            yield chunk
+            yield [chunk]
     finally:
         if fut is not None and not fut.done():
             # cancelled while a token was being computed: stop, and close the generation on

@@ -60,6 +60,7 @@ from . import embedding, inputs, structured
 from .adapter_cache import check_lora_arg
 from .adapter_set import lora_metadata, lora_unavailable
 from .async_generation import AsyncGeneration
+from .engine_lock import EngineLock
 from .generation import FINISH_REASONS, Generation, GenerationRun
 from .inputs import fspath, model_prompt_tokens
 from .model_state import LoadedModel
@@ -146,7 +147,7 @@ class Engine:
     def __init__(self, backend: str | Backend | None = None, *, strict: bool = False) -> None:
         self._strict = check_bool("strict", strict)
         self._backend = _resolve_backend(backend)
-        self._lock = threading.RLock()
+        self._lock = EngineLock()
         self._idle = threading.Condition(self._lock)  # notified when a generation ends
         self._owner: int | None = None  # the thread that last stepped the streaming generation
         self._disposed = False

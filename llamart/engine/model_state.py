@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +13,7 @@ from ..gguf.model_files import check_adapter
 from ..params import ModelParams
 from .adapter_cache import AdapterCache
 from .adapter_set import AdapterSet
+from .engine_lock import EngineLock
 from .scheduler import Scheduler
 
 __all__ = ["LoadedModel"]
@@ -35,7 +35,7 @@ class LoadedModel:
 
     @classmethod
     def load(cls, backend: Backend, path: str, header: Any, params: ModelParams,
-             threads: int, lock: threading.RLock) -> LoadedModel:
+             threads: int, lock: EngineLock) -> LoadedModel:
         """Load through ``backend`` (a BackendError propagates)."""
         info = backend.load_model(path, params, threads)
         scheduler = None
@@ -56,6 +56,8 @@ class LoadedModel:
 
     def unload(self, backend: Backend) -> None:
         """Free the adapters and the model (best effort: failures are logged)."""
+        if self.scheduler is not None:
+            self.scheduler.stop()
         self.adapters.release()
         with logged_backend_errors("clearing adapters before unload failed"):
             if len(self.lora_cache) and backend.capabilities.lora:
@@ -65,7 +67,7 @@ class LoadedModel:
             backend.unload_model()
 
     def reload(self, backend: Backend, scales: Mapping[str, float],
-               lock: threading.RLock) -> LoadedModel | None:
+               lock: EngineLock) -> LoadedModel | None:
         """Best effort after a failed load: this model again, with the adapters ``scales``
         names. None (logged) if even that fails."""
         again = None

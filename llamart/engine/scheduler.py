@@ -5,9 +5,12 @@ one :meth:`ParallelBackend.step` (continuous batching: prompt chunks and one tok
 generating sequence in one decode) over the sequences of ONE adapter set, because llama.cpp
 applies one set to a whole decode. Decisions:
 
-* No thread of its own: whichever caller needs a token runs the next step for everybody,
-  under the engine's lock (so it works the same where Python has no threads, in Pyodide),
-  and a caller that stops pulling never holds the others up: their tokens are buffered.
+* Whichever caller needs a token runs the next step for everybody, under the engine's lock
+  (so it works the same where Python has no threads, in Pyodide), and a caller that stops
+  pulling never holds the others up: their tokens are buffered. Async callers (a server's
+  streams) instead start a driver thread that steps while requests run, as llama-server's slot
+  loop does: the event loop only collects each step's tokens (``apull``), no thread per token,
+  and decoding overlaps the callers' own work. Sync callers then wait for the driver's steps.
 * Requests take free slots in arrival order (at most ``n_parallel`` run; the rest wait).
   A request gets the idle slot whose KV shares the longest prefix with its prompt under the
   same adapter set, else the least recently used one. An idle slot's KV is kept for reuse;
@@ -27,6 +30,7 @@ applies one set to a whole decode. Decisions:
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections import OrderedDict, deque
@@ -38,6 +42,7 @@ from ..bindings import _c_constants as C
 from ..bindings._c_api import kind
 from ..bindings.base import BackendError, ParallelBackend
 from ..params import GenerationParams
+from .engine_lock import EngineLock
 
 __all__ = ["AdapterKey", "PromptCache", "Request", "Scheduler"]
 
@@ -48,6 +53,9 @@ _OK, _EOG, _CONTEXT = C.LM_OK, C.LM_EOG, C.LM_ERR_CONTEXT
 STEP_BUDGET_S = 0.05  # a step runs up to about this long, so new requests wait little
 MAX_ROUNDS = 16
 _SAVE_MIN_TOKENS = 16  # shorter KV states are not worth keeping in the prompt cache
+DRIVER_IDLE_S = 2.0  # the driver thread ends after this long without requests
+_DRIVER_POLL_S = 0.1
+_log = logging.getLogger("llamart.scheduler")
 
 
 @dataclass(eq=False)
@@ -71,6 +79,7 @@ class Request:
     slot: int | None = None
     prompted: bool = False
     order: int = 0
+    waker: Callable[[], None] | None = None  # called (by the stepping thread) when it has news
 
 
 @dataclass
@@ -139,7 +148,7 @@ def _common(a: Sequence[int], b: Sequence[int]) -> int:
 class Scheduler:
     """Runs the requests of one loaded model on ``n_slots`` sequences (module docstring)."""
 
-    def __init__(self, backend: ParallelBackend, n_slots: int, lock: threading.RLock,
+    def __init__(self, backend: ParallelBackend, n_slots: int, lock: EngineLock,
                  prompt_cache_bytes: int, piece: Callable[[int], bytes], lora: bool) -> None:
         self._backend = backend
         self._lock = lock
@@ -156,6 +165,11 @@ class Scheduler:
         self.steps = 0
         self.max_wait_steps = 0  # the longest a running request waited for its group's turn
         self._waited: dict[int, int] = {}
+        self._stepped = threading.Condition(lock)  # notified by the driver after each step
+        self._driver: threading.Thread | None = None
+        self._stopping = False
+        self._woken: list[Request] = []
+        self._deferred: deque[Callable[[], None]] = deque()  # cancel_soon's ``then``s
 
     # ---- what callers do
 
@@ -172,18 +186,56 @@ class Scheduler:
         with self._lock:
             req.order = next(self._clock)
             self._waiting.append(req)
+            self._stepped.notify_all()  # an idle driver starts at once
 
     def pull(self, req: Request) -> tuple[list[bytes], str | None]:
-        """The pieces ``req`` has got (running steps until it has some or has ended), and
-        why it ended (None while it runs). Raises what ended it in error."""
+        """The pieces ``req`` has got (running steps, or waiting for the driver's, until it
+        has some or has ended), and why it ended (None while it runs). Raises what ended it in
+        error."""
         with self._lock:
             while not req.pieces and req.end is None:
-                self._step()
-            pieces = list(req.pieces)
-            req.pieces.clear()
-            if req.end == "error" and req.error is not None and not pieces:
-                raise req.error
-            return pieces, req.end
+                if self._driver is not None:
+                    self._stepped.wait()
+                else:
+                    self._step()
+            return _take(req)
+
+    def poll(self, req: Request) -> tuple[list[bytes], str | None] | None:
+        """Without the lock (an event loop's thread): what ``req`` has got, or None if nothing
+        yet; the driver calls ``req.waker`` when there is more. Raises as :meth:`pull`."""
+        end = req.end  # read first: the driver appends a request's pieces before it ends it
+        if not req.pieces and end is None:
+            return None
+        pieces = []
+        while req.pieces:
+            pieces.append(req.pieces.popleft())
+        return _check(req, pieces, end)
+
+    def start_driver(self) -> bool:
+        """Step in a thread of the scheduler's own while requests run (idempotent); False
+        where Python cannot start threads. It ends by itself when idle."""
+        with self._lock:
+            if self._driver is not None:
+                return True
+            if self._stopping:
+                return False
+            try:
+                driver = threading.Thread(target=self._drive, name="llamart-scheduler",
+                                          daemon=True)
+                driver.start()
+            except RuntimeError:  # no threads here (Pyodide)
+                return False
+            self._driver = driver
+            return True
+
+    def stop(self) -> None:
+        """The model is going: end the driver, and every request with an error."""
+        with self._lock:
+            self._stopping = True
+            for r in [*self._waiting, *(s.request for s in self._slots if s.request)]:
+                if r is not None and r.end is None:
+                    self._finish(r, "error", BackendError("state", "the model was unloaded"))
+            self._wake()
 
     def cancel(self, req: Request) -> None:
         """Stop ``req`` (its slot is freed at once); a no-op once it has ended."""
@@ -191,6 +243,31 @@ class Scheduler:
             req.cancelled = True
             if req.end is None:
                 self._finish(req, "cancelled")
+
+    def cancel_soon(self, req: Request, then: Callable[[], None] | None = None) -> None:
+        """Stop ``req``, then call ``then`` (under the lock), without waiting for the lock: at
+        once if it is free, else the thread stepping now does it before its next step."""
+        req.cancelled = True
+        if not self._lock.acquire(blocking=False):
+            if then is not None:
+                self._deferred.append(then)
+            return
+        try:
+            if req.end is None:
+                self._finish(req, "cancelled")
+            if then is not None:
+                then()
+            self._wake()
+        finally:
+            self._lock.release()
+
+    def _run_deferred(self) -> None:
+        while self._deferred:
+            fn = self._deferred.popleft()
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - a release that failed must not stop the step
+                _log.exception("deferred scheduler call failed")
 
     def reset(self) -> None:
         """Forget every idle slot's KV and the prompt cache."""
@@ -201,12 +278,52 @@ class Scheduler:
                     slot.tokens, slot.key = [], None
             self.cache.clear()
 
+    # ---- the driver
+
+    def _drive(self) -> None:
+        lock = self._lock
+        while True:
+            with lock:
+                idle_since = time.monotonic()
+                while not self._stopping and not self.busy:
+                    self._stepped.wait(_DRIVER_POLL_S)  # also for cancel_soon's ``then``s
+                    self._run_deferred()
+                    if not self.busy and time.monotonic() - idle_since >= DRIVER_IDLE_S:
+                        self._driver = None
+                        return
+                if self._stopping:
+                    self._run_deferred()
+                    self._driver = None
+                    return
+                try:
+                    self._step()
+                except BaseException as e:  # noqa: BLE001 - ends the requests, never the thread
+                    _log.exception("scheduler step failed")
+                    for s in self._slots:
+                        if s.request is not None:
+                            self._finish(s.request, "error", e)
+                self._wake()
+            lock.give_way()
+
+    def _wake(self) -> None:
+        """Tell the callers waiting for a step (sync pullers, and the wakers of async ones)."""
+        self._stepped.notify_all()
+        woken, self._woken = self._woken, []
+        for r in woken:
+            if r.waker is not None:
+                try:
+                    r.waker()
+                except RuntimeError:  # its event loop is closed: nobody is waiting
+                    r.waker = None
+
     # ---- the step
 
     def _finish(self, req: Request, end: str, error: BaseException | None = None) -> None:
         if req in self._waiting:
             self._waiting.remove(req)
         req.end, req.error = end, error
+        if req.waker is not None:
+            self._woken.append(req)
         self._waited.pop(id(req), None)
         if req.slot is not None:
             slot = self._slots[req.slot]
@@ -287,7 +404,15 @@ class Scheduler:
         return True
 
     def _step(self) -> None:
+        purged = False
+        for r in [*self._waiting, *(s.request for s in self._slots if s.request)]:
+            if r is not None and r.cancelled and r.end is None:  # cancel_soon()
+                self._finish(r, "cancelled")
+                purged = True
+        self._run_deferred()
         self._admit()
+        if not self._groups and (purged or self._driver is not None):
+            return  # what was to run has been cancelled
         if not self._groups:
             raise RuntimeError("the scheduler has nothing to run")  # pull() only on live requests
         self._turn %= len(self._groups)
@@ -324,7 +449,8 @@ class Scheduler:
         # several decode rounds per turn, up to ~STEP_BUDGET_S at the last pace: one crossing
         # for several tokens, and with several adapter sets one set switch (llama.cpp re-reserves
         # its graph after a switch) for several tokens of the group whose turn it is
-        waiting = bool(self._waiting)
+        # one round when requests wait for a slot or one is new: its first token goes out now
+        waiting = bool(self._waiting) or any(r.produced == 0 for r in ready)
         rounds = 1 if waiting or any(r.logits_only for r in ready) else self._rounds
         while ready:
             slots = [r.slot for r in ready]
@@ -367,6 +493,8 @@ class Scheduler:
         for t in toks:
             r.pieces.append(self._piece(t))
         r.produced += len(toks)
+        if toks and r.waker is not None:
+            self._woken.append(r)
         if status == _EOG:
             self._finish(r, "eog")
         elif status == _CONTEXT:
@@ -375,3 +503,15 @@ class Scheduler:
             self._finish(r, "error", BackendError(kind(status), reason or "sampling failed"))
         elif r.produced >= r.params.max_tokens:
             self._finish(r, "length")
+
+
+def _take(req: Request) -> tuple[list[bytes], str | None]:
+    pieces = list(req.pieces)
+    req.pieces.clear()
+    return _check(req, pieces, req.end)
+
+
+def _check(req: Request, pieces: list[bytes], end: str | None) -> tuple[list[bytes], str | None]:
+    if end == "error" and req.error is not None and not pieces:
+        raise req.error
+    return pieces, end

@@ -1,8 +1,11 @@
 """The server's one door to the Engine: admission (a bounded queue), adapter sets per request,
-and stepping generations in worker threads.
+and getting the generations' text to the event loop.
 
 * ``--parallel N`` > 1: the Engine is loaded with ``n_parallel=N`` and batches concurrent
-  calls, each naming its adapter set (``lora=``): requests run at once (``concurrent``).
+  calls, each naming its adapter set (``lora=``): requests run at once (``concurrent``). The
+  engine's scheduler steps in its own thread (llama-server's slot loop) and wakes the event
+  loop when a step has news; each SSE event carries the text of one step (one or more tokens),
+  as vLLM's streams do, with no thread per token.
 * ``--parallel 1``: the Engine runs one generation at a time and refuses a second while one
   streams, so requests take turns (``_turn``, one worker thread).
 * Embeddings name their adapter set too (``embed(..., lora=)``); with ``--parallel 1`` they
@@ -13,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from ..engine.async_generation import AsyncGeneration
 from .errors import APIError
 
 __all__ = ["Runner", "Stream"]
@@ -80,7 +84,8 @@ class Runner:
             self.running -= 1
             self._leave()
 
-        return Stream(gen, self._pool, lambda: loop.call_soon_threadsafe(done))
+        return Stream(gen, self._pool, lambda: loop.call_soon_threadsafe(done),
+                      batched=self.concurrent)
 
     async def embed(self, texts: list[str], loras: dict[str, float]) -> tuple[list[Any], int]:
         """The vectors of ``texts`` under ``loras`` and their token count."""
@@ -101,17 +106,20 @@ class Runner:
 
 
 class Stream:
-    """A Generation's chunks, each computed in a worker thread. ``close()`` (idempotent, also
-    on error, end or a dropped client) cancels it before its next token; the engine is free
-    again (and ``on_done`` called) once the generation has really closed."""
+    """A Generation's text: ``batched``, each step's chunks of a parallel engine together,
+    else each chunk computed in a worker thread. ``close()`` (idempotent, also on error, end
+    or a dropped client) cancels it before its next token; ``on_done`` is called once the
+    generation has closed."""
 
     def __init__(self, gen: Any, pool: concurrent.futures.Executor,
-                 on_done: Callable[[], None]) -> None:
+                 on_done: Callable[[], None], batched: bool = False) -> None:
         self.gen = gen
         self._pool = pool
         self._on_done = on_done
         self._pending: concurrent.futures.Future[Any] | None = None
         self._closed = False
+        self._batches: AsyncIterator[list[str]] | None = \
+            AsyncGeneration(gen).batches() if batched else None
 
     @property
     def usage(self) -> dict[str, int]:
@@ -127,6 +135,12 @@ class Stream:
     async def __anext__(self) -> str:
         if self._closed:
             raise StopAsyncIteration
+        if self._batches is not None:
+            try:
+                return "".join(await self._batches.__anext__())
+            except BaseException:
+                self.close()
+                raise
         self._pending = self._pool.submit(next, self.gen, _DONE)
         try:
             chunk = await asyncio.wrap_future(self._pending)
@@ -149,11 +163,24 @@ class Stream:
         if self._closed:
             return
         self._closed = True
+        if self._batches is not None:
+            self.gen.cancel()  # never blocks; stops before its next token
+            asyncio.get_running_loop().create_task(_aclose(self._batches, self._on_done))
+            return
         pending = self._pending
         if pending is not None and not pending.done():
             self.gen.cancel()  # stops before its next token
         fut = self._pool.submit(_close_after, pending, self.gen)
         fut.add_done_callback(lambda _f: self._on_done())
+
+
+async def _aclose(batches: AsyncIterator[list[str]], on_done: Callable[[], None]) -> None:
+    try:
+        await batches.aclose()  # type: ignore[attr-defined]
+    except RuntimeError:  # still being iterated: cancelled above, it ends by itself
+        pass
+    finally:
+        on_done()
 
 
 def _close_result(fut: concurrent.futures.Future[Any]) -> None:
