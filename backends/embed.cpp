@@ -56,6 +56,9 @@ void drop_context(lm_session * s) {
     if (!s->active.empty()) {
         llama_set_adapters_lora(s->embed_ctx, nullptr, 0, nullptr);
     }
+    if (s->threadpool != nullptr) {
+        llama_detach_threadpool(s->embed_ctx);
+    }
     llama_free(s->embed_ctx);
     s->embed_ctx = nullptr;
     s->embed_pooling = 0;
@@ -96,6 +99,9 @@ llama_context * context_for(lm_session * s, int32_t p) {
         lm::fail(LM_ERR_ALLOC, "llama.cpp could not create the embedding context (" +
                                    std::to_string(window) + " tokens)");
         return nullptr;
+    }
+    if (s->threadpool != nullptr) {  // the session's workers (session.cpp), never a second team
+        llama_attach_threadpool(ctx, s->threadpool, s->threadpool);
     }
     s->embed_ctx = ctx;
     s->embed_pooling = p;

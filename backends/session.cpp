@@ -51,14 +51,15 @@ void reset_cache(lm_session * s, bool zero_data) {
 
 namespace {
 
-// Natively: one persistent ggml threadpool per session (ggml is built without OpenMP). Its
-// workers serve whichever thread calls llama_decode, so callers on many threads (the parallel
-// engine's scheduler, a server's worker pool) share one warm team. With OpenMP every calling
-// thread got a team of its own, and on 2 cores the teams' idle workers stopped spinning and
-// slept: a decode from a second thread was ~7x slower. Not in WebAssembly, whose pthread pool is
-// sized at startup (ggml makes its workers per decode there).
+// One persistent ggml threadpool per session (ggml is built without OpenMP), natively and in
+// the pthreads WebAssembly module. Its workers serve whichever thread calls llama_decode, so
+// callers on many threads (the parallel engine's scheduler, a server's worker pool) share one
+// warm team; the embedding context uses the same pool (embed.cpp). Without it ggml starts its
+// workers for every graph: natively with OpenMP every calling thread got a team of its own (a
+// decode from a second thread ~7x slower on 2 cores); in WebAssembly each graph took workers
+// from emscripten's pool and handed them back (a Web Worker message each way, per decode).
 void attach_threadpool(lm_session * s, int32_t threads) {
-#if !defined(__EMSCRIPTEN__)
+#if !defined(__EMSCRIPTEN__) || defined(__EMSCRIPTEN_PTHREADS__)
     ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
     ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
     if (reg == nullptr || threads < 2) {

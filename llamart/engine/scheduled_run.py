@@ -85,7 +85,7 @@ class ScheduledRun:
         self._req.waker = lambda: loop.call_soon_threadsafe(news.set)
         core = self._core(self._end_soon)
         try:
-            threaded = await loop.run_in_executor(None, self._scheduler.start_driver) \
+            threaded = await loop.run_in_executor(None, self._submit_driven) \
                 if _THREADS else False
             ask = next(core)
             while True:
@@ -119,6 +119,16 @@ class ScheduledRun:
         finally:
             core.close()
             self._req.waker = None
+
+    def _submit_driven(self) -> bool:
+        """In a worker thread (submitting waits for the lock): start the scheduler's driver
+        and post the request to it; False if no thread could be started."""
+        if not self._scheduler.start_driver():
+            return False
+        if not self._cancelled and self.params.max_tokens:
+            self._submitted = True
+            self._scheduler.submit(self._req)
+        return True
 
     def _end(self) -> None:
         self._scheduler.cancel(self._req)  # a no-op once it has ended

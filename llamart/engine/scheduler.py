@@ -449,8 +449,11 @@ class Scheduler:
         # several decode rounds per turn, up to ~STEP_BUDGET_S at the last pace: one crossing
         # for several tokens, and with several adapter sets one set switch (llama.cpp re-reserves
         # its graph after a switch) for several tokens of the group whose turn it is
-        # one round when requests wait for a slot or one is new: its first token goes out now
-        waiting = bool(self._waiting) or any(r.produced == 0 for r in ready)
+        # one round when a request is new (its first token goes out now) or one waits for a
+        # slot that is free (after _admit, only one held back by a full KV cache); a request
+        # waiting for a busy slot gains nothing from short steps
+        free = any(s.request is None for s in self._slots)
+        waiting = (bool(self._waiting) and free) or any(r.produced == 0 for r in ready)
         rounds = 1 if waiting or any(r.logits_only for r in ready) else self._rounds
         while ready:
             slots = [r.slot for r in ready]
