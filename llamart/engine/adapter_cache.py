@@ -56,6 +56,10 @@ class AdapterCache:
     def __len__(self) -> int:
         return len(self._handles)
 
+    def in_use(self) -> dict[str, int]:
+        """The adapters running requests hold, with their number of users."""
+        return dict(self._users)
+
     def acquire(self, lora: Mapping[str, float]) -> list[tuple[Any, float]]:
         """Handles of ``lora`` (loading what is missing), each used once more until
         :meth:`release`. On failure nothing stays acquired."""
