@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import tempfile
 from pathlib import Path
@@ -31,8 +32,14 @@ CLIENTS = (1, 4, 8, 16)
 
 
 def _measure(url: str, models: list[str], clients: int,
-             bodies: list[dict[str, Any] | None] | None = None) -> dict[str, Any]:
-    return asyncio.run(load.run(url, models, clients, 32, 32, "none", bodies))
+             bodies: list[dict[str, Any] | None] | None = None,
+             requests: int = 32) -> dict[str, Any]:
+    return asyncio.run(load.run(url, models, clients, requests, 32, "none", bodies))
+
+
+def _stop(proc: Any) -> None:
+    proc.terminate()
+    proc.wait(30)
 
 
 def _llama_cpp_python_server(model: str, threads: int) -> tuple[Any, str]:
@@ -72,6 +79,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds per row, the servers taking turns (the median is reported)")
     ap.add_argument("--systems", default="llamart,llama-server,llama-cpp-python",
                     help="comma-separated: which servers to run (default: all three)")
     args = ap.parse_args()
@@ -83,44 +92,49 @@ def main() -> None:
     model = str(pinned_models.cached_path("smollm2"))
     name = Path(model).stem
     data: dict[str, Any] = {"machine": machine.describe(), "threads": args.threads,
-                            "load_average": machine.load_average(), "rows": {}}
+                            "rounds": args.rounds, "load_average": machine.load_average(),
+                            "rows": {}}
 
-    def rows(label: str, url: str, models: list[str],
-             bodies: list[dict[str, Any] | None] | None = None) -> None:
-        _measure(url, models[:1], 2, bodies)  # warm-up
-        for c in CLIENTS:
-            print(f"bench.serve: {label} x{c}", flush=True)
-            data["rows"].setdefault(label, {})[str(c)] = _measure(url, models, c, bodies)
-
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
         ad = pirate_adapter(model, tmp)
+        rows: dict[str, tuple[str, list[str], list[dict[str, Any] | None] | None]] = {}
         if "llamart" in args.systems:
             proc, url = load.start_server(model, [f"pirate={ad}"],
                                           ["--parallel", "8", "--n-threads", str(args.threads),
                                            "--n-ctx", "4096", "--max-queue", "64"])
-            try:
-                rows("llamart serve, base", url, [name])
-                rows("llamart serve, base + pirate", url, [name, "pirate"])
-            finally:
-                proc.terminate()
-                proc.wait(30)
+            stack.callback(_stop, proc)
+            rows["llamart serve, base"] = (url, [name], None)
+            rows["llamart serve, base + pirate"] = (url, [name, "pirate"], None)
         if "llama-server" in args.systems:
-            binary = str(ensure_llama_server(print))
-            pirate = {"lora": [{"id": 0, "scale": 1.0}]}
-            for label, adapter, bodies in (("llama-server, base", None, None),
-                                           ("llama-server, base + pirate", ad, [None, pirate])):
-                server = LlamaServer(binary, model, 8, args.threads, adapter)
-                try:
-                    rows(label, f"http://127.0.0.1:{server.port}", [name], bodies)
-                finally:
-                    server.close()
-    if "llama-cpp-python" in args.systems:
-        proc, url = _llama_cpp_python_server(model, args.threads)
-        try:
-            rows("llama-cpp-python server, base", url, [name])
-        finally:
-            proc.terminate()
-            proc.wait(30)
+            server = LlamaServer(str(ensure_llama_server(print)), model, 8, args.threads, ad)
+            stack.callback(server.close)
+            url = f"http://127.0.0.1:{server.port}"  # the adapter loaded at scale 0: the base
+            rows["llama-server, base"] = (url, [name], None)
+            rows["llama-server, base + pirate"] = (url, [name],
+                                                   [None, {"lora": [{"id": 0, "scale": 1.0}]}])
+        slow: dict[str, tuple[str, list[str], None]] = {}
+        if "llama-cpp-python" in args.systems:
+            proc, url = _llama_cpp_python_server(model, args.threads)
+            stack.callback(_stop, proc)
+            slow["llama-cpp-python server, base"] = (url, [name], None)
+        for url, models, bodies in {**rows, **slow}.values():  # warm-up
+            _measure(url, models[:1], 2, bodies and bodies[:1], 8)
+        labels = list(rows)
+        for c in CLIENTS:  # the servers take turns, rotated each round; the median is kept
+            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in labels}
+            for r in range(args.rounds):
+                for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                    url, models, bodies = rows[label]
+                    print(f"bench.serve: {label} x{c} (round {r + 1}/{args.rounds})", flush=True)
+                    runs[label].append(_measure(url, models, c, bodies))
+            for label, got in runs.items():
+                got.sort(key=lambda x: x["tokens_per_s"])
+                data["rows"].setdefault(label, {})[str(c)] = {
+                    **got[len(got) // 2], "rounds_tokens_per_s": [x["tokens_per_s"] for x in got]}
+            for label, (url, models, bodies) in slow.items():  # one request at a time anyway
+                print(f"bench.serve: {label} x{c}", flush=True)
+                data["rows"].setdefault(label, {})[str(c)] = _measure(url, models, c, bodies, 8)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(data, indent=1))
     text = render(data)
@@ -133,7 +147,9 @@ def render(data: dict[str, Any]) -> str:
     lines = ["## Servers over HTTP — `python -m bench.serve --write`", "",
              f"Host: {data['machine']['cpu']}, {data['threads']} threads each, SmolLM2 Q4_1, "
              "the openai client streaming chat completions (32 requests of 32 greedy tokens per "
-             f"row), load average {data['load_average']:.2f} at the start. llamart serve "
+             f"row; the servers run side by side and take turns, {data.get('rounds', 1)} rounds "
+             "rotated, the median kept; llama-cpp-python 8 requests, one round), load average "
+             f"{data['load_average']:.2f} at the start. llamart serve "
              "`--parallel 8`; llama-server `-np 8`, built from the same pinned source with the "
              "same CPU variants; llama-cpp-python's server on the same libraries, its defaults "
              "but `--interrupt_requests False` (else a new request cancels the one streaming). "

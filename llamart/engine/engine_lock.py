@@ -42,6 +42,9 @@ class EngineLock:
     def release(self) -> None:
         self._lock.release()
 
+    def locked(self) -> bool:
+        return bool(self._lock.locked()) if hasattr(self._lock, "locked") else False
+
     def __enter__(self) -> bool:
         return self.acquire()
 
