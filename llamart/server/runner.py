@@ -165,7 +165,12 @@ class Stream:
         self._closed = True
         if self._batches is not None:
             self.gen.cancel()  # never blocks; stops before its next token
-            asyncio.get_running_loop().create_task(_aclose(self._batches, self._on_done))
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop (shutting down): the cancel is enough
+                self._on_done()
+                return
+            loop.create_task(_aclose(self._batches, self._on_done))
             return
         pending = self._pending
         if pending is not None and not pending.done():
