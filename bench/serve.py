@@ -46,8 +46,6 @@ def _llama_cpp_python_server(model: str, threads: int) -> tuple[Any, str]:
     """llama-cpp-python's server (its defaults, but requests queue instead of cancelling the
     one streaming: ``--interrupt_requests False``) on a free 127.0.0.1 port."""
     import subprocess
-    import time
-    import urllib.request
 
     from .parallel import _free_port
     from .systems import _lcpp_env, ensure_llama_cpp_python, ensure_llama_server
@@ -62,17 +60,8 @@ def _llama_cpp_python_server(model: str, threads: int) -> tuple[Any, str]:
                              "--interrupt_requests", "False"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama-cpp-python's server exited ({proc.returncode})")
-        try:
-            with urllib.request.urlopen(url + "/v1/models", timeout=2):
-                return proc, url
-        except OSError:
-            time.sleep(0.3)
-    proc.terminate()
-    raise RuntimeError("llama-cpp-python's server did not start in 120 s")
+    load.wait_ready(proc, url + "/v1/models", "llama-cpp-python's server")
+    return proc, url
 
 
 def main() -> None:

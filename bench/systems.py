@@ -109,8 +109,9 @@ def ensure_llama_cpp_python(log=print, server: bool = False) -> Path:
     ``server``: with its ``[server]`` extra (FastAPI, uvicorn, sse-starlette)."""
     python = venv_python()
     version = llama_cpp_python_version()
-    probe = [str(python), "-c", "import llama_cpp; print(llama_cpp.__version__)"
-             + ("; import llama_cpp.server.app" if server else "")]
+    # by the installed metadata: importing llama_cpp loads a libllama, which may not be built yet
+    probe = [str(python), "-c", "from importlib.metadata import version as v; "
+             "print(v('llama_cpp_python'))" + ("; v('sse-starlette')" if server else "")]
     if python.exists():
         got = subprocess.run(probe, capture_output=True, text=True, env=_lcpp_env())
         if got.returncode == 0 and got.stdout.strip() == version:

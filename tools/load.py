@@ -107,18 +107,24 @@ def start_server(model: str, loras: list[str], extra: list[str]) -> tuple[Any, s
         cmd += ["--lora", lora]
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    wait_ready(proc, url + "/health", "llamart serve")
+    return proc, url
+
+
+def wait_ready(proc: Any, url: str, what: str, timeout: float = 120.0) -> None:
+    """Until ``url`` answers 200 (SystemExit if ``proc`` exits or ``timeout`` passes)."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"llamart serve exited with status {proc.returncode}")
+            raise SystemExit(f"{what} exited with status {proc.returncode}")
         try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
-                    return proc, url
+                    return
         except OSError:
             time.sleep(0.2)
     proc.terminate()
-    raise SystemExit("llamart serve did not become healthy in 120 s")
+    raise SystemExit(f"{what} did not become ready in {timeout:.0f} s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
