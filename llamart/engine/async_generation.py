@@ -15,7 +15,7 @@ from .generation import Generation
 
 __all__ = ["AsyncGeneration"]
 
-_THREADS_AVAILABLE = sys.platform != "emscripten"  # Pyodide cannot start Python threads
+PYTHON_THREADS = sys.platform != "emscripten"  # Pyodide cannot start Python threads
 _DONE = object()
 
 
@@ -90,7 +90,7 @@ async def _batches(gen: Generation) -> AsyncIterator[list[str]]:
             await run.aclose()
         return
 
-    if not _THREADS_AVAILABLE:
+    if not PYTHON_THREADS:
         try:
             for chunk in gen:
                 yield [chunk]

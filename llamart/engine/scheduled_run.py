@@ -4,20 +4,19 @@ gets back (the seam between a Generation and the scheduler; it never touches the
 from __future__ import annotations
 
 import random
-import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 
 from ..errors import backend_errors
 from ..params import GenerationParams
+from .async_generation import PYTHON_THREADS
 from .generation import TextStream
 from .scheduler import Request, Scheduler
 
 __all__ = ["ScheduledRun"]
 
 _END: Any = object()
-_THREADS = sys.platform != "emscripten"  # Pyodide cannot start Python threads
 _REASONS = {"eog": "stop", "length": "length", "context": "context", "cancelled": "cancelled",
             "error": "error"}
 
@@ -86,7 +85,7 @@ class ScheduledRun:
         core = self._core(self._end_soon)
         try:
             threaded = await loop.run_in_executor(None, self._submit_driven) \
-                if _THREADS else False
+                if PYTHON_THREADS else False
             ask = next(core)
             while True:
                 if ask is not None:

@@ -9,7 +9,7 @@ applies one set to a whole decode. Decisions:
   (so it works the same where Python has no threads, in Pyodide), and a caller that stops
   pulling never holds the others up: their tokens are buffered. Async callers (a server's
   streams) instead start a driver thread that steps while requests run, as llama-server's slot
-  loop does: the event loop only collects each step's tokens (``apull``), no thread per token,
+  loop does: the event loop only collects each step's tokens (``poll``), no thread per token,
   and decoding overlaps the callers' own work. Sync callers then wait for the driver's steps.
 * Requests take free slots in arrival order (at most ``n_parallel`` run; the rest wait).
   A request gets the idle slot whose KV shares the longest prefix with its prompt under the
@@ -168,7 +168,7 @@ class Scheduler:
         self._stepped = threading.Condition(lock)  # notified by the driver after each step
         self._driver: threading.Thread | None = None
         self._stopping = False
-        self._woken: list[Request] = []
+        self._woken: dict[int, Request] = {}  # id -> request whose waker the step calls
         self._deferred: deque[Callable[[], None]] = deque()  # cancel_soon's ``then``s
 
     # ---- what callers do
@@ -198,7 +198,7 @@ class Scheduler:
                     self._stepped.wait()
                 else:
                     self._step()
-            return _take(req)
+            return _drain(req, req.end)
 
     def poll(self, req: Request) -> tuple[list[bytes], str | None] | None:
         """Without the lock (an event loop's thread): what ``req`` has got, or None if nothing
@@ -206,10 +206,7 @@ class Scheduler:
         end = req.end  # read first: the driver appends a request's pieces before it ends it
         if not req.pieces and end is None:
             return None
-        pieces = []
-        while req.pieces:
-            pieces.append(req.pieces.popleft())
-        return _check(req, pieces, end)
+        return _drain(req, end)
 
     def start_driver(self) -> bool:
         """Step in a thread of the scheduler's own while requests run (idempotent); False
@@ -232,8 +229,8 @@ class Scheduler:
         """The model is going: end the driver, and every request with an error."""
         with self._lock:
             self._stopping = True
-            for r in [*self._waiting, *(s.request for s in self._slots if s.request)]:
-                if r is not None and r.end is None:
+            for r in self._requests():
+                if r.end is None:
                     self._finish(r, "error", BackendError("state", "the model was unloaded"))
             self._wake()
 
@@ -308,8 +305,8 @@ class Scheduler:
     def _wake(self) -> None:
         """Tell the callers waiting for a step (sync pullers, and the wakers of async ones)."""
         self._stepped.notify_all()
-        woken, self._woken = self._woken, []
-        for r in woken:
+        woken, self._woken = self._woken, {}
+        for r in woken.values():
             if r.waker is not None:
                 try:
                     r.waker()
@@ -318,12 +315,16 @@ class Scheduler:
 
     # ---- the step
 
+    def _requests(self) -> list[Request]:
+        """Every request waiting or running."""
+        return [*self._waiting, *(s.request for s in self._slots if s.request is not None)]
+
     def _finish(self, req: Request, end: str, error: BaseException | None = None) -> None:
         if req in self._waiting:
             self._waiting.remove(req)
         req.end, req.error = end, error
         if req.waker is not None:
-            self._woken.append(req)
+            self._woken[id(req)] = req
         self._waited.pop(id(req), None)
         if req.slot is not None:
             slot = self._slots[req.slot]
@@ -405,8 +406,8 @@ class Scheduler:
 
     def _step(self) -> None:
         purged = False
-        for r in [*self._waiting, *(s.request for s in self._slots if s.request)]:
-            if r is not None and r.cancelled and r.end is None:  # cancel_soon()
+        for r in self._requests():
+            if r.cancelled and r.end is None:  # cancel_soon()
                 self._finish(r, "cancelled")
                 purged = True
         self._run_deferred()
@@ -497,7 +498,7 @@ class Scheduler:
             r.pieces.append(self._piece(t))
         r.produced += len(toks)
         if toks and r.waker is not None:
-            self._woken.append(r)
+            self._woken[id(r)] = r
         if status == _EOG:
             self._finish(r, "eog")
         elif status == _CONTEXT:
@@ -508,13 +509,12 @@ class Scheduler:
             self._finish(r, "length")
 
 
-def _take(req: Request) -> tuple[list[bytes], str | None]:
-    pieces = list(req.pieces)
-    req.pieces.clear()
-    return _check(req, pieces, req.end)
-
-
-def _check(req: Request, pieces: list[bytes], end: str | None) -> tuple[list[bytes], str | None]:
+def _drain(req: Request, end: str | None) -> tuple[list[bytes], str | None]:
+    """The pieces ``req`` has got (taken one by one: the driver may append meanwhile) and
+    ``end``, read before; what ended it in error is raised when no piece is left to give."""
+    pieces = []
+    while req.pieces:
+        pieces.append(req.pieces.popleft())
     if end == "error" and req.error is not None and not pieces:
         raise req.error
     return pieces, end
