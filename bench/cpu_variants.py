@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from . import machine
-from .doc_section import replace_section
+from .doc_section import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / ".cache" / "bench" / "cpu_variants.json"
@@ -97,12 +97,7 @@ def main() -> None:
     data = {"machine": machine.describe(), "threads": args.threads, "rounds": args.rounds,
             "variants": variants, "results": results, "seconds": time.time() - started,
             "load_average": machine.load_average()}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(data, indent=1))
-    text = render(data)
-    print(text)
-    if args.write:
-        replace_section(ROOT / "docs" / "benchmarks.md", "cpu-variants", text)
+    publish(OUT, data, render(data), "cpu-variants", args.write)
 
 
 def render(data: dict) -> str:

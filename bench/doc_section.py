@@ -3,7 +3,11 @@ that ``bench.report`` (which rewrites the rest of the page) and each job keep ea
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
+
+from .config import DOC
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -21,6 +25,16 @@ def replace_section(doc: Path, name: str, text: str) -> None:
     else:
         page = page.rstrip() + "\n\n" + block + "\n"
     doc.write_text(page)
+
+
+def publish(out: Path, data: dict[str, Any], text: str, name: str, write: bool) -> None:
+    """A bench job's end: ``data`` saved as JSON to ``out``, ``text`` printed and, with
+    ``write``, put in docs/benchmarks.md as section ``name``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1))
+    print(text)
+    if write:
+        replace_section(DOC, name, text)
 
 
 def sections(doc: Path) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import machine
-from .doc_section import replace_section
+from .doc_section import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / ".cache" / "bench" / "parallel.json"
@@ -231,13 +231,9 @@ def main() -> None:
                         finally:
                             server.close()
             data["models"][name] = res
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(data, indent=1))
-    text = render(data)
-    print(text)
     if args.write:
         plot(data)
-        replace_section(ROOT / "docs" / "benchmarks.md", "parallel", text)
+    publish(OUT, data, render(data), "parallel", args.write)
 
 
 def render(data: dict[str, Any]) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 from tools import load
 
 from . import machine
-from .doc_section import replace_section
+from .doc_section import publish
 from .parallel import LlamaServer, pirate_adapter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,12 +127,7 @@ def main() -> None:
             for label, (url, models, bodies) in slow.items():  # one request at a time anyway
                 print(f"bench.serve: {label} x{c}", flush=True)
                 data["rows"].setdefault(label, {})[str(c)] = _measure(url, models, c, bodies, 8)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(data, indent=1))
-    text = render(data)
-    print(text)
-    if args.write:
-        replace_section(ROOT / "docs" / "benchmarks.md", "serve", text)
+    publish(OUT, data, render(data), "serve", args.write)
 
 
 def render(data: dict[str, Any]) -> str:
