@@ -7,7 +7,7 @@ and getting the generations' text to the event loop.
   loop when a step has news; each SSE event carries the text of one step (one or more tokens),
   as vLLM's streams do, with no thread per token.
 * ``--parallel 1``: the Engine runs one generation at a time and refuses a second while one
-  streams, so requests take turns (``_turn``, one worker thread).
+  streams, so requests take turns (``_turn``); each token is computed in a worker thread.
 * Embeddings name their adapter set too (``embed(..., lora=)``); with ``--parallel 1`` they
   take the same turn as generations (the set is applied for the call only).
 """
@@ -23,9 +23,6 @@ from ..engine.async_generation import AsyncGeneration
 from .errors import APIError
 
 __all__ = ["Runner", "Stream"]
-
-_DONE = object()
-
 
 class Runner:
     """Runs requests on one Engine; at most ``slots + max_queue`` admitted at once."""
@@ -84,8 +81,7 @@ class Runner:
             self.running -= 1
             self._leave()
 
-        return Stream(gen, self._pool, lambda: loop.call_soon_threadsafe(done),
-                      batched=self.concurrent)
+        return Stream(gen, lambda: loop.call_soon_threadsafe(done))
 
     async def embed(self, texts: list[str], loras: dict[str, float]) -> tuple[list[Any], int]:
         """The vectors of ``texts`` under ``loras`` and their token count."""
@@ -106,20 +102,18 @@ class Runner:
 
 
 class Stream:
-    """A Generation's text: ``batched``, each step's chunks of a parallel engine together,
-    else each chunk computed in a worker thread. ``close()`` (idempotent, also on error, end
-    or a dropped client) cancels it before its next token; ``on_done`` is called once the
-    generation has closed."""
+    """A Generation's text, one piece per step of the engine (:meth:`AsyncGeneration.batches
+    <llamart.engine.async_generation.AsyncGeneration.batches>`: a parallel engine's step gives
+    a sequence one or more tokens; otherwise one token at a time, from a worker thread).
+    ``close()`` (idempotent, also on error, end or a dropped client) cancels it before its
+    next token; ``on_done`` is called once the generation has closed."""
 
-    def __init__(self, gen: Any, pool: concurrent.futures.Executor,
-                 on_done: Callable[[], None], batched: bool = False) -> None:
+    def __init__(self, gen: Any, on_done: Callable[[], None]) -> None:
         self.gen = gen
-        self._pool = pool
         self._on_done = on_done
-        self._pending: concurrent.futures.Future[Any] | None = None
         self._closed = False
-        self._batches: AsyncIterator[list[str]] | None = \
-            AsyncGeneration(gen).batches() if batched else None
+        self._async = AsyncGeneration(gen)
+        self._batches: AsyncIterator[list[str]] | None = None  # made by the first __anext__
 
     @property
     def usage(self) -> dict[str, int]:
@@ -135,23 +129,13 @@ class Stream:
     async def __anext__(self) -> str:
         if self._closed:
             raise StopAsyncIteration
-        if self._batches is not None:
-            try:
-                return "".join(await self._batches.__anext__())
-            except BaseException:
-                self.close()
-                raise
-        self._pending = self._pool.submit(next, self.gen, _DONE)
+        if self._batches is None:
+            self._batches = self._async.batches()
         try:
-            chunk = await asyncio.wrap_future(self._pending)
+            return "".join(await self._batches.__anext__())
         except BaseException:
             self.close()
             raise
-        self._pending = None
-        if chunk is _DONE:
-            self.close()
-            raise StopAsyncIteration
-        return chunk
 
     async def text(self) -> str:
         try:
@@ -163,27 +147,23 @@ class Stream:
         if self._closed:
             return
         self._closed = True
-        if self._batches is not None:
-            self.gen.cancel()  # never blocks; stops before its next token
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no event loop (shutting down): the cancel is enough
-                self._on_done()
-                return
-            loop.create_task(_aclose(self._batches, self._on_done))
+        self.gen.cancel()  # never blocks; stops before its next token
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (shutting down): the cancel is enough
+            self._on_done()
             return
-        pending = self._pending
-        if pending is not None and not pending.done():
-            self.gen.cancel()  # stops before its next token
-        fut = self._pool.submit(_close_after, pending, self.gen)
-        fut.add_done_callback(lambda _f: self._on_done())
+        loop.create_task(_aclose(self._async, self._batches, self._on_done))
 
 
-async def _aclose(batches: AsyncIterator[list[str]], on_done: Callable[[], None]) -> None:
+async def _aclose(agen: AsyncGeneration, batches: AsyncIterator[list[str]] | None,
+                  on_done: Callable[[], None]) -> None:
+    """Close ``agen`` once the task reading it (if any) has seen the cancel, then
+    ``on_done``."""
     try:
-        await batches.aclose()  # type: ignore[attr-defined]
-    except RuntimeError:  # still being iterated: cancelled above, it ends by itself
-        pass
+        while getattr(batches, "ag_running", False):  # another task awaits its next step
+            await asyncio.sleep(0.005)
+        await agen.aclose()
     finally:
         on_done()
 
@@ -191,9 +171,3 @@ async def _aclose(batches: AsyncIterator[list[str]], on_done: Callable[[], None]
 def _close_result(fut: concurrent.futures.Future[Any]) -> None:
     if not fut.cancelled() and fut.exception() is None:
         fut.result().close()
-
-
-def _close_after(pending: concurrent.futures.Future[Any] | None, gen: Any) -> None:
-    if pending is not None:
-        concurrent.futures.wait([pending])
-    gen.close()
