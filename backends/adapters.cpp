@@ -18,6 +18,24 @@ bool owns(const lm_session * s, const lm_adapter * a) {
     return std::find(s->adapters.begin(), s->adapters.end(), a) != s->adapters.end();
 }
 
+// Put the active set back on ctx after lm_step put the slots' own sets there.
+int32_t restore_active(lm_session * s) {
+    std::vector<llama_adapter_lora *> loras;
+    std::vector<float> sc;
+    for (size_t i = 0; i < s->active.size(); i++) {
+        if (s->active_scales[i] != 0.0f) {
+            loras.push_back(s->active[i]->lora);
+            sc.push_back(s->active_scales[i]);
+        }
+    }
+    const int32_t rc = llama_set_adapters_lora(s->ctx, loras.empty() ? nullptr : loras.data(),
+                                               loras.size(), loras.empty() ? nullptr : sc.data());
+    if (rc == 0) {
+        s->ctx_mixed = false;
+    }
+    return rc;
+}
+
 }  // namespace
 
 extern "C" {
@@ -64,6 +82,9 @@ void lm_adapter_free(lm_session * s, lm_adapter * a) {
             lm_reset(s);
         }
     }
+    if (s->ctx_mixed && restore_active(s) != 0) {  // a is not active: off ctx it goes
+        llama_set_adapters_lora(s->ctx, nullptr, 0, nullptr);
+    }
     lm::slots_forget_adapter(s, a);  // its address may be reused by a later adapter
     s->adapters.erase(std::find(s->adapters.begin(), s->adapters.end(), a));
     llama_adapter_lora_free(a->lora);
@@ -103,10 +124,42 @@ int32_t lm_adapters_apply(lm_session * s, lm_adapter ** adapters, const float * 
     if (rc != 0) {
         return lm::fail(LM_ERR_ARG, "llama_set_adapters_lora failed (" + std::to_string(rc) + ")");
     }
+    s->ctx_mixed = false;
     s->active = active;
     s->active_scales.assign(scales, scales + n);
     s->active_key = lm::adapter_key(s->active, s->active_scales);
     lm::embed_sync_adapters(s);  // embeddings see the same set as generation
+    return LM_OK;
+}
+
+int32_t lm_slot_adapters(lm_session * s, int32_t slot, lm_adapter ** adapters, const float * scales, int32_t n) {
+    lm::begin_call();
+    if (s == nullptr || s->ctx == nullptr || slot < 0 || slot >= (int32_t) s->slots.size()) {
+        return lm::fail(LM_ERR_ARG, "no such slot: " + std::to_string(slot));
+    }
+    if (n < -1 || (n > 0 && (adapters == nullptr || scales == nullptr))) {
+        return lm::fail(LM_ERR_ARG, "invalid arguments to lm_slot_adapters");
+    }
+    std::vector<lm_adapter *> set;
+    std::vector<float> sc;
+    for (int32_t i = 0; i < n; i++) {
+        if (adapters[i] == nullptr || !owns(s, adapters[i]) || !std::isfinite(scales[i])) {
+            return lm::fail(LM_ERR_ARG, "adapter " + std::to_string(i) +
+                                            " does not belong to this session or has a bad scale");
+        }
+        if (std::find(set.begin(), set.end(), adapters[i]) != set.end()) {
+            return lm::fail(LM_ERR_ARG, "adapter " + std::to_string(i) + " is listed twice");
+        }
+        if (scales[i] != 0.0f) {
+            set.push_back(adapters[i]);
+            sc.push_back(scales[i]);
+        }
+    }
+    lm::Slot & st = s->slots[(size_t) slot];
+    st.own = n >= 0;
+    st.set_key = lm::adapter_key(set, sc);
+    st.set = std::move(set);
+    st.set_scales = std::move(sc);
     return LM_OK;
 }
 
@@ -125,6 +178,57 @@ int32_t lm_adapter_meta_val(const lm_adapter * a, int32_t i, char * buf, int32_t
 }
 
 }  // extern "C"
+
+namespace lm {
+
+int32_t apply_slot_sets(lm_session * s, const int32_t * ids, int32_t n) {
+    bool any_own = false;
+    bool one_set = true;
+    const std::string & key0 = slot_set_key(s, s->slots[(size_t) ids[0]]);
+    for (int32_t i = 0; i < n; i++) {
+        const Slot & slot = s->slots[(size_t) ids[i]];
+        any_own = any_own || slot.own;
+        one_set = one_set && slot_set_key(s, slot) == key0;
+    }
+    if (!any_own || (one_set && key0 == s->active_key)) {
+        return !s->ctx_mixed || restore_active(s) == 0
+            ? LM_OK : fail(LM_ERR_STATE, "could not restore the active adapter set");
+    }
+    // the union of the slots' sets, each adapter with a scale per sequence (0: not in its set)
+    const size_t n_seq = s->slots.size();
+    std::vector<llama_adapter_lora *> loras;
+    std::vector<float> table;   // loras.size() rows of n_seq scales
+    std::vector<float> first;   // with one_set: the set's own scales, for llama_set_adapters_lora
+    for (int32_t i = 0; i < n; i++) {
+        const Slot & slot = s->slots[(size_t) ids[i]];
+        const auto & set = slot.own ? slot.set : s->active;
+        const auto & scales = slot.own ? slot.set_scales : s->active_scales;
+        for (size_t j = 0; j < set.size(); j++) {
+            if (scales[j] == 0.0f) {
+                continue;
+            }
+            const size_t k = (size_t) (std::find(loras.begin(), loras.end(), set[j]->lora) - loras.begin());
+            if (k == loras.size()) {
+                loras.push_back(set[j]->lora);
+                table.resize(table.size() + n_seq, 0.0f);
+                first.push_back(scales[j]);
+            }
+            table[k * n_seq + (size_t) ids[i]] = scales[j];
+        }
+    }
+    int32_t rc;
+    if (loras.empty()) {
+        rc = llama_set_adapters_lora(s->ctx, nullptr, 0, nullptr);
+    } else if (one_set) {  // one set, not the active one: llama.cpp's own way, any scale exact
+        rc = llama_set_adapters_lora(s->ctx, loras.data(), loras.size(), first.data());
+    } else {
+        rc = llama_set_adapters_lora_seq(s->ctx, loras.data(), loras.size(), table.data(), n_seq);
+    }
+    s->ctx_mixed = true;  // whatever happened, ctx no longer holds just the active set
+    return rc == 0 ? LM_OK : fail(LM_ERR_STATE, "could not set the slots' adapter sets");
+}
+
+}  // namespace lm
 
 #else  // !LLAMART_LORA
 
@@ -151,6 +255,13 @@ int32_t lm_adapters_apply(lm_session * s, lm_adapter **, const float *, int32_t 
     return LM_OK;
 }
 
+int32_t lm_slot_adapters(lm_session * s, int32_t slot, lm_adapter **, const float *, int32_t n) {
+    lm::begin_call();
+    if (s == nullptr || slot < 0 || slot >= (int32_t) s->slots.size()) {
+        return lm::fail(LM_ERR_ARG, "no such slot: " + std::to_string(slot));
+    }
+    return n > 0 ? lm::fail(LM_ERR_UNSUPPORTED, kNoLora) : LM_OK;  // the base model it is
+}
 int32_t lm_adapter_meta_count(const lm_adapter *) { return 0; }
 
 int32_t lm_adapter_meta_key(const lm_adapter *, int32_t, char *, int32_t) {
@@ -164,5 +275,9 @@ int32_t lm_adapter_meta_val(const lm_adapter *, int32_t, char *, int32_t) {
 }
 
 }  // extern "C"
+
+namespace lm {
+int32_t apply_slot_sets(lm_session *, const int32_t *, int32_t) { return LM_OK; }
+}  // namespace lm
 
 #endif  // LLAMART_LORA

@@ -28,6 +28,10 @@ struct Slot {
     std::vector<llama_token> cached;   // tokens whose KV the sequence holds, positions 0..
     std::vector<llama_token> pending;  // prompt tokens still to evaluate (lm_step)
     std::string key;                   // the adapter set its KV was computed under
+    bool own = false;                  // lm_slot_adapters: under its own set, not the active one
+    std::vector<lm_adapter *> set;     // that set (non-zero scales only) and its scales, key
+    std::vector<float> set_scales;
+    std::string set_key;
     Sampling samp;
     llama_token sampled = -1;          // sampled, not evaluated yet (the next step evaluates it)
     int32_t logits_row = -1;           // its row in the last decode's logits, -1 none
@@ -50,6 +54,7 @@ struct lm_session {
     std::vector<lm_adapter *> adapters;   // every adapter loaded for this session
     std::vector<lm_adapter *> active;     // the set applied on ctx now
     std::vector<float> active_scales;     // their scales
+    bool ctx_mixed = false;               // lm_step put the slots' own sets on ctx, not `active`
     int32_t n_past = 0;                   // == cached.size()
     std::vector<llama_token> cached;      // the tokens whose KV the cache holds, positions 0..
     int32_t n_vocab = 0;
@@ -101,8 +106,16 @@ void sampling_free(Sampling & st);
 llama_token sample(lm_session * s, Sampling & st, int32_t idx, int32_t * status);
 // The key of an adapter set (pointers and scales): equal keys = the same weights.
 std::string adapter_key(const std::vector<lm_adapter *> & adapters, const std::vector<float> & scales);
-// A parallel session's slots whose KV was computed under an adapter set including a: dropped.
+// A parallel session's slots whose KV was computed under an adapter set including a: dropped;
+// slots whose own set (lm_slot_adapters) includes a: back to the active set.
 void slots_forget_adapter(lm_session * s, const lm_adapter * a);
+// The adapter set a slot is prompted, restored and decoded under: its own, else the active one.
+inline const std::string & slot_set_key(const lm_session * s, const Slot & slot) {
+    return slot.own ? slot.set_key : s->active_key;
+}
+// adapters.cpp: put on ctx what an lm_step over these slots needs: their one set, or, when
+// they differ, every slot's own set at once (llama_set_adapters_lora_seq); LM_OK or LM_ERR_*.
+int32_t apply_slot_sets(lm_session * s, const int32_t * ids, int32_t n);
 // An adapter's metadata strings (snprintf style), for adapters.cpp.
 int32_t meta_key(const llama_adapter_lora * a, int32_t i, char * buf, int32_t size);
 int32_t meta_val(const llama_adapter_lora * a, int32_t i, char * buf, int32_t size);

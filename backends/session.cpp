@@ -165,7 +165,7 @@ void lm_session_free(lm_session * s) {
         lm::sampling_free(slot.samp);
     }
     // adapters are unset from both contexts before they are freed; the contexts before the model
-    if (s->ctx && !s->active.empty()) {
+    if (s->ctx && (!s->active.empty() || s->ctx_mixed)) {
         llama_set_adapters_lora(s->ctx, nullptr, 0, nullptr);
     }
     lm::embed_free(s);  // unsets them from the embedding context, then frees it

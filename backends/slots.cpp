@@ -2,7 +2,8 @@
 // context with a unified KV cache.  lm_step is continuous batching: one llama_decode holds a
 // prompt chunk of every slot being prompted and one token of every generating slot.  Each
 // slot's KV carries the key of the adapter set it was computed under; a slot is only reused,
-// restored or decoded under that same set (llama.cpp applies one set to a whole decode).
+// restored or decoded under that same set: the active one, or the slot's own (lm_slot_adapters),
+// and slots under different sets share a decode (adapters.cpp: lm::apply_slot_sets).
 #include "internal.h"
 
 #include <algorithm>
@@ -60,9 +61,16 @@ void slots_forget_adapter(lm_session * s, const lm_adapter * a) {
     char ptr[32];
     std::snprintf(ptr, sizeof ptr, "%p:", (const void *) a);
     for (size_t i = 0; i < s->slots.size(); i++) {
-        if (s->slots[i].key.find(ptr) != std::string::npos) {
+        Slot & slot = s->slots[i];
+        if (slot.key.find(ptr) != std::string::npos) {
             drop_kv(s, (int32_t) i);
-            s->slots[i].key.clear();
+            slot.key.clear();
+        }
+        if (slot.own && std::find(slot.set.begin(), slot.set.end(), a) != slot.set.end()) {
+            slot.own = false;
+            slot.set.clear();
+            slot.set_scales.clear();
+            slot.set_key.clear();
         }
     }
 }
@@ -98,10 +106,11 @@ int32_t lm_slot_prompt(lm_session * s, int32_t id, const int32_t * tokens, int32
     slot.logits_row = -1;
     slot.ready = false;
     slot.pending.clear();
-    if (slot.key != s->active_key) {
+    const std::string & key = lm::slot_set_key(s, slot);
+    if (slot.key != key) {
         drop_kv(s, id);  // computed under another adapter set: never reused
     }
-    slot.key = s->active_key;
+    slot.key = key;
     int32_t p = 0;
     const int32_t n_common = std::min((int32_t) slot.cached.size(), n_tokens);
     while (p < n_common && slot.cached[(size_t) p] == tokens[p]) {
@@ -208,7 +217,7 @@ int32_t lm_step(lm_session * s, const int32_t * ids, const int32_t * budgets, in
             }
         }
         const lm::Slot & slot = s->slots[(size_t) ids[i]];
-        if (slot.key != s->active_key) {
+        if (slot.key != lm::slot_set_key(s, slot)) {
             return lm::fail(LM_ERR_STATE, "slot " + std::to_string(ids[i]) +
                                               " was prompted under another adapter set");
         }
@@ -217,6 +226,9 @@ int32_t lm_step(lm_session * s, const int32_t * ids, const int32_t * budgets, in
         }
         counts[i] = 0;
         status[i] = LM_OK;
+    }
+    if (const int32_t arc = lm::apply_slot_sets(s, ids, n_slots); arc != LM_OK) {
+        return arc;
     }
     const int32_t n_ctx = (int32_t) llama_n_ctx(s->ctx);
     const int32_t n_batch = (int32_t) llama_n_batch(s->ctx);
@@ -367,7 +379,8 @@ int32_t lm_slot_state_load(lm_session * s, int32_t id, const int32_t * tokens, i
         n_tokens < 1 || tokens == nullptr || n_tokens > (int32_t) llama_n_ctx(s->ctx)) {
         return lm::fail(LM_ERR_ARG, "invalid arguments to lm_slot_state_load");
     }
-    if (std::string((const char *) data + 4, klen) != s->active_key) {
+    lm::Slot & target = s->slots[(size_t) id];
+    if (std::string((const char *) data + 4, klen) != lm::slot_set_key(s, target)) {
         return lm::fail(LM_ERR_STATE, "the state was saved under another adapter set");
     }
     drop_kv(s, id);
@@ -376,9 +389,8 @@ int32_t lm_slot_state_load(lm_session * s, int32_t id, const int32_t * tokens, i
         drop_kv(s, id);
         return lm::fail(LM_ERR_STATE, "llama_state_seq_set_data refused the state");
     }
-    lm::Slot & slot = s->slots[(size_t) id];
-    slot.key = s->active_key;
-    slot.cached.assign(tokens, tokens + n_tokens);
+    target.key = lm::slot_set_key(s, target);
+    target.cached.assign(tokens, tokens + n_tokens);
     return LM_OK;
 }
 

@@ -19,6 +19,7 @@ from llamart import (
     EngineStateError,
     GrammarError,
 )
+from llamart.params import GenerationParams
 from tests.support.platform_support import threads_available
 
 PROMPTS = ["Once upon a time", "The quick brown fox", "hello world", "1 2 3 4",
@@ -123,6 +124,36 @@ def test_mixed_adapter_sets_each_equal_a_lone_engine_with_that_set(par, fx, n: i
     assert _parallel(engine, calls) == want
     # more callers than slots: the rest queue in arrival order and still get the same
     assert _parallel(par(2), calls) == want
+
+
+def test_one_decode_holds_sequences_under_different_adapter_sets(par, fx) -> None:
+    """Four slots under four adapter sets (base, one adapter, a half scale, two stacked) in ONE
+    step call of N rounds: every round decodes all four together (llama.cpp patched for
+    per-sequence scales), and each slot's tokens are a lone engine's with its set alone."""
+    engine = par(4)
+    if not engine.capabilities.lora:
+        pytest.skip("per-call adapters need LoRA (not in WebAssembly)")
+    calls = _mixed(fx, 4)
+    want = _lone(fx["model_f32"], calls)
+    backend = engine._backend  # noqa: SLF001 - the slot calls the scheduler makes
+    handles = {path: backend.load_adapter(path) for _p, lora in calls for path in lora}
+    params = GenerationParams(max_tokens=N_TOKENS, temperature=0)
+    for i, (prompt, lora) in enumerate(calls):
+        tokens = engine.tokenize(prompt)
+        backend.slot_adapters(i, [(handles[path], scale) for path, scale in lora.items()])
+        assert backend.slot_prompt(i, tokens) == 0
+        backend.slot_sampler_init(i, params, 0, tokens)
+    results, full, _reason = backend.step([0, 1, 2, 3], [N_TOKENS] * 4, N_TOKENS)
+    assert not full
+    got = [b"".join(map(backend.token_to_piece, toks)).decode("utf-8", "replace")
+           for toks, _status in results]
+    assert got == want
+    assert len({*want}) == 4  # the four sets really differ
+    # a slot given another set drops its KV instead of reusing it (nothing crosses sets)
+    backend.slot_adapters(0, [(handles[fx["lora_a"]], 1.0)])
+    assert backend.slot_prompt(0, engine.tokenize(calls[0][0])) == 0
+    backend.slot_adapters(1, [(handles[fx["lora_a"]], 1.0)])
+    assert backend.slot_prompt(1, engine.tokenize(calls[1][0])) > 0  # same set: prefix reused
 
 
 def test_no_kv_computed_under_one_adapter_set_reaches_another(par, fx) -> None:

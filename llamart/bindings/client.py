@@ -409,6 +409,14 @@ class CApiClient:
                 self._rc(lib.lm_slot_set_grammar(sp, slot, s.text(data), len(data)),
                          "the grammar was refused")
 
+    def slot_adapters(self, slot: int, adapters: Sequence[tuple[_Adapter, float]]) -> None:
+        sp = self._s()
+        with self._ffi.scope() as s:
+            ptrs = s.pointers("lm_adapter *", [a.ptr for a, _ in adapters])
+            scales = s.f32s([float(x) for _, x in adapters])
+            self._rc(self._lib.lm_slot_adapters(sp, slot, ptrs, scales, len(adapters)),
+                     "could not give the slot its adapters")
+
     def slot_clear(self, slot: int) -> None:
         self._rc(self._lib.lm_slot_clear(self._s(), slot), "could not clear the slot")
 

@@ -42,10 +42,9 @@ class AdapterCache:
     """Loaded adapter handles by path, reference-counted by the requests using them."""
 
     def __init__(self, backend: Backend, check: Callable[[str], object],
-                 max_loaded: int = MAX_LOADED, on_free: Callable[[], None] = lambda: None) -> None:
+                 max_loaded: int = MAX_LOADED) -> None:
         self._backend = backend
         self._check = check  # raises when the file is no adapter for the loaded model
-        self._on_free = on_free  # the backend's active set may have lost an adapter
         self.max_loaded = max_loaded
         self._handles: OrderedDict[str, Any] = OrderedDict()
         self._users: dict[str, int] = {}
@@ -109,7 +108,6 @@ class AdapterCache:
         handle = self._handles.pop(path)
         with logged_backend_errors(f"freeing adapter {path} failed"):
             self._backend.free_adapter(handle)
-        self._on_free()
 
     def close(self) -> None:
         """Free every handle (before the model is unloaded)."""

@@ -458,7 +458,8 @@ class Engine:
     @contextlib.contextmanager
     def _embedding_guard(self, override: Mapping[str, float] | None) -> Iterator[LoadedModel]:
         """The lock with the adapter set an embedding is computed under applied: a parallel
-        engine's last step may have left any set on the backend, and ``lora=`` names its own."""
+        engine's requests leave the backend's active set alone (each slot has its own), but an
+        earlier embed's ``lora=`` may have left its set there, and ``lora=`` names its own."""
         with self._with_model("compute embeddings", idle=False, weights=True) as model:
             if (model.scheduler is None and override is None) or not self.capabilities.lora:
                 yield model
@@ -470,8 +471,6 @@ class Engine:
             try:
                 with backend_errors("adapter"):
                     self._backend.apply_adapters(handles)
-                if model.scheduler is not None:
-                    model.scheduler.invalidate_adapters()
                 yield model
             finally:
                 if model.scheduler is None:  # the engine's own set again

@@ -43,8 +43,7 @@ class LoadedModel:
             scheduler = Scheduler(backend, params.n_parallel, lock,  # type: ignore[arg-type]
                                   params.prompt_cache_mb << 20, backend.token_to_piece,
                                   backend.capabilities.lora)
-        cache = AdapterCache(backend, functools.partial(_check_applicable, header),
-                             on_free=scheduler.invalidate_adapters if scheduler else lambda: None)
+        cache = AdapterCache(backend, functools.partial(_check_applicable, header))
         return cls(info, header, params, threads, AdapterSet(backend), cache, scheduler)
 
     def require_weights(self, what: str) -> None:

@@ -2,8 +2,10 @@
 
 Callers post requests (prompt tokens, sampling, an adapter set) and pull tokens; every step is
 one :meth:`ParallelBackend.step` (continuous batching: prompt chunks and one token per
-generating sequence in one decode) over the sequences of ONE adapter set, because llama.cpp
-applies one set to a whole decode. Decisions:
+generating sequence in one decode) over every running sequence, whatever its adapter set: each
+slot is given its request's set (``slot_adapters``) and llama.cpp, patched
+(cmake/patches/llama-seq-lora-scales.patch), applies each token's own set in the shared decode.
+llama-server instead decodes only the slots whose set equals the first busy slot's. Decisions:
 
 * Whichever caller needs a token runs the next step for everybody, under the engine's lock
   (so it works the same where Python has no threads, in Pyodide), and a caller that stops
@@ -16,10 +18,9 @@ applies one set to a whole decode. Decisions:
   same adapter set, else the least recently used one. An idle slot's KV is kept for reuse;
   before it is overwritten or evicted it is saved to the prompt cache (host memory, LRU,
   bounded), keyed by adapter set and tokens, and restored from there when a prompt continues it.
-* Adapter sets take turns, round robin in order of first arrival: with G sets running, a
-  request waits at most G - 1 steps between two of its own. A step runs several decode rounds
-  (as many as take about STEP_BUDGET_S at the last pace), so a switch of adapter set, which
-  makes llama.cpp re-reserve its compute graph, is paid once for several tokens.
+* No request waits for another's adapter set: every running request gets a token every round.
+  A step runs several decode rounds (as many as take about STEP_BUDGET_S at the last pace), one
+  crossing into the core for several tokens.
 * A full KV cache evicts idle slots (least recently used first, saved to the prompt cache);
   if running sequences alone fill it, the newest ones sit out a step until others finish, and
   a sequence alone that cannot continue ends with finish reason "context".
@@ -156,15 +157,10 @@ class Scheduler:
         self._lora = lora  # the backend applies adapters (else every key is the base's, ())
         self._slots = [_Slot() for _ in range(n_slots)]
         self._waiting: deque[Request] = deque()
-        self._groups: list[AdapterKey] = []  # round-robin order of the sets running now
-        self._turn = 0
-        self._applied: AdapterKey | None = None
         self._clock = itertools.count(1)
         self._rounds = 1
         self.cache = PromptCache(prompt_cache_bytes)
         self.steps = 0
-        self.max_wait_steps = 0  # the longest a running request waited for its group's turn
-        self._waited: dict[int, int] = {}
         self._stepped = threading.Condition(lock)  # notified by the driver after each step
         self._driver: threading.Thread | None = None
         self._stopping = False
@@ -177,10 +173,6 @@ class Scheduler:
     def busy(self) -> bool:
         """Whether any request is waiting or running."""
         return bool(self._waiting) or any(s.request is not None for s in self._slots)
-
-    def invalidate_adapters(self) -> None:
-        """The backend's active adapter set was changed behind the scheduler's back."""
-        self._applied = None
 
     def submit(self, req: Request) -> None:
         with self._lock:
@@ -325,7 +317,6 @@ class Scheduler:
         req.end, req.error = end, error
         if req.waker is not None:
             self._woken[id(req)] = req
-        self._waited.pop(id(req), None)
         if req.slot is not None:
             slot = self._slots[req.slot]
             slot.request = None
@@ -335,10 +326,6 @@ class Scheduler:
             except BackendError:
                 slot.tokens = []
             req.slot = None
-        self._groups = [k for k in self._groups if self._running(k)]
-
-    def _running(self, key: AdapterKey) -> bool:
-        return any(s.request is not None and s.request.key == key for s in self._slots)
 
     def _admit(self) -> None:
         """Waiting requests into free slots, in arrival order."""
@@ -353,8 +340,6 @@ class Scheduler:
                 -self._slots[i].last_used))
             slot = self._slots[best]
             slot.request, req.slot = req, best
-            if req.key not in self._groups:
-                self._groups.append(req.key)
 
     def _save(self, i: int) -> None:
         """Keep slot i's KV in the prompt cache (before it is overwritten or evicted)."""
@@ -366,15 +351,11 @@ class Scheduler:
         except BackendError:
             pass
 
-    def _apply(self, key: AdapterKey, handles: list[tuple[Any, float]]) -> None:
-        if self._applied != key and self._lora:
-            self._applied = None
-            self._backend.apply_adapters(handles)  # type: ignore[attr-defined]
-        self._applied = key
-
     def _prompt(self, req: Request) -> None:
-        """Set up ``req`` in its slot under its (applied) adapter set."""
+        """Set up ``req`` in its slot under its adapter set."""
         assert req.slot is not None
+        if self._lora:  # else every key is the base's, the backend's only set
+            self._backend.slot_adapters(req.slot, req.handles)
         slot = self._slots[req.slot]
         reuse = _common(slot.tokens, req.tokens) if slot.key == req.key else 0
         if slot.tokens and reuse < len(slot.tokens):
@@ -412,29 +393,13 @@ class Scheduler:
                 purged = True
         self._run_deferred()
         self._admit()
-        if not self._groups and (purged or self._driver is not None):
+        running = [s.request for s in self._slots if s.request is not None]
+        if not running and (purged or self._driver is not None):
             return  # what was to run has been cancelled
-        if not self._groups:
+        if not running:
             raise RuntimeError("the scheduler has nothing to run")  # pull() only on live requests
-        self._turn %= len(self._groups)
-        key = self._groups[self._turn]
-        self._turn += 1
-        group = [s.request for s in self._slots if s.request is not None and s.request.key == key]
-        for s in self._slots:  # fairness bookkeeping: steps each other group waited
-            r = s.request
-            if r is not None and r.key != key:
-                self._waited[id(r)] = self._waited.get(id(r), 0) + 1
-                self.max_wait_steps = max(self.max_wait_steps, self._waited[id(r)])
-            elif r is not None:
-                self._waited[id(r)] = 0
-        try:
-            self._apply(key, group[0].handles)
-        except BackendError as e:
-            for r in group:
-                self._finish(r, "error", e)
-            return
         ready: list[Request] = []
-        for r in group:
+        for r in running:
             if not r.prompted:
                 try:
                     self._prompt(r)
@@ -447,10 +412,8 @@ class Scheduler:
         self._run(ready)
 
     def _run(self, ready: list[Request]) -> None:
-        # several decode rounds per turn, up to ~STEP_BUDGET_S at the last pace: one crossing
-        # for several tokens, and with several adapter sets one set switch (llama.cpp re-reserves
-        # its graph after a switch) for several tokens of the group whose turn it is
-        # one round when a request is new (its first token goes out now) or one waits for a
+        # several decode rounds per step, up to ~STEP_BUDGET_S at the last pace: one crossing
+        # for several tokens; one round when a request is new (its first token goes out now) or one waits for a
         # slot that is free (after _admit, only one held back by a full KV cache); a request
         # waiting for a busy slot gains nothing from short steps
         free = any(s.request is None for s in self._slots)
