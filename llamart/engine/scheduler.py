@@ -413,9 +413,9 @@ class Scheduler:
 
     def _run(self, ready: list[Request]) -> None:
         # several decode rounds per step, up to ~STEP_BUDGET_S at the last pace: one crossing
-        # for several tokens; one round when a request is new (its first token goes out now) or one waits for a
-        # slot that is free (after _admit, only one held back by a full KV cache); a request
-        # waiting for a busy slot gains nothing from short steps
+        # for several tokens; one round when a request is new (its first token goes out now)
+        # or one waits for a slot that is free (after _admit, only one held back by a full KV
+        # cache); a request waiting for a busy slot gains nothing from short steps
         free = any(s.request is None for s in self._slots)
         waiting = (bool(self._waiting) and free) or any(r.produced == 0 for r in ready)
         rounds = 1 if waiting or any(r.logits_only for r in ready) else self._rounds
