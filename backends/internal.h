@@ -6,6 +6,7 @@
 #include "llama.h"
 
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 struct lm_adapter {
@@ -14,13 +15,24 @@ struct lm_adapter {
 
 namespace lm {
 
-// One sequence's sampler chain, grammar constraint (outside the chain, see sampling.cpp) and
-// the candidates buffer reused per token when a grammar is set.
+// The repetition penalty, llama_sampler_init_penalties' rule (frequency and presence 0) kept
+// here: applied to the window's distinct tokens, not looked up for every vocabulary entry.
+struct Penalty {
+    int32_t last_n = 0;                // window length; 0 = off
+    float repeat = 1.0f;
+    std::vector<llama_token> ring;     // the window; once full, the oldest is at `head`
+    size_t head = 0;
+    std::unordered_map<llama_token, int32_t> count;  // each token's count in the window
+};
+
+// One sequence's sampler chain, grammar constraint and repetition penalty (both outside the
+// chain, see sampling.cpp) and the candidates buffer reused per token.
 struct Sampling {
     llama_sampler * sampler = nullptr;
     llama_sampler * grammar = nullptr;
+    Penalty penalty;
     std::vector<llama_token_data> candidates;
-    bool greedy_only = false;  // a plain argmax: sample without the chain
+    bool greedy = false;       // temperature 0: the argmax (of the penalised logits, if any)
 };
 
 // One sequence of a parallel session (slots.cpp): llama.cpp sequence id = its index.
@@ -104,6 +116,8 @@ int32_t set_grammar(lm_session * s, Sampling & st, const char * grammar, int32_t
 void drop_grammar(Sampling & st);
 void sampling_free(Sampling & st);
 llama_token sample(lm_session * s, Sampling & st, int32_t idx, int32_t * status);
+// Record a token in the sampling history (the penalty's window, the chain's state).
+void accept(Sampling & st, llama_token t);
 // The key of an adapter set (pointers and scales): equal keys = the same weights.
 std::string adapter_key(const std::vector<lm_adapter *> & adapters, const std::vector<float> & scales);
 // A parallel session's slots whose KV was computed under an adapter set including a: dropped;

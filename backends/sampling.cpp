@@ -63,6 +63,41 @@ llama_token argmax(const float * logits, int32_t n) {
     return best_i;
 }
 
+// llama_sampler_penalties_apply's change of one logit (frequency and presence penalties 0).
+inline float penalised(float logit, float repeat) {
+    return logit <= 0 ? logit * repeat : logit / repeat;
+}
+
+// The penalty on candidates in token order (all_candidates'): the window's tokens only.
+void apply_penalty(const lm::Sampling & st, llama_token_data_array * arr) {
+    for (const auto & [tok, n] : st.penalty.count) {
+        if (n > 0 && (size_t) tok < arr->size && arr->data[tok].id == tok) {
+            arr->data[tok].logit = penalised(arr->data[tok].logit, st.penalty.repeat);
+        }
+    }
+}
+
+// The greedy token: the first maximum of the logits, the window's tokens penalised (changed in
+// place for the one vectorised pass, then restored).
+llama_token penalised_argmax(const lm_session * s, lm::Sampling & st, float * logits) {
+    if (st.penalty.count.empty()) {
+        return argmax(logits, s->n_vocab);
+    }
+    std::vector<std::pair<llama_token, float>> saved;
+    saved.reserve(st.penalty.count.size());
+    for (const auto & [tok, n] : st.penalty.count) {
+        if (n > 0 && tok >= 0 && tok < s->n_vocab) {
+            saved.emplace_back(tok, logits[tok]);
+            logits[tok] = penalised(logits[tok], st.penalty.repeat);
+        }
+    }
+    const llama_token best = argmax(logits, s->n_vocab);
+    for (const auto & [tok, logit] : saved) {
+        logits[tok] = logit;
+    }
+    return best;
+}
+
 // Whether the grammar allows token t next (an end-of-generation token only where it may end).
 bool grammar_allows(lm::Sampling & st, llama_token t) {
     llama_token_data one = {t, 1.0f, 0.0f};
@@ -101,15 +136,16 @@ bool grammar_candidates(lm_session * s, lm::Sampling & st, const float * logits,
 constexpr llama_token kNoGrammarToken = -2;
 
 llama_token sample_grammar(lm_session * s, lm::Sampling & st, int32_t idx) {
-    const float * logits = llama_get_logits_ith(s->ctx, idx);
+    float * logits = llama_get_logits_ith(s->ctx, idx);
     if (logits == nullptr) {
         return -1;
     }
     llama_token tok = -1;
-    if (st.greedy_only) {
-        tok = argmax(logits, s->n_vocab);
+    if (st.greedy) {
+        tok = penalised_argmax(s, st, logits);
     } else {
         llama_token_data_array arr = all_candidates(s, st, logits);
+        apply_penalty(st, &arr);
         llama_sampler_apply(st.sampler, &arr);
         tok = arr.selected >= 0 ? arr.data[arr.selected].id : -1;
     }
@@ -118,15 +154,14 @@ llama_token sample_grammar(lm_session * s, lm::Sampling & st, int32_t idx) {
         if (!grammar_candidates(s, st, logits, &arr)) {
             return kNoGrammarToken;
         }
+        apply_penalty(st, &arr);
         llama_sampler_apply(st.sampler, &arr);
         tok = arr.selected >= 0 ? arr.data[arr.selected].id : -1;
         if (tok < 0 || arr.data[arr.selected].logit == -INFINITY) {
             return kNoGrammarToken;
         }
     }
-    if (!st.greedy_only) {
-        llama_sampler_accept(st.sampler, tok);
-    }
+    lm::accept(st, tok);
     if (!llama_vocab_is_eog(s->vocab, tok)) {
         llama_sampler_accept(st.grammar, tok);
     }
@@ -137,13 +172,25 @@ llama_token sample_one(lm_session * s, lm::Sampling & st, int32_t idx) {
     if (st.grammar) {
         return sample_grammar(s, st, idx);
     }
-    if (st.greedy_only) {
-        // the argmax straight over the logits: the chain would copy n_vocab candidates per token
-        const float * logits = llama_get_logits_ith(s->ctx, idx);
-        return logits == nullptr ? -1 : argmax(logits, s->n_vocab);
+    float * logits = llama_get_logits_ith(s->ctx, idx);
+    if (logits == nullptr) {
+        return -1;
     }
-    // llama_sampler_sample also accepts the token into the sampler's history
-    return llama_sampler_sample(st.sampler, s->ctx, idx);
+    llama_token tok;
+    if (st.greedy) {
+        // the argmax straight over the logits: the chain would copy n_vocab candidates per token
+        tok = penalised_argmax(s, st, logits);
+    } else {  // llama_sampler_sample's steps, the penalty applied to the window's tokens only
+        llama_token_data_array arr = all_candidates(s, st, logits);
+        apply_penalty(st, &arr);
+        llama_sampler_apply(st.sampler, &arr);
+        if (arr.selected < 0 || arr.selected >= (int64_t) arr.size) {
+            return -1;
+        }
+        tok = arr.data[arr.selected].id;
+    }
+    lm::accept(st, tok);
+    return tok;
 }
 
 }  // namespace
@@ -177,10 +224,11 @@ int32_t sampling_init(lm_session * s, Sampling & st, float temperature, int32_t 
     }
     lm::drop_grammar(st);
     llama_sampler * chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
-    const bool penalties = repeat_penalty != 1.0f && penalty_last_n != 0;
-    if (penalties) {
-        llama_sampler_chain_add(chain, llama_sampler_init_penalties(
-            s->n_vocab, penalty_last_n < 0 ? s->n_vocab : penalty_last_n, repeat_penalty, 0.0f, 0.0f));
+    // the penalty runs before the chain (as first in it, where llama.cpp's common/ puts it)
+    st.penalty = Penalty();
+    if (repeat_penalty != 1.0f && penalty_last_n != 0) {
+        st.penalty.last_n = penalty_last_n < 0 ? s->n_vocab : penalty_last_n;
+        st.penalty.repeat = repeat_penalty;
     }
     if (temperature <= 0.0f) {
         llama_sampler_chain_add(chain, llama_sampler_init_greedy());
@@ -199,8 +247,28 @@ int32_t sampling_init(lm_session * s, Sampling & st, float temperature, int32_t 
         llama_sampler_chain_add(chain, llama_sampler_init_dist(seed32));
     }
     st.sampler = chain;
-    st.greedy_only = temperature <= 0.0f && !penalties;
+    st.greedy = temperature <= 0.0f;
     return LM_OK;
+}
+
+void accept(Sampling & st, llama_token t) {
+    Penalty & p = st.penalty;
+    if (p.last_n > 0) {  // llama_sampler_penalties_accept's ring buffer and counts
+        p.count[t]++;
+        if (p.ring.size() < (size_t) p.last_n) {
+            p.ring.push_back(t);
+        } else {
+            const llama_token old = p.ring[p.head];
+            if (--p.count[old] == 0) {
+                p.count.erase(old);
+            }
+            p.ring[p.head] = t;
+            p.head = (p.head + 1) % p.ring.size();
+        }
+    }
+    if (!st.greedy) {
+        llama_sampler_accept(st.sampler, t);  // the chain (dist's and the like's state)
+    }
 }
 
 
@@ -254,7 +322,7 @@ int32_t lm_sampler_accept(lm_session * s, const int32_t * tokens, int32_t n_toke
         }
     }
     for (int32_t i = 0; i < n_tokens; i++) {
-        llama_sampler_accept(s->samp.sampler, tokens[i]);
+        lm::accept(s->samp, tokens[i]);
     }
     return LM_OK;
 }

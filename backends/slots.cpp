@@ -155,7 +155,7 @@ int32_t lm_slot_sampler_accept(lm_session * s, int32_t id, const int32_t * token
         }
     }
     for (int32_t i = 0; i < n_tokens; i++) {
-        llama_sampler_accept(st.sampler, tokens[i]);
+        lm::accept(st, tokens[i]);
     }
     return LM_OK;
 }
