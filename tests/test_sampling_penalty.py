@@ -9,6 +9,7 @@ candidates path: deterministic, the largest penalised logit). Lone and parallel 
 from __future__ import annotations
 
 from array import array
+
 import pytest
 
 from llamart import Engine
