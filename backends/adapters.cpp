@@ -10,6 +10,23 @@
 #define LLAMART_LORA 1
 #endif
 
+namespace lm {
+
+int32_t set_active_adapters(lm_session * s, llama_context * ctx) {
+    std::vector<llama_adapter_lora *> loras;
+    std::vector<float> scales;
+    for (size_t i = 0; i < s->active.size(); i++) {
+        if (s->active_scales[i] != 0.0f) {
+            loras.push_back(s->active[i]->lora);
+            scales.push_back(s->active_scales[i]);
+        }
+    }
+    return loras.empty() ? llama_set_adapters_lora(ctx, nullptr, 0, nullptr)
+                         : llama_set_adapters_lora(ctx, loras.data(), loras.size(), scales.data());
+}
+
+}  // namespace lm
+
 #if LLAMART_LORA
 
 namespace {
@@ -20,16 +37,7 @@ bool owns(const lm_session * s, const lm_adapter * a) {
 
 // Put the active set back on ctx after lm_step put the slots' own sets there.
 int32_t restore_active(lm_session * s) {
-    std::vector<llama_adapter_lora *> loras;
-    std::vector<float> sc;
-    for (size_t i = 0; i < s->active.size(); i++) {
-        if (s->active_scales[i] != 0.0f) {
-            loras.push_back(s->active[i]->lora);
-            sc.push_back(s->active_scales[i]);
-        }
-    }
-    const int32_t rc = llama_set_adapters_lora(s->ctx, loras.empty() ? nullptr : loras.data(),
-                                               loras.size(), loras.empty() ? nullptr : sc.data());
+    const int32_t rc = lm::set_active_adapters(s, s->ctx);
     if (rc == 0) {
         s->ctx_mixed = false;
     }

@@ -176,21 +176,8 @@ int32_t decode_group(lm_session * s, llama_context * ctx, const int32_t * tokens
 namespace lm {
 
 void embed_sync_adapters(lm_session * s) {
-    if (s->embed_ctx == nullptr) {
-        return;
-    }
-    std::vector<llama_adapter_lora *> loras;
-    std::vector<float> scales;
-    for (size_t i = 0; i < s->active.size(); i++) {
-        if (s->active_scales[i] != 0.0f) {
-            loras.push_back(s->active[i]->lora);
-            scales.push_back(s->active_scales[i]);
-        }
-    }
-    if (loras.empty()) {
-        llama_set_adapters_lora(s->embed_ctx, nullptr, 0, nullptr);
-    } else {
-        llama_set_adapters_lora(s->embed_ctx, loras.data(), loras.size(), scales.data());
+    if (s->embed_ctx != nullptr) {
+        set_active_adapters(s, s->embed_ctx);
     }
 }
 

@@ -127,6 +127,8 @@ void slots_forget_adapter(lm_session * s, const lm_adapter * a);
 inline const std::string & slot_set_key(const lm_session * s, const Slot & slot) {
     return slot.own ? slot.set_key : s->active_key;
 }
+// adapters.cpp: set the session's active adapters (non-zero scales) on ctx; llama.cpp's code.
+int32_t set_active_adapters(lm_session * s, llama_context * ctx);
 // adapters.cpp: put on ctx what an lm_step over these slots needs: their one set, or, when
 // they differ, every slot's own set at once (llama_set_adapters_lora_seq); LM_OK or LM_ERR_*.
 int32_t apply_slot_sets(lm_session * s, const int32_t * ids, int32_t n);
