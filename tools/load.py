@@ -36,14 +36,24 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 
 async def one(client: Any, model: str, question: str, max_tokens: int,
-              extra_body: dict[str, Any] | None = None) -> dict[str, Any]:
+              extra_body: dict[str, Any] | None = None, retries: int = 0) -> dict[str, Any]:
+    import openai
+
     started = time.perf_counter()
     first = None
     tokens = 0
-    stream = await client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": question}], max_tokens=max_tokens,
-        temperature=0.0, stream=True, stream_options={"include_usage": True},
-        extra_body=extra_body)
+    retried = 0
+    while True:  # with retries, a connection the server dropped is tried again (counted)
+        try:
+            stream = await client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": question}],
+                max_tokens=max_tokens, temperature=0.0, stream=True,
+                stream_options={"include_usage": True}, extra_body=extra_body)
+            break
+        except openai.APIConnectionError:
+            retried += 1
+            if retried > retries:
+                raise
     chunks = 0  # the count where a server sends no usage (llama-cpp-python: a chunk a token)
     async for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
@@ -54,13 +64,15 @@ async def one(client: Any, model: str, question: str, max_tokens: int,
             tokens = chunk.usage.completion_tokens
     tokens = tokens or chunks
     return {"ttft": first if first is not None else time.perf_counter() - started,
-            "latency": time.perf_counter() - started, "tokens": tokens}
+            "latency": time.perf_counter() - started, "tokens": tokens, "retried": retried}
 
 
 async def run(url: str, models: list[str], clients: int, requests: int, max_tokens: int,
-              api_key: str, bodies: Sequence[dict[str, Any] | None] | None = None
-              ) -> dict[str, Any]:
-    """The load; ``bodies``: extra request fields per model (e.g. llama-server's ``lora``)."""
+              api_key: str, bodies: Sequence[dict[str, Any] | None] | None = None,
+              retries: int = 0) -> dict[str, Any]:
+    """The load; ``bodies``: extra request fields per model (e.g. llama-server's ``lora``);
+    ``retries``: times a request whose connection failed is sent again (bench/ only: a
+    test wants every failure seen)."""
     import openai
 
     client = openai.AsyncOpenAI(base_url=url.rstrip("/") + "/v1", api_key=api_key,
@@ -75,7 +87,8 @@ async def run(url: str, models: list[str], clients: int, requests: int, max_toke
             try:
                 results.append(await one(client, models[i % len(models)],
                                          QUESTIONS[i % len(QUESTIONS)], max_tokens,
-                                         bodies[i % len(bodies)] if bodies else None))
+                                         bodies[i % len(bodies)] if bodies else None,
+                                         retries))
             except Exception as e:  # counted and reported, the run goes on
                 failures.append(f"{type(e).__name__}: {e}")
 
@@ -87,7 +100,8 @@ async def run(url: str, models: list[str], clients: int, requests: int, max_toke
     lat = [r["latency"] for r in results]
     tokens = sum(r["tokens"] for r in results)
     return {"requests": requests, "ok": len(results), "failed": len(failures),
-            "failures": failures[:5], "clients": clients, "models": models,
+            "failures": failures[:5], "retried": sum(r["retried"] for r in results),
+            "clients": clients, "models": models,
             "max_tokens": max_tokens, "wall_s": round(wall, 3),
             "ttft_p50_s": round(percentile(ttft, 50), 3),
             "ttft_p95_s": round(percentile(ttft, 95), 3),
