@@ -1,6 +1,17 @@
 // Micro-benchmark: ggml's SIMD128 q4_1 x q8_1 and q8_0 x q8_0 vec dots (copied from the pinned
 // ggml, built by emcc's clang 14) against ggml_wasm_relaxed.c's (clang >= 16, prefix relaxed_).
-// Checks bit-identical results, then times each over a weight matrix.
+// Checks bit-identical results (unit scales: the integer sums; random scales: the floats), then
+// times each over a 1536 x 2304 weight matrix (best of 30 x 20 passes).  G=ggml's folder
+// (.cache/llama_cpp_python-*/vendor/llama.cpp/ggml):
+//   clang-19 --target=wasm32-unknown-emscripten --sysroot=/usr/share/emscripten/cache/sysroot \
+//     -O3 -DNDEBUG -msimd128 -mrelaxed-simd -mno-reference-types -mno-multivalue -I$G/src \
+//     -I$G/include -DLLAMART_RELAXED_PREFIX=relaxed_ -DLLAMART_RELAXED_BENCH_Q8_0 \
+//     -c wasm/relaxed/ggml_wasm_relaxed.c -o relaxed.o
+//   emcc -O3 -DNDEBUG -msimd128 -I$G/src -I$G/include -c wasm/relaxed/bench_kernel.c -o bench.o
+//   emcc -O3 -sENVIRONMENT=node -sALLOW_MEMORY_GROWTH=1 bench.o relaxed.o -o bench.js
+//   node --experimental-wasm-relaxed-simd -e "delete globalThis.fetch; require('./bench.js')"
+// (emcc 3.1.6's glue would fetch() the .wasm path under Node 20; in Chromium link with
+// -sENVIRONMENT=web -sSINGLE_FILE=1 and load the .js from a page.)
 #include <wasm_simd128.h>
 #include <stdint.h>
 #include <stdio.h>
