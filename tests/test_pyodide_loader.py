@@ -28,6 +28,17 @@ def test_choose_build() -> None:
         pyodide_loader.choose_build(False, "1")
 
 
+def test_the_relaxed_build_only_where_it_runs_and_is_carried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pyodide_loader, "WASM_DIR", tmp_path)
+    assert pyodide_loader.with_relaxed("threads", True) == "threads"  # not in the package
+    for build in ("single", "threads"):
+        (tmp_path / pyodide_loader.FILES[f"{build}-relaxed"][1]).write_bytes(b"")
+        assert pyodide_loader.with_relaxed(build, True) == f"{build}-relaxed"
+        assert pyodide_loader.with_relaxed(build, False) == build  # the engine lacks it
+        assert pyodide_loader.with_relaxed(build, True, "0") == build  # forced off
+
+
 def _node(fs: Any, path: str) -> Any:
     import js  # type: ignore[import-not-found]
 

@@ -3,6 +3,8 @@
 // Used by tests/test_wasm_parity.py to compare against the native build.
 //
 //   node wasm/greedy_node.cjs WASM_DIR MODEL.gguf PROMPT N_TOKENS [N_CTX]
+//
+// LLAMART_WASM_NAME picks another module in WASM_DIR (llamart_wasm_relaxed: its .js and .wasm).
 "use strict";
 const fs = require("fs");
 const path = require("path");
@@ -13,9 +15,10 @@ async function main() {
   if (!model || nTokens === undefined) {
     throw new Error("usage: node greedy_node.cjs WASM_DIR MODEL.gguf PROMPT N_TOKENS [N_CTX]");
   }
+  const name = process.env.LLAMART_WASM_NAME || "llamart_wasm";
   const M = await glue.instantiate({
-    glue: path.resolve(wasmDir, "llamart_wasm.js"),
-    wasm: path.resolve(wasmDir, "llamart_wasm.wasm"),
+    glue: path.resolve(wasmDir, `${name}.js`),
+    wasm: path.resolve(wasmDir, `${name}.wasm`),
     print: (s) => process.stderr.write(s + "\n"),
     printErr: (s) => process.stderr.write(s + "\n"),
   });

@@ -12,6 +12,12 @@
  *   });
  *   // Python: import llamart_wasm  -> the emscripten Module; M.llamartBuild: "threads" | "single"
  *
+ * Either build may name a relaxed-SIMD variant of itself, `relaxed: {glue, wasm}` (python -m
+ * wasm.build --relaxed: llamart_wasm_relaxed.js, llamart_wasm_mt_relaxed.js): it is loaded
+ * where the engine validates relaxed SIMD (Chrome/Edge >= 114, Node >= 22; not Firefox or
+ * Safari yet), since one unknown opcode makes the whole module fail; `relaxedSimd: false`
+ * keeps the plain one.  M.llamartRelaxedSimd tells which was loaded.
+ *
  * With `threaded`, the pthreads build is loaded where it can run (Node, or a page that is
  * cross-origin isolated: COOP/COEP headers, so SharedArrayBuffer exists) and the
  * single-threaded one elsewhere; `threads: false` forces the single-threaded build and
@@ -76,13 +82,43 @@
     return (typeof navigator !== "undefined" && navigator.hardwareConcurrency) || 1;
   }
 
-  /** Which build to load: {glue, wasm, threaded} (see the header comment). */
+  /**
+   * Does this engine run relaxed SIMD?  A one-function module using the opcode the relaxed
+   * builds rely on (i16x8.relaxed_dot_i8x16_i7x16_s, 0xfd 0x112) must validate.
+   */
+  function relaxedSimdAvailable() {
+    if (typeof WebAssembly !== "object" || typeof WebAssembly.validate !== "function") return false;
+    const zero = [0xfd, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];  // v128.const 0
+    const body = [0, ...zero, ...zero, 0xfd, 0x92, 0x02, 0x0b];
+    try {
+      return WebAssembly.validate(new Uint8Array([
+        0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0,  // magic, version
+        1, 5, 1, 0x60, 0, 1, 0x7b,           // type: () -> v128
+        3, 2, 1, 0,                          // one function of that type
+        10, body.length + 2, 1, body.length, ...body]));
+    } catch (e) {
+      return false;
+    }
+  }
+
+  /** The build, or its relaxed-SIMD variant where that runs (see the header comment). */
+  function withRelaxed(build, relaxed, options) {
+    if (!relaxed || options.relaxedSimd === false || !relaxedSimdAvailable()) {
+      return Object.assign(build, { relaxedSimd: false });
+    }
+    return Object.assign(build, { glue: relaxed.glue, wasm: relaxed.wasm, relaxedSimd: true });
+  }
+
+  /** Which build to load: {glue, wasm, threaded, relaxedSimd} (see the header comment). */
   function chooseBuild(options) {
-    const single = { glue: options.glue, wasm: options.wasm, threaded: false };
+    const plain = { glue: options.glue, wasm: options.wasm, threaded: false };
+    const single = withRelaxed(plain, options.relaxed, options);
     const mt = options.threaded;
     if (options.threads === false || (!mt && options.threads !== true)) return single;
     if (!mt) throw new Error("llamart: threads: true, but no threaded build was given (options.threaded)");
-    if (threadsAvailable()) return { glue: mt.glue, wasm: mt.wasm, threaded: true };
+    if (threadsAvailable()) {
+      return withRelaxed({ glue: mt.glue, wasm: mt.wasm, threaded: true }, mt.relaxed, options);
+    }
     if (options.threads === true) {
       throw new Error("llamart: the threaded WebAssembly module needs SharedArrayBuffer " +
         "(SharedArrayBuffer is not defined: serve the page cross-origin isolated, with " +
@@ -123,6 +159,7 @@
     const module = await factory(settings);
     if (build.threaded) await poolLoaded(module);
     module.llamartBuild = build.threaded ? "threads" : "single";
+    module.llamartRelaxedSimd = build.relaxedSimd;
     return module;
   }
 
@@ -185,5 +222,5 @@
   }
 
   return { instantiate, load, mountHost, mountBlobs, mkdirTree, chooseBuild, threadsAvailable,
-           IN_NODE };
+           relaxedSimdAvailable, IN_NODE };
 });

@@ -23,6 +23,11 @@ WHEEL_TAG = f"py3-none-{PLATFORM_TAG}"
 # the module files (python -m wasm.build), all required: llamart/_wasm/<name>
 MODULE_FILES = ("llamart_wasm.js", "llamart_wasm.wasm", "llamart_wasm_mt.js",
                 "llamart_wasm_mt.wasm", "llamart_wasm_mt.worker.js")
+# the relaxed-SIMD variants (python -m wasm.build --relaxed), with --relaxed: loaded instead of
+# the plain builds where the engine validates relaxed SIMD (llamart/bindings/pyodide_loader.py)
+RELAXED_FILES = ("llamart_wasm_relaxed.js", "llamart_wasm_relaxed.wasm",
+                 "llamart_wasm_mt_relaxed.js", "llamart_wasm_mt_relaxed.wasm",
+                 "llamart_wasm_mt_relaxed.worker.js")
 # native binaries, bytecode, a stale module copy; llamart/data holds the native LoRA demo's
 # adapter (LoRA is off in WebAssembly; the demo needs numpy): 1.8 MB compressed, left out
 SKIP_DIRS = {"_lib", "__pycache__", "_wasm"}
@@ -54,7 +59,7 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + digest.decode("ascii")
 
 
-def package_files(wasm_dir: Path) -> list[tuple[str, bytes]]:
+def package_files(wasm_dir: Path, relaxed: bool = False) -> list[tuple[str, bytes]]:
     """(archive name, bytes) of the package and the module files; exits naming a missing one."""
     files: list[tuple[str, bytes]] = []
     for path in sorted((REPO / "llamart").rglob("*")):
@@ -63,11 +68,12 @@ def package_files(wasm_dir: Path) -> list[tuple[str, bytes]]:
                 and path.suffix not in SKIP_SUFFIXES \
                 and not rel.as_posix().startswith(SKIP_TREES):
             files.append((rel.as_posix(), path.read_bytes()))
-    missing = [n for n in MODULE_FILES if not (wasm_dir / n).is_file()]
+    names = MODULE_FILES + (RELAXED_FILES if relaxed else ())
+    missing = [n for n in names if not (wasm_dir / n).is_file()]
     if missing:
-        raise SystemExit(f"wasm.wheel: {', '.join(missing)} missing in {wasm_dir}: build both "
-                         "modules first (python -m wasm.build)")
-    files += [(f"llamart/_wasm/{n}", (wasm_dir / n).read_bytes()) for n in MODULE_FILES]
+        raise SystemExit(f"wasm.wheel: {', '.join(missing)} missing in {wasm_dir}: build the "
+                         f"modules first (python -m wasm.build{' --relaxed' if relaxed else ''})")
+    files += [(f"llamart/_wasm/{n}", (wasm_dir / n).read_bytes()) for n in names]
     return files
 
 
@@ -83,10 +89,10 @@ def metadata(ver: str) -> list[tuple[str, bytes]]:
     return [(f"{dist}/METADATA", meta.encode()), (f"{dist}/WHEEL", wheel.encode())]
 
 
-def build_wheel(out_dir: Path, wasm_dir: Path | None = None) -> Path:
-    """Write the wheel into ``out_dir``; returns its path."""
+def build_wheel(out_dir: Path, wasm_dir: Path | None = None, relaxed: bool = False) -> Path:
+    """Write the wheel into ``out_dir`` (with the relaxed-SIMD modules too); returns its path."""
     ver = version()
-    files = package_files(wasm_dir or default_wasm_dir()) + metadata(ver)
+    files = package_files(wasm_dir or default_wasm_dir(), relaxed) + metadata(ver)
     dist = f"llamart-{ver}.dist-info"
     record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in files)
     files.append((f"{dist}/RECORD", (record + f"{dist}/RECORD,,\n").encode()))
@@ -108,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wasm-dir", type=Path, default=None,
                         help="folder with both modules (default build-wasm/wasm)")
     parser.add_argument("--out", type=Path, default=REPO / "dist")
+    parser.add_argument("--relaxed", action="store_true",
+                        help="also the relaxed-SIMD modules (python -m wasm.build --relaxed)")
     args = parser.parse_args(argv)
-    wheel = build_wheel(args.out, args.wasm_dir)
+    wheel = build_wheel(args.out, args.wasm_dir, args.relaxed)
     print(f"wasm.wheel: {wheel} ({wheel.stat().st_size / 1e6:.1f} MB)", flush=True)
     return 0
 

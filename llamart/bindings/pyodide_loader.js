@@ -37,6 +37,26 @@
     return "";
   }
 
+  /**
+   * Does this engine run relaxed SIMD (the llamart_wasm*_relaxed builds)?  A module with one
+   * unknown opcode fails entirely, so a one-function module using the opcode those builds rely
+   * on (i16x8.relaxed_dot_i8x16_i7x16_s, 0xfd 0x112) must validate first.
+   */
+  function relaxedSimdAvailable() {
+    if (typeof WebAssembly !== "object" || typeof WebAssembly.validate !== "function") return false;
+    const zero = [0xfd, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];  // v128.const 0
+    const body = [0, ...zero, ...zero, 0xfd, 0x92, 0x02, 0x0b];
+    try {
+      return WebAssembly.validate(new Uint8Array([
+        0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0,  // magic, version
+        1, 5, 1, 0x60, 0, 1, 0x7b,           // type: () -> v128
+        3, 2, 1, 0,                          // one function of that type
+        10, body.length + 2, 1, body.length, ...body]));
+    } catch (e) {
+      return false;
+    }
+  }
+
   /** Can the pthreads build run here?  SharedArrayBuffer: Node, or an isolated page. */
   function threadsAvailable() {
     if (typeof SharedArrayBuffer === "undefined") return false;
@@ -227,5 +247,6 @@
     return null;
   }
 
-  return { load, poolReady, share, missing, threadsAvailable, cores, IN_NODE };
+  return { load, poolReady, share, missing, threadsAvailable, relaxedSimdAvailable, cores,
+           IN_NODE };
 })();

@@ -9,8 +9,10 @@ module ``llamart_wasm``. Importing llamart loads nothing.
 Which build: the pthreads one where SharedArrayBuffer exists (Node; a cross-origin isolated
 page) and the call can wait for its pool (in a browser: JSPI, i.e. code run by
 ``runPythonAsync``, PyScript, a notebook cell; or ``await llamart.web.load_wasm()`` first),
-else the single-threaded one; ``LLAMART_WASM_THREADS=0``/``1`` forces it. A module registered
-earlier (``wasm/llamart_pyodide.js``) is used as is.
+else the single-threaded one; ``LLAMART_WASM_THREADS=0``/``1`` forces it. Where the engine
+validates relaxed SIMD and the wheel carries them (``python -m wasm.wheel --relaxed``), the
+relaxed-SIMD variant of that build is loaded instead (``LLAMART_WASM_RELAXED_SIMD=0`` keeps
+the plain one). A module registered earlier (``wasm/llamart_pyodide.js``) is used as is.
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ LOADER_JS = Path(__file__).with_suffix(".js")
 POOL_TIMEOUT_MS = 60_000  # a browser's thread pool starting (one worker per core beyond one)
 # the files of each build, in llamart/_wasm/ (python -m wasm.build names them)
 FILES = {"single": ("llamart_wasm.js", "llamart_wasm.wasm", None),
-         "threads": ("llamart_wasm_mt.js", "llamart_wasm_mt.wasm", "llamart_wasm_mt.worker.js")}
+         "threads": ("llamart_wasm_mt.js", "llamart_wasm_mt.wasm", "llamart_wasm_mt.worker.js"),
+         # optional (python -m wasm.build --relaxed): loaded where relaxed SIMD validates
+         "single-relaxed": ("llamart_wasm_relaxed.js", "llamart_wasm_relaxed.wasm", None),
+         "threads-relaxed": ("llamart_wasm_mt_relaxed.js", "llamart_wasm_mt_relaxed.wasm",
+                             "llamart_wasm_mt_relaxed.worker.js")}
 
 
 class WasmLoadError(ImportError):
@@ -60,6 +66,15 @@ def choose_build(threads_available: bool, forced: str | None = None) -> str:
     return "threads" if threads_available else "single"
 
 
+def with_relaxed(build: str, relaxed_available: bool, forced: str | None = None) -> str:
+    """``build``'s relaxed-SIMD variant where the engine runs it and the package carries it
+    (``forced`` ``"0"`` keeps ``build``), else ``build``."""
+    name = f"{build}-relaxed"
+    if forced == "0" or not relaxed_available or not (WASM_DIR / FILES[name][1]).is_file():
+        return build
+    return name
+
+
 def _read(name: str | None, text: bool) -> Any:
     """A module file's contents as JS (str, or a Uint8Array read by Pyodide's FS: no copy
     through Python); WasmLoadError naming it when it is missing."""
@@ -82,14 +97,18 @@ def _make(loader: Any, build: str) -> Any:
     import js  # type: ignore[import-not-found]
     from pyodide.ffi import JsException, to_js  # type: ignore[import-not-found]
 
+    build = with_relaxed(build, bool(loader.relaxedSimdAvailable()),
+                         os.environ.get("LLAMART_WASM_RELAXED_SIMD"))
     glue, wasm, worker = FILES[build]
     opts = {"name": glue, "glue": _read(glue, True), "wasm": _read(wasm, False),
             "worker": _read(worker, True)}
     try:
-        return loader.load(to_js(opts, dict_converter=js.Object.fromEntries))
+        module = loader.load(to_js(opts, dict_converter=js.Object.fromEntries))
     except JsException as exc:
         raise WasmLoadError(f"llamart: cannot load the WebAssembly module {glue}: "
                             f"{getattr(exc, 'message', exc)}") from exc
+    module.llamartRelaxedSimd = build.endswith("-relaxed")
+    return module
 
 
 def _checked_loader() -> Any:

@@ -1,0 +1,155 @@
+// A WebAssembly relaxed-SIMD version of ggml's hottest wasm vec-dot kernel (q4_1 x q8_1), for
+// the llamart "relaxed" module variants.  Compiled on its own by a clang that knows relaxed SIMD
+// (clang >= 16; Debian's emcc 3.1.6 has clang 14) with -msimd128 -mrelaxed-simd; the pinned
+// ggml's own definitions are left out of that build (LLAMART_WASM_RELAXED_Q4_1, see
+// cmake/patches/wasm-relaxed-q4_1.patch).
+//
+// The results are bit-identical to ggml's SIMD128 kernel: every i32 lane sums the same bytes
+// as ggml's extend/dot chain (i16x8.relaxed_dot pairs bytes 2m,2m+1, as i32x4.dot_i16x8 on
+// the extended halves does; lane j then takes i16 lanes j and j+4), so the per-lane float
+// scaling and the final reduction see the same integers in the same order.
+// Deterministic on every engine: the i7 operand (q4 nibbles 0..15) never has its top bit set,
+// and no i16 pair sum can saturate (|15 * -128 * 2| = 3840).
+#include <wasm_simd128.h>
+#include <stdint.h>
+#include <string.h>
+#include <assert.h>
+
+#define GGML_COMMON_DECL_C
+#include "ggml-common.h"
+
+#ifndef __wasm_relaxed_simd__
+#error "compile with -mrelaxed-simd"
+#endif
+
+#ifndef LLAMART_RELAXED_PREFIX
+#define LLAMART_RELAXED_PREFIX
+#endif
+#define LR_CAT2(a, b) a##b
+#define LR_CAT(a, b) LR_CAT2(a, b)
+#define LR_NAME(n) LR_CAT(LLAMART_RELAXED_PREFIX, n)
+
+extern float ggml_table_f32_f16[1 << 16];
+
+static inline float fp16_to_fp32(ggml_half h) {
+    uint16_t s;
+    memcpy(&s, &h, sizeof(s));
+    return ggml_table_f32_f16[s];
+}
+
+void LR_NAME(ggml_vec_dot_q4_1_q8_1)(int n, float * restrict s, size_t bs, const void * restrict vx,
+                                     size_t bx, const void * restrict vy, size_t by, int nrc) {
+    const int nb = n / QK8_1;
+    assert(n % QK8_1 == 0);
+    assert(nrc == 1);
+    (void) bs; (void) bx; (void) by; (void) nrc;
+
+    const block_q4_1 * restrict x = vx;
+    const block_q8_1 * restrict y = vy;
+
+    v128_t sumv = wasm_f32x4_splat(0.0f);
+    float summs = 0.0f;
+
+    int ib = 0;
+#ifdef LLAMART_RELAXED_Q4_1_X4
+    // (measured only) four blocks a step: per-block integer totals in one vector, the four
+    // scales and mins as vectors; the float sums in another order than ggml's (not bit-exact)
+    {
+        const v128_t ones = wasm_i16x8_splat(1), m4 = wasm_i8x16_splat(0x0F);
+        v128_t summv = wasm_f32x4_splat(0.0f);
+        for (; ib + 4 <= nb; ib += 4) {
+            v128_t q[4];
+            for (int k = 0; k < 4; ++k) {
+                const v128_t raw = wasm_v128_load(x[ib + k].qs);
+                const v128_t p = wasm_i16x8_add(
+                    wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load(y[ib + k].qs), wasm_v128_and(raw, m4)),
+                    wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load(y[ib + k].qs + 16), wasm_u8x16_shr(raw, 4)));
+                q[k] = wasm_i32x4_dot_i16x8(p, ones);
+            }
+            const v128_t s01 = wasm_i32x4_add(wasm_i32x4_shuffle(q[0], q[1], 0, 1, 4, 5), wasm_i32x4_shuffle(q[0], q[1], 2, 3, 6, 7));
+            const v128_t s23 = wasm_i32x4_add(wasm_i32x4_shuffle(q[2], q[3], 0, 1, 4, 5), wasm_i32x4_shuffle(q[2], q[3], 2, 3, 6, 7));
+            const v128_t tot = wasm_i32x4_add(wasm_i32x4_shuffle(s01, s23, 0, 2, 4, 6), wasm_i32x4_shuffle(s01, s23, 1, 3, 5, 7));
+            const v128_t dx = wasm_f32x4_make(fp16_to_fp32(x[ib].d), fp16_to_fp32(x[ib + 1].d), fp16_to_fp32(x[ib + 2].d), fp16_to_fp32(x[ib + 3].d));
+            const v128_t dy = wasm_f32x4_make(fp16_to_fp32(y[ib].d), fp16_to_fp32(y[ib + 1].d), fp16_to_fp32(y[ib + 2].d), fp16_to_fp32(y[ib + 3].d));
+            const v128_t mx = wasm_f32x4_make(fp16_to_fp32(x[ib].m), fp16_to_fp32(x[ib + 1].m), fp16_to_fp32(x[ib + 2].m), fp16_to_fp32(x[ib + 3].m));
+            const v128_t sy = wasm_f32x4_make(fp16_to_fp32(y[ib].s), fp16_to_fp32(y[ib + 1].s), fp16_to_fp32(y[ib + 2].s), fp16_to_fp32(y[ib + 3].s));
+            sumv = wasm_f32x4_add(sumv, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(tot), wasm_f32x4_mul(dx, dy)));
+            summv = wasm_f32x4_add(summv, wasm_f32x4_mul(mx, sy));
+        }
+        sumv = wasm_f32x4_add(sumv, summv);
+    }
+#endif
+    for (; ib < nb; ++ib) {
+        const block_q4_1 * restrict x0 = &x[ib];
+        const block_q8_1 * restrict y0 = &y[ib];
+
+        summs += fp16_to_fp32(x0->m) * fp16_to_fp32(y0->s);
+
+        const v128_t raw = wasm_v128_load(x0->qs);
+        const v128_t v0s = wasm_v128_and(raw, wasm_i8x16_splat(0x0F));
+        const v128_t v1s = wasm_u8x16_shr(raw, 4);
+
+        const v128_t ys_lo = wasm_v128_load(y0->qs);
+        const v128_t ys_hi = wasm_v128_load(y0->qs + 16);
+
+        // i16 lane m: bytes 2m, 2m+1 of the low nibbles (+ the high nibbles)
+        const v128_t p = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(ys_lo, v0s),
+                                        wasm_i16x8_relaxed_dot_i8x16_i7x16(ys_hi, v1s));
+        const v128_t acc = wasm_i32x4_add(wasm_i32x4_extend_low_i16x8(p),
+                                          wasm_i32x4_extend_high_i16x8(p));
+
+        sumv = wasm_f32x4_add(sumv,
+            wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc),
+                           wasm_f32x4_splat(fp16_to_fp32(x0->d) * fp16_to_fp32(y0->d))));
+    }
+
+    *s = wasm_f32x4_extract_lane(sumv, 0) + wasm_f32x4_extract_lane(sumv, 1) +
+         wasm_f32x4_extract_lane(sumv, 2) + wasm_f32x4_extract_lane(sumv, 3) + summs;
+}
+
+// Not i32x4.relaxed_dot_i8x16_i7x16_add_s (0xfd 0x113): binaryen 108 (Debian's wasm-opt, run
+// by emcc 3.1.6 at every link) reads that opcode as an older proposal's two-operand
+// i16x8.dot_i8x16_i7x16_u and writes an invalid module; it would also sum other bytes per lane.
+
+#ifdef LLAMART_RELAXED_BENCH_Q8_0
+// q8_0 x q8_0 (measured only: no faster than ggml's in Chromium 156, 0.6x in Node 20): |x| as
+// the i7 operand, x's sign moved onto y.  Exact while x != -128 (ggml's quantizers give
+// -127..127).
+static inline v128_t q8_dot16(v128_t x, v128_t y) {
+    const v128_t neg = wasm_i8x16_lt(x, wasm_i8x16_splat(0));
+    const v128_t sy = wasm_v128_bitselect(wasm_i8x16_neg(y), y, neg);
+    return wasm_i16x8_relaxed_dot_i8x16_i7x16(sy, wasm_i8x16_abs(x));
+}
+
+void LR_NAME(ggml_vec_dot_q8_0_q8_0)(int n, float * restrict s, size_t bs, const void * restrict vx,
+                                     size_t bx, const void * restrict vy, size_t by, int nrc) {
+    const int nb = n / QK8_0;
+    assert(n % QK8_0 == 0);
+    assert(nrc == 1);
+    (void) bs; (void) bx; (void) by; (void) nrc;
+
+    const block_q8_0 * restrict x = vx;
+    const block_q8_0 * restrict y = vy;
+
+    v128_t sumv = wasm_f32x4_splat(0.0f);
+
+    for (int ib = 0; ib < nb; ++ib) {
+        const block_q8_0 * restrict x0 = &x[ib];
+        const block_q8_0 * restrict y0 = &y[ib];
+
+        const v128_t p0 = q8_dot16(wasm_v128_load(x0->qs), wasm_v128_load(y0->qs));
+        const v128_t p1 = q8_dot16(wasm_v128_load(x0->qs + 16), wasm_v128_load(y0->qs + 16));
+        // |pair sum| <= 32258 each: widen before adding the two halves
+        const v128_t acc = wasm_i32x4_add(
+            wasm_i32x4_add(wasm_i32x4_extend_low_i16x8(p0), wasm_i32x4_extend_high_i16x8(p0)),
+            wasm_i32x4_add(wasm_i32x4_extend_low_i16x8(p1), wasm_i32x4_extend_high_i16x8(p1)));
+
+        const float scale = fp16_to_fp32(x0->d) * fp16_to_fp32(y0->d);
+        sumv = wasm_f32x4_add(sumv, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc),
+                                                   wasm_f32x4_splat(scale)));
+    }
+
+    *s = wasm_f32x4_extract_lane(sumv, 0) + wasm_f32x4_extract_lane(sumv, 1) +
+         wasm_f32x4_extract_lane(sumv, 2) + wasm_f32x4_extract_lane(sumv, 3);
+}
+#endif
