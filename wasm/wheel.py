@@ -59,8 +59,11 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + digest.decode("ascii")
 
 
-def package_files(wasm_dir: Path, relaxed: bool = False) -> list[tuple[str, bytes]]:
-    """(archive name, bytes) of the package and the module files; exits naming a missing one."""
+def package_files(wasm_dir: Path, relaxed: bool | None = None) -> list[tuple[str, bytes]]:
+    """(archive name, bytes) of the package and the module files; exits naming a missing one.
+    ``relaxed``: the relaxed-SIMD modules too (None: when all of them are built)."""
+    if relaxed is None:
+        relaxed = all((wasm_dir / n).is_file() for n in RELAXED_FILES)
     files: list[tuple[str, bytes]] = []
     for path in sorted((REPO / "llamart").rglob("*")):
         rel = path.relative_to(REPO)
@@ -89,8 +92,10 @@ def metadata(ver: str) -> list[tuple[str, bytes]]:
     return [(f"{dist}/METADATA", meta.encode()), (f"{dist}/WHEEL", wheel.encode())]
 
 
-def build_wheel(out_dir: Path, wasm_dir: Path | None = None, relaxed: bool = False) -> Path:
-    """Write the wheel into ``out_dir`` (with the relaxed-SIMD modules too); returns its path."""
+def build_wheel(out_dir: Path, wasm_dir: Path | None = None,
+                relaxed: bool | None = None) -> Path:
+    """Write the wheel into ``out_dir`` (the relaxed-SIMD modules too: True, or None when they
+    are built); returns its path."""
     ver = version()
     files = package_files(wasm_dir or default_wasm_dir(), relaxed) + metadata(ver)
     dist = f"llamart-{ver}.dist-info"
@@ -114,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wasm-dir", type=Path, default=None,
                         help="folder with both modules (default build-wasm/wasm)")
     parser.add_argument("--out", type=Path, default=REPO / "dist")
-    parser.add_argument("--relaxed", action="store_true",
-                        help="also the relaxed-SIMD modules (python -m wasm.build --relaxed)")
+    parser.add_argument("--relaxed", action="store_true", default=None,
+                        help="require the relaxed-SIMD modules (python -m wasm.build --relaxed; "
+                        "by default they are packed when built)")
     args = parser.parse_args(argv)
     wheel = build_wheel(args.out, args.wasm_dir, args.relaxed)
     print(f"wasm.wheel: {wheel} ({wheel.stat().st_size / 1e6:.1f} MB)", flush=True)

@@ -20,6 +20,11 @@ BASE_TREES = ("llamart", "tools")
 WASM_FILES = {"single": {"glue": "llamart_wasm.js", "wasm": "llamart_wasm.wasm"},
               "threads": {"glue": "llamart_wasm_mt.js", "wasm": "llamart_wasm_mt.wasm",
                           "worker": "llamart_wasm_mt.worker.js"}}
+# their relaxed-SIMD variants (python -m wasm.build --relaxed), loaded where the engine has it
+RELAXED_FILES = {"single": {"glue": "llamart_wasm_relaxed.js", "wasm": "llamart_wasm_relaxed.wasm"},
+                 "threads": {"glue": "llamart_wasm_mt_relaxed.js",
+                             "wasm": "llamart_wasm_mt_relaxed.wasm",
+                             "worker": "llamart_wasm_mt_relaxed.worker.js"}}
 
 
 def wasm_dir() -> Path:
