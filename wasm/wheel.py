@@ -17,17 +17,23 @@ import sys
 import zipfile
 from pathlib import Path
 
+from llamart.bindings.pyodide_loader import FILES as LOADER_FILES
+
 REPO = Path(__file__).resolve().parents[1]
 PLATFORM_TAG = "pyemscripten_2026_0_wasm32"  # Pyodide 314 (pyodide-lock.json: abi 2026_0)
 WHEEL_TAG = f"py3-none-{PLATFORM_TAG}"
+
+
+def _names(*builds: str) -> tuple[str, ...]:
+    """The files of these builds, as the package's loader names them (its FILES)."""
+    return tuple(n for b in builds for n in LOADER_FILES[b] if n)
+
+
 # the module files (python -m wasm.build), all required: llamart/_wasm/<name>
-MODULE_FILES = ("llamart_wasm.js", "llamart_wasm.wasm", "llamart_wasm_mt.js",
-                "llamart_wasm_mt.wasm", "llamart_wasm_mt.worker.js")
+MODULE_FILES = _names("single", "threads")
 # the relaxed-SIMD variants (python -m wasm.build --relaxed), with --relaxed: loaded instead of
 # the plain builds where the engine validates relaxed SIMD (llamart/bindings/pyodide_loader.py)
-RELAXED_FILES = ("llamart_wasm_relaxed.js", "llamart_wasm_relaxed.wasm",
-                 "llamart_wasm_mt_relaxed.js", "llamart_wasm_mt_relaxed.wasm",
-                 "llamart_wasm_mt_relaxed.worker.js")
+RELAXED_FILES = _names("single-relaxed", "threads-relaxed")
 # native binaries, bytecode, a stale module copy; llamart/data holds the native LoRA demo's
 # adapter (LoRA is off in WebAssembly; the demo needs numpy): 1.8 MB compressed, left out
 SKIP_DIRS = {"_lib", "__pycache__", "_wasm"}

@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from llamart.bindings.pyodide_loader import FILES
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache"
 ARTIFACTS = REPO / "tests" / ".artifacts"
@@ -16,15 +18,17 @@ RUNNER_DIR = Path(__file__).resolve().parent
 BASE_TREES = ("llamart", "tools")
 
 
+
+
+def _files(build: str) -> dict[str, str]:
+    """{glue, wasm[, worker]} of one build, as the package's loader names them (its FILES)."""
+    return {k: n for k, n in zip(("glue", "wasm", "worker"), FILES[build], strict=True) if n}
+
+
 # the files of the two WebAssembly builds (python -m wasm.build), all in wasm_dir()
-WASM_FILES = {"single": {"glue": "llamart_wasm.js", "wasm": "llamart_wasm.wasm"},
-              "threads": {"glue": "llamart_wasm_mt.js", "wasm": "llamart_wasm_mt.wasm",
-                          "worker": "llamart_wasm_mt.worker.js"}}
+WASM_FILES = {"single": _files("single"), "threads": _files("threads")}
 # their relaxed-SIMD variants (python -m wasm.build --relaxed), loaded where the engine has it
-RELAXED_FILES = {"single": {"glue": "llamart_wasm_relaxed.js", "wasm": "llamart_wasm_relaxed.wasm"},
-                 "threads": {"glue": "llamart_wasm_mt_relaxed.js",
-                             "wasm": "llamart_wasm_mt_relaxed.wasm",
-                             "worker": "llamart_wasm_mt_relaxed.worker.js"}}
+RELAXED_FILES = {"single": _files("single-relaxed"), "threads": _files("threads-relaxed")}
 
 
 def wasm_dir() -> Path:
