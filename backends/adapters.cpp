@@ -35,6 +35,18 @@ bool owns(const lm_session * s, const lm_adapter * a) {
     return std::find(s->adapters.begin(), s->adapters.end(), a) != s->adapters.end();
 }
 
+// An adapter list a caller gave: every entry this session's, every scale finite; LM_OK, else
+// LM_ERR_ARG naming the first bad entry.
+int32_t check_list(const lm_session * s, lm_adapter * const * adapters, const float * scales, int32_t n) {
+    for (int32_t i = 0; i < n; i++) {
+        if (adapters[i] == nullptr || !owns(s, adapters[i]) || !std::isfinite(scales[i])) {
+            return lm::fail(LM_ERR_ARG, "adapter " + std::to_string(i) +
+                                            " does not belong to this session or has a bad scale");
+        }
+    }
+    return LM_OK;
+}
+
 // Put the active set back on ctx after lm_step put the slots' own sets there.
 int32_t restore_active(lm_session * s) {
     const int32_t rc = lm::set_active_adapters(s, s->ctx);
@@ -104,14 +116,13 @@ int32_t lm_adapters_apply(lm_session * s, lm_adapter ** adapters, const float * 
     if (s == nullptr || s->ctx == nullptr || n < 0 || (n > 0 && (adapters == nullptr || scales == nullptr))) {
         return lm::fail(LM_ERR_ARG, "invalid arguments to lm_adapters_apply");
     }
+    if (const int32_t rc = check_list(s, adapters, scales, n); rc != LM_OK) {
+        return rc;
+    }
     std::vector<llama_adapter_lora *> loras;
     std::vector<float> sc;
     std::vector<lm_adapter *> active;
     for (int32_t i = 0; i < n; i++) {
-        if (adapters[i] == nullptr || !owns(s, adapters[i]) || !std::isfinite(scales[i])) {
-            return lm::fail(LM_ERR_ARG, "adapter " + std::to_string(i) +
-                                            " does not belong to this session or has a bad scale");
-        }
         active.push_back(adapters[i]);
         if (scales[i] != 0.0f) {
             loras.push_back(adapters[i]->lora);
@@ -145,16 +156,15 @@ int32_t lm_slot_adapters(lm_session * s, int32_t slot, lm_adapter ** adapters, c
     if (s == nullptr || s->ctx == nullptr || slot < 0 || slot >= (int32_t) s->slots.size()) {
         return lm::fail(LM_ERR_ARG, "no such slot: " + std::to_string(slot));
     }
-    if (n < -1 || (n > 0 && (adapters == nullptr || scales == nullptr))) {
+    if (n < 0 || (n > 0 && (adapters == nullptr || scales == nullptr))) {
         return lm::fail(LM_ERR_ARG, "invalid arguments to lm_slot_adapters");
+    }
+    if (const int32_t rc = check_list(s, adapters, scales, n); rc != LM_OK) {
+        return rc;
     }
     std::vector<lm_adapter *> set;
     std::vector<float> sc;
     for (int32_t i = 0; i < n; i++) {
-        if (adapters[i] == nullptr || !owns(s, adapters[i]) || !std::isfinite(scales[i])) {
-            return lm::fail(LM_ERR_ARG, "adapter " + std::to_string(i) +
-                                            " does not belong to this session or has a bad scale");
-        }
         if (std::find(set.begin(), set.end(), adapters[i]) != set.end()) {
             return lm::fail(LM_ERR_ARG, "adapter " + std::to_string(i) + " is listed twice");
         }
@@ -164,7 +174,7 @@ int32_t lm_slot_adapters(lm_session * s, int32_t slot, lm_adapter ** adapters, c
         }
     }
     lm::Slot & st = s->slots[(size_t) slot];
-    st.own = n >= 0;
+    st.own = true;
     st.set_key = lm::adapter_key(set, sc);
     st.set = std::move(set);
     st.set_scales = std::move(sc);
@@ -267,6 +277,9 @@ int32_t lm_slot_adapters(lm_session * s, int32_t slot, lm_adapter **, const floa
     lm::begin_call();
     if (s == nullptr || slot < 0 || slot >= (int32_t) s->slots.size()) {
         return lm::fail(LM_ERR_ARG, "no such slot: " + std::to_string(slot));
+    }
+    if (n < 0) {
+        return lm::fail(LM_ERR_ARG, "invalid arguments to lm_slot_adapters");
     }
     return n > 0 ? lm::fail(LM_ERR_UNSUPPORTED, kNoLora) : LM_OK;  // the base model it is
 }
