@@ -203,8 +203,8 @@ LM_API int32_t lm_adapters_apply(lm_session * s, lm_adapter ** adapters, const f
 /* Give a parallel session's slot its own adapter set (n 0: the base model).  It is then
    prompted, restored and decoded under that set whatever the active one is, and lm_step
    decodes slots under different sets in one batch, each token under its slot's set (llama.cpp
-   patched: cmake/patches/llama-seq-lora-scales.patch); scales 0 and 1 give exactly what that
-   set alone gives.  Without LM_CAP_LORA only n 0 is accepted. */
+   patched: cmake/patches/llama-seq-lora-scales.patch), exactly as that set alone would.
+   Without LM_CAP_LORA only n 0 is accepted. */
 LM_API int32_t lm_slot_adapters(lm_session * s, int32_t slot, lm_adapter ** adapters, const float * scales, int32_t n);
 LM_API int32_t lm_adapter_meta_count(const lm_adapter * a);
 LM_API int32_t lm_adapter_meta_key(const lm_adapter * a, int32_t i, char * buf, int32_t size);
