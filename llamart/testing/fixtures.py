@@ -24,6 +24,7 @@ def _recipes(out: str) -> dict[str, Callable[[str], str]]:
         "model_f32": lambda p: m.make_model(p, dtype="f32"),
         "model_f16": lambda p: m.make_model(p, dtype="f16"),
         "model_q8_0": lambda p: m.make_model(p, dtype="q8_0"),
+        "model_q4_1": lambda p: m.make_model(p, dtype="q4_1"),
         "model_tiny_ctx": lambda p: m.make_model(p, n_ctx=64),
         "model_no_template": lambda p: m.make_model(p, chat_template=None),
         "model_n32": lambda p: m.make_model(p, n_embd=32, n_ff=64, seed=3),

@@ -100,7 +100,7 @@ def _weight_shapes(n_embd: int, n_layer: int, n_head: int, n_head_kv: int, n_ff:
     return shapes
 
 
-_FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7}
+_FILE_TYPES = {"f32": 0, "f16": 1, "q4_1": 3, "q8_0": 7}
 
 
 def make_model(path: str | os.PathLike[str], *, n_embd: int = 64, n_layer: int = 2,
@@ -112,7 +112,7 @@ def make_model(path: str | os.PathLike[str], *, n_embd: int = 64, n_layer: int =
                tensors: Mapping[str, np.ndarray] | None = None, drop: Sequence[str] = ()) -> str:
     """Write a random llama-architecture model; returns the path.
 
-    ``dtype`` is "f32", "f16" or "q8_0" for the matrices (norms stay F32). ``vocab`` is
+    ``dtype`` is "f32", "f16", "q4_1" or "q8_0" for the matrices (norms stay F32). ``vocab`` is
     (tokens, scores, types) to replace the test tokenizer. ``tensors`` (GGUF name -> float32
     array of the numpy shape) replaces random weights; ``drop`` names tensors left out
     (``("output.weight",)``: an output layer tied to token_embd, as llama.cpp reads it).
@@ -177,9 +177,9 @@ def make_model(path: str | os.PathLike[str], *, n_embd: int = 64, n_layer: int =
 def _add_matrix(w: gguf.GGUFWriter, name: str, data: np.ndarray, dtype: str) -> None:
     if dtype == "f16":
         w.add_tensor(name, data.astype(np.float16))
-    elif dtype == "q8_0":
-        q = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
-        w.add_tensor(name, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    elif dtype in ("q4_1", "q8_0"):
+        kind = gguf.GGMLQuantizationType[dtype.upper()]
+        w.add_tensor(name, gguf.quants.quantize(data, kind), raw_dtype=kind)
     else:
         w.add_tensor(name, data)
 

@@ -107,6 +107,104 @@ void LR_NAME(ggml_vec_dot_q4_1_q8_1)(int n, float * restrict s, size_t bs, const
          wasm_f32x4_extract_lane(sumv, 2) + wasm_f32x4_extract_lane(sumv, 3) + summs;
 }
 
+// Four rows at once, for a matrix times one column (ggml's mul_mat calls these through
+// cmake/patches/wasm-relaxed-mat-vec.patch): the column's block is loaded and its scales looked
+// up once for four rows instead of once a row, and one call replaces four.  Each row's floats
+// are computed by exactly the operations, in exactly the order, of the one-row kernel above
+// (q4_1) or of ggml's SIMD128 kernel (q8_0), so the results are the same bits.
+// vx: row 0; bx: bytes from one row to the next; s: four results.
+#define LR_HSUM(v) (wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1) + \
+                    wasm_f32x4_extract_lane(v, 2) + wasm_f32x4_extract_lane(v, 3))
+void LR_NAME(llamart_vec_dot_q4_1_q8_1_x4)(int n, float * restrict s, const void * restrict vx,
+                                         size_t bx, const void * restrict vy) {
+    const int nb = n / QK8_1;
+    assert(n % QK8_1 == 0);
+    const block_q4_1 * restrict x0 = vx;
+    const block_q4_1 * restrict x1 = (const block_q4_1 *) ((const char *) vx + bx);
+    const block_q4_1 * restrict x2 = (const block_q4_1 *) ((const char *) vx + 2 * bx);
+    const block_q4_1 * restrict x3 = (const block_q4_1 *) ((const char *) vx + 3 * bx);
+    const block_q8_1 * restrict y = vy;
+    const v128_t m4 = wasm_i8x16_splat(0x0F);
+
+    v128_t sumv0 = wasm_f32x4_splat(0.0f), sumv1 = sumv0, sumv2 = sumv0, sumv3 = sumv0;
+    float summs0 = 0.0f, summs1 = 0.0f, summs2 = 0.0f, summs3 = 0.0f;
+
+#define LR_Q4_1_ROW(x, sumv, summs)                                                          \
+    do {                                                                                     \
+        summs += fp16_to_fp32(x[ib].m) * sy;                                                 \
+        const v128_t raw = wasm_v128_load(x[ib].qs);                                         \
+        const v128_t p = wasm_i16x8_add(                                                     \
+            wasm_i16x8_relaxed_dot_i8x16_i7x16(ys_lo, wasm_v128_and(raw, m4)),               \
+            wasm_i16x8_relaxed_dot_i8x16_i7x16(ys_hi, wasm_u8x16_shr(raw, 4)));              \
+        const v128_t acc = wasm_i32x4_add(wasm_i32x4_extend_low_i16x8(p),                    \
+                                          wasm_i32x4_extend_high_i16x8(p));                  \
+        sumv = wasm_f32x4_add(sumv, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc),            \
+                                                   wasm_f32x4_splat(fp16_to_fp32(x[ib].d) * dy))); \
+    } while (0)
+
+    for (int ib = 0; ib < nb; ++ib) {
+        const float dy = fp16_to_fp32(y[ib].d);
+        const float sy = fp16_to_fp32(y[ib].s);
+        const v128_t ys_lo = wasm_v128_load(y[ib].qs);
+        const v128_t ys_hi = wasm_v128_load(y[ib].qs + 16);
+        LR_Q4_1_ROW(x0, sumv0, summs0);
+        LR_Q4_1_ROW(x1, sumv1, summs1);
+        LR_Q4_1_ROW(x2, sumv2, summs2);
+        LR_Q4_1_ROW(x3, sumv3, summs3);
+    }
+#undef LR_Q4_1_ROW
+
+    s[0] = LR_HSUM(sumv0) + summs0;
+    s[1] = LR_HSUM(sumv1) + summs1;
+    s[2] = LR_HSUM(sumv2) + summs2;
+    s[3] = LR_HSUM(sumv3) + summs3;
+}
+
+void LR_NAME(llamart_vec_dot_q8_0_q8_0_x4)(int n, float * restrict s, const void * restrict vx,
+                                         size_t bx, const void * restrict vy) {
+    const int nb = n / QK8_0;
+    assert(n % QK8_0 == 0);
+    const block_q8_0 * restrict x0 = vx;
+    const block_q8_0 * restrict x1 = (const block_q8_0 *) ((const char *) vx + bx);
+    const block_q8_0 * restrict x2 = (const block_q8_0 *) ((const char *) vx + 2 * bx);
+    const block_q8_0 * restrict x3 = (const block_q8_0 *) ((const char *) vx + 3 * bx);
+    const block_q8_0 * restrict y = vy;
+
+    v128_t sumv0 = wasm_f32x4_splat(0.0f), sumv1 = sumv0, sumv2 = sumv0, sumv3 = sumv0;
+
+    // ggml's SIMD128 q8_0 kernel for one row, with the column's extended halves shared
+#define LR_Q8_0_ROW(x, sumv)                                                                 \
+    do {                                                                                     \
+        const v128_t a0 = wasm_v128_load(x[ib].qs);                                          \
+        const v128_t a1 = wasm_v128_load(x[ib].qs + 16);                                     \
+        const v128_t d00 = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(a0), y0l);       \
+        const v128_t d01 = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(a0), y0h);      \
+        const v128_t d10 = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(a1), y1l);       \
+        const v128_t d11 = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(a1), y1h);      \
+        const v128_t sd = wasm_i32x4_add(wasm_i32x4_add(d00, d01), wasm_i32x4_add(d10, d11)); \
+        sumv = wasm_f32x4_add(sumv, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(sd),             \
+                                                   wasm_f32x4_splat(fp16_to_fp32(x[ib].d) * dy))); \
+    } while (0)
+
+    for (int ib = 0; ib < nb; ++ib) {
+        const float dy = fp16_to_fp32(y[ib].d);
+        const v128_t b0 = wasm_v128_load(y[ib].qs);
+        const v128_t b1 = wasm_v128_load(y[ib].qs + 16);
+        const v128_t y0l = wasm_i16x8_extend_low_i8x16(b0), y0h = wasm_i16x8_extend_high_i8x16(b0);
+        const v128_t y1l = wasm_i16x8_extend_low_i8x16(b1), y1h = wasm_i16x8_extend_high_i8x16(b1);
+        LR_Q8_0_ROW(x0, sumv0);
+        LR_Q8_0_ROW(x1, sumv1);
+        LR_Q8_0_ROW(x2, sumv2);
+        LR_Q8_0_ROW(x3, sumv3);
+    }
+#undef LR_Q8_0_ROW
+
+    s[0] = LR_HSUM(sumv0);
+    s[1] = LR_HSUM(sumv1);
+    s[2] = LR_HSUM(sumv2);
+    s[3] = LR_HSUM(sumv3);
+}
+
 // Not i32x4.relaxed_dot_i8x16_i7x16_add_s (0xfd 0x113): binaryen 108 (Debian's wasm-opt, run
 // by emcc 3.1.6 at every link) reads that opcode as an older proposal's two-operand
 // i16x8.dot_i8x16_i7x16_u and writes an invalid module; it would also sum other bytes per lane.
