@@ -10,6 +10,9 @@
 // scaling and the final reduction see the same integers in the same order.
 // Deterministic on every engine: the i7 operand (q4 nibbles 0..15) never has its top bit set,
 // and no i16 pair sum can saturate (|15 * -128 * 2| = 3840).
+//
+// Also the four-rows-a-call matrix-vector kernels for q4_1 and q8_0 weights (below), which
+// ggml's mul_mat calls in these modules (cmake/patches/wasm-relaxed-mat-vec.patch).
 #include <wasm_simd128.h>
 #include <stdint.h>
 #include <string.h>
@@ -37,6 +40,29 @@ static inline float fp16_to_fp32(ggml_half h) {
     return ggml_table_f32_f16[s];
 }
 
+// One q4_1 block of a row times the column's q8_1 block (ys_lo/ys_hi: its 32 int8s; dy, sy: its
+// scale and scaled sum), added to the row's lane sums and min term in ggml's order.
+static inline void q4_1_block(const block_q4_1 * restrict x, v128_t ys_lo, v128_t ys_hi, float dy,
+                              float sy, v128_t * sumv, float * summs) {
+    *summs += fp16_to_fp32(x->m) * sy;
+
+    const v128_t raw = wasm_v128_load(x->qs);
+    const v128_t v0s = wasm_v128_and(raw, wasm_i8x16_splat(0x0F));
+    const v128_t v1s = wasm_u8x16_shr(raw, 4);
+
+    // i16 lane m: bytes 2m, 2m+1 of the low nibbles (+ the high nibbles)
+    const v128_t p = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(ys_lo, v0s),
+                                    wasm_i16x8_relaxed_dot_i8x16_i7x16(ys_hi, v1s));
+    const v128_t acc = wasm_i32x4_add(wasm_i32x4_extend_low_i16x8(p),
+                                      wasm_i32x4_extend_high_i16x8(p));
+
+    *sumv = wasm_f32x4_add(*sumv, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc),
+                                                 wasm_f32x4_splat(fp16_to_fp32(x->d) * dy)));
+}
+
+#define LR_HSUM(v) (wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1) + \
+                    wasm_f32x4_extract_lane(v, 2) + wasm_f32x4_extract_lane(v, 3))
+
 void LR_NAME(ggml_vec_dot_q4_1_q8_1)(int n, float * restrict s, size_t bs, const void * restrict vx,
                                      size_t bx, const void * restrict vy, size_t by, int nrc) {
     const int nb = n / QK8_1;
@@ -49,62 +75,11 @@ void LR_NAME(ggml_vec_dot_q4_1_q8_1)(int n, float * restrict s, size_t bs, const
 
     v128_t sumv = wasm_f32x4_splat(0.0f);
     float summs = 0.0f;
-
-    int ib = 0;
-#ifdef LLAMART_RELAXED_Q4_1_X4
-    // (measured only) four blocks a step: per-block integer totals in one vector, the four
-    // scales and mins as vectors; the float sums in another order than ggml's (not bit-exact)
-    {
-        const v128_t ones = wasm_i16x8_splat(1), m4 = wasm_i8x16_splat(0x0F);
-        v128_t summv = wasm_f32x4_splat(0.0f);
-        for (; ib + 4 <= nb; ib += 4) {
-            v128_t q[4];
-            for (int k = 0; k < 4; ++k) {
-                const v128_t raw = wasm_v128_load(x[ib + k].qs);
-                const v128_t p = wasm_i16x8_add(
-                    wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load(y[ib + k].qs), wasm_v128_and(raw, m4)),
-                    wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load(y[ib + k].qs + 16), wasm_u8x16_shr(raw, 4)));
-                q[k] = wasm_i32x4_dot_i16x8(p, ones);
-            }
-            const v128_t s01 = wasm_i32x4_add(wasm_i32x4_shuffle(q[0], q[1], 0, 1, 4, 5), wasm_i32x4_shuffle(q[0], q[1], 2, 3, 6, 7));
-            const v128_t s23 = wasm_i32x4_add(wasm_i32x4_shuffle(q[2], q[3], 0, 1, 4, 5), wasm_i32x4_shuffle(q[2], q[3], 2, 3, 6, 7));
-            const v128_t tot = wasm_i32x4_add(wasm_i32x4_shuffle(s01, s23, 0, 2, 4, 6), wasm_i32x4_shuffle(s01, s23, 1, 3, 5, 7));
-            const v128_t dx = wasm_f32x4_make(fp16_to_fp32(x[ib].d), fp16_to_fp32(x[ib + 1].d), fp16_to_fp32(x[ib + 2].d), fp16_to_fp32(x[ib + 3].d));
-            const v128_t dy = wasm_f32x4_make(fp16_to_fp32(y[ib].d), fp16_to_fp32(y[ib + 1].d), fp16_to_fp32(y[ib + 2].d), fp16_to_fp32(y[ib + 3].d));
-            const v128_t mx = wasm_f32x4_make(fp16_to_fp32(x[ib].m), fp16_to_fp32(x[ib + 1].m), fp16_to_fp32(x[ib + 2].m), fp16_to_fp32(x[ib + 3].m));
-            const v128_t sy = wasm_f32x4_make(fp16_to_fp32(y[ib].s), fp16_to_fp32(y[ib + 1].s), fp16_to_fp32(y[ib + 2].s), fp16_to_fp32(y[ib + 3].s));
-            sumv = wasm_f32x4_add(sumv, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(tot), wasm_f32x4_mul(dx, dy)));
-            summv = wasm_f32x4_add(summv, wasm_f32x4_mul(mx, sy));
-        }
-        sumv = wasm_f32x4_add(sumv, summv);
+    for (int ib = 0; ib < nb; ++ib) {
+        q4_1_block(&x[ib], wasm_v128_load(y[ib].qs), wasm_v128_load(y[ib].qs + 16),
+                   fp16_to_fp32(y[ib].d), fp16_to_fp32(y[ib].s), &sumv, &summs);
     }
-#endif
-    for (; ib < nb; ++ib) {
-        const block_q4_1 * restrict x0 = &x[ib];
-        const block_q8_1 * restrict y0 = &y[ib];
-
-        summs += fp16_to_fp32(x0->m) * fp16_to_fp32(y0->s);
-
-        const v128_t raw = wasm_v128_load(x0->qs);
-        const v128_t v0s = wasm_v128_and(raw, wasm_i8x16_splat(0x0F));
-        const v128_t v1s = wasm_u8x16_shr(raw, 4);
-
-        const v128_t ys_lo = wasm_v128_load(y0->qs);
-        const v128_t ys_hi = wasm_v128_load(y0->qs + 16);
-
-        // i16 lane m: bytes 2m, 2m+1 of the low nibbles (+ the high nibbles)
-        const v128_t p = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(ys_lo, v0s),
-                                        wasm_i16x8_relaxed_dot_i8x16_i7x16(ys_hi, v1s));
-        const v128_t acc = wasm_i32x4_add(wasm_i32x4_extend_low_i16x8(p),
-                                          wasm_i32x4_extend_high_i16x8(p));
-
-        sumv = wasm_f32x4_add(sumv,
-            wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc),
-                           wasm_f32x4_splat(fp16_to_fp32(x0->d) * fp16_to_fp32(y0->d))));
-    }
-
-    *s = wasm_f32x4_extract_lane(sumv, 0) + wasm_f32x4_extract_lane(sumv, 1) +
-         wasm_f32x4_extract_lane(sumv, 2) + wasm_f32x4_extract_lane(sumv, 3) + summs;
+    *s = LR_HSUM(sumv) + summs;
 }
 
 // Four rows at once, for a matrix times one column (ggml's mul_mat calls these through
@@ -113,8 +88,6 @@ void LR_NAME(ggml_vec_dot_q4_1_q8_1)(int n, float * restrict s, size_t bs, const
 // are computed by exactly the operations, in exactly the order, of the one-row kernel above
 // (q4_1) or of ggml's SIMD128 kernel (q8_0), so the results are the same bits.
 // vx: row 0; bx: bytes from one row to the next; s: four results.
-#define LR_HSUM(v) (wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1) + \
-                    wasm_f32x4_extract_lane(v, 2) + wasm_f32x4_extract_lane(v, 3))
 void LR_NAME(llamart_vec_dot_q4_1_q8_1_x4)(int n, float * restrict s, const void * restrict vx,
                                          size_t bx, const void * restrict vy) {
     const int nb = n / QK8_1;
@@ -124,40 +97,38 @@ void LR_NAME(llamart_vec_dot_q4_1_q8_1_x4)(int n, float * restrict s, const void
     const block_q4_1 * restrict x2 = (const block_q4_1 *) ((const char *) vx + 2 * bx);
     const block_q4_1 * restrict x3 = (const block_q4_1 *) ((const char *) vx + 3 * bx);
     const block_q8_1 * restrict y = vy;
-    const v128_t m4 = wasm_i8x16_splat(0x0F);
 
     v128_t sumv0 = wasm_f32x4_splat(0.0f), sumv1 = sumv0, sumv2 = sumv0, sumv3 = sumv0;
     float summs0 = 0.0f, summs1 = 0.0f, summs2 = 0.0f, summs3 = 0.0f;
-
-#define LR_Q4_1_ROW(x, sumv, summs)                                                          \
-    do {                                                                                     \
-        summs += fp16_to_fp32(x[ib].m) * sy;                                                 \
-        const v128_t raw = wasm_v128_load(x[ib].qs);                                         \
-        const v128_t p = wasm_i16x8_add(                                                     \
-            wasm_i16x8_relaxed_dot_i8x16_i7x16(ys_lo, wasm_v128_and(raw, m4)),               \
-            wasm_i16x8_relaxed_dot_i8x16_i7x16(ys_hi, wasm_u8x16_shr(raw, 4)));              \
-        const v128_t acc = wasm_i32x4_add(wasm_i32x4_extend_low_i16x8(p),                    \
-                                          wasm_i32x4_extend_high_i16x8(p));                  \
-        sumv = wasm_f32x4_add(sumv, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc),            \
-                                                   wasm_f32x4_splat(fp16_to_fp32(x[ib].d) * dy))); \
-    } while (0)
-
     for (int ib = 0; ib < nb; ++ib) {
         const float dy = fp16_to_fp32(y[ib].d);
         const float sy = fp16_to_fp32(y[ib].s);
         const v128_t ys_lo = wasm_v128_load(y[ib].qs);
         const v128_t ys_hi = wasm_v128_load(y[ib].qs + 16);
-        LR_Q4_1_ROW(x0, sumv0, summs0);
-        LR_Q4_1_ROW(x1, sumv1, summs1);
-        LR_Q4_1_ROW(x2, sumv2, summs2);
-        LR_Q4_1_ROW(x3, sumv3, summs3);
+        q4_1_block(&x0[ib], ys_lo, ys_hi, dy, sy, &sumv0, &summs0);
+        q4_1_block(&x1[ib], ys_lo, ys_hi, dy, sy, &sumv1, &summs1);
+        q4_1_block(&x2[ib], ys_lo, ys_hi, dy, sy, &sumv2, &summs2);
+        q4_1_block(&x3[ib], ys_lo, ys_hi, dy, sy, &sumv3, &summs3);
     }
-#undef LR_Q4_1_ROW
-
     s[0] = LR_HSUM(sumv0) + summs0;
     s[1] = LR_HSUM(sumv1) + summs1;
     s[2] = LR_HSUM(sumv2) + summs2;
     s[3] = LR_HSUM(sumv3) + summs3;
+}
+
+// One q8_0 block of a row times the column's (its halves extended to i16 once, for four rows):
+// ggml's SIMD128 q8_0 kernel's steps for that block.
+static inline void q8_0_block(const block_q8_0 * restrict x, v128_t y0l, v128_t y0h, v128_t y1l,
+                              v128_t y1h, float dy, v128_t * sumv) {
+    const v128_t a0 = wasm_v128_load(x->qs);
+    const v128_t a1 = wasm_v128_load(x->qs + 16);
+    const v128_t d00 = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(a0), y0l);
+    const v128_t d01 = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(a0), y0h);
+    const v128_t d10 = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(a1), y1l);
+    const v128_t d11 = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(a1), y1h);
+    const v128_t sd = wasm_i32x4_add(wasm_i32x4_add(d00, d01), wasm_i32x4_add(d10, d11));
+    *sumv = wasm_f32x4_add(*sumv, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(sd),
+                                                 wasm_f32x4_splat(fp16_to_fp32(x->d) * dy)));
 }
 
 void LR_NAME(llamart_vec_dot_q8_0_q8_0_x4)(int n, float * restrict s, const void * restrict vx,
@@ -172,32 +143,17 @@ void LR_NAME(llamart_vec_dot_q8_0_q8_0_x4)(int n, float * restrict s, const void
 
     v128_t sumv0 = wasm_f32x4_splat(0.0f), sumv1 = sumv0, sumv2 = sumv0, sumv3 = sumv0;
 
-    // ggml's SIMD128 q8_0 kernel for one row, with the column's extended halves shared
-#define LR_Q8_0_ROW(x, sumv)                                                                 \
-    do {                                                                                     \
-        const v128_t a0 = wasm_v128_load(x[ib].qs);                                          \
-        const v128_t a1 = wasm_v128_load(x[ib].qs + 16);                                     \
-        const v128_t d00 = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(a0), y0l);       \
-        const v128_t d01 = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(a0), y0h);      \
-        const v128_t d10 = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(a1), y1l);       \
-        const v128_t d11 = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(a1), y1h);      \
-        const v128_t sd = wasm_i32x4_add(wasm_i32x4_add(d00, d01), wasm_i32x4_add(d10, d11)); \
-        sumv = wasm_f32x4_add(sumv, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(sd),             \
-                                                   wasm_f32x4_splat(fp16_to_fp32(x[ib].d) * dy))); \
-    } while (0)
-
     for (int ib = 0; ib < nb; ++ib) {
         const float dy = fp16_to_fp32(y[ib].d);
         const v128_t b0 = wasm_v128_load(y[ib].qs);
         const v128_t b1 = wasm_v128_load(y[ib].qs + 16);
         const v128_t y0l = wasm_i16x8_extend_low_i8x16(b0), y0h = wasm_i16x8_extend_high_i8x16(b0);
         const v128_t y1l = wasm_i16x8_extend_low_i8x16(b1), y1h = wasm_i16x8_extend_high_i8x16(b1);
-        LR_Q8_0_ROW(x0, sumv0);
-        LR_Q8_0_ROW(x1, sumv1);
-        LR_Q8_0_ROW(x2, sumv2);
-        LR_Q8_0_ROW(x3, sumv3);
+        q8_0_block(&x0[ib], y0l, y0h, y1l, y1h, dy, &sumv0);
+        q8_0_block(&x1[ib], y0l, y0h, y1l, y1h, dy, &sumv1);
+        q8_0_block(&x2[ib], y0l, y0h, y1l, y1h, dy, &sumv2);
+        q8_0_block(&x3[ib], y0l, y0h, y1l, y1h, dy, &sumv3);
     }
-#undef LR_Q8_0_ROW
 
     s[0] = LR_HSUM(sumv0);
     s[1] = LR_HSUM(sumv1);
