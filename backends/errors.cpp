@@ -192,6 +192,10 @@ int32_t lm_max_threads(void) {
 #endif
 }
 
+#if defined(__EMSCRIPTEN__)
+extern "C" int llamart_wasm_mat_vec_on(void);  // wasm/mat_vec/ggml_wasm_mat_vec.c
+#endif
+
 const char * lm_system_info(void) {
     ensure_log();
     static thread_local std::string info;
@@ -202,6 +206,9 @@ const char * lm_system_info(void) {
            (reason.empty() ? std::string() : "CPU_VARIANT_REASON = " + reason + " | ") +
            (error.empty() ? std::string() : "CPU_VARIANT_ERROR = " + error + " | ") +
            llama_print_system_info();
+#if defined(__EMSCRIPTEN__)
+    info += std::string("WASM_MAT_VEC = ") + (llamart_wasm_mat_vec_on() ? "1" : "0") + " | ";
+#endif
     return info.c_str();
 }
 

@@ -2,9 +2,9 @@
 
 Natively, in Node: the glue loads a relaxed build only where the engine validates relaxed SIMD
 (Node 20 only with ``--experimental-wasm-relaxed-simd``), and the relaxed single-threaded
-module computes the next-token logits bit for bit as the plain one (its q4_1 kernel sums the same
-integers in the same lanes, and its four-row matrix-vector kernels give each row the one-row
-kernel's floats). The variants are an opt-in build: without them the
+module computes the next-token logits bit for bit as the plain one (its q4_1 block step sums the
+same integers in the same lanes; tests/test_wasm_mat_vec.py compares each module's four-row
+kernels with ggml's one-row calls). The variants are an opt-in build: without them the
 comparison is skipped, saying so.
 """
 
@@ -19,18 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.wasm_node import greedy_node, relaxed_simd_flag
+
 REPO = Path(__file__).resolve().parents[1]
 GLUE = REPO / "wasm" / "llamart_pyodide.js"
 PROMPT = "The quick brown fox jumps over the lazy dog"
 
 pytestmark = pytest.mark.skipif(sys.platform == "emscripten" or shutil.which("node") is None,
                                 reason="plain Node, natively")
-
-
-def _relaxed_flag() -> list[str]:
-    """Node's flag for relaxed SIMD where it is still behind one (Node 20), else none."""
-    opts = subprocess.run(["node", "--v8-options"], capture_output=True, text=True).stdout
-    return ["--experimental-wasm-relaxed-simd"] if "experimental-wasm-relaxed-simd" in opts else []
 
 
 _CHOOSE = """
@@ -47,7 +43,7 @@ console.log(JSON.stringify({probe: G.relaxedSimdAvailable(),
 
 @pytest.mark.parametrize("enabled", [True, False], ids=["relaxed", "plain"])
 def test_the_glue_loads_relaxed_only_where_it_validates(enabled: bool) -> None:
-    flag = _relaxed_flag()
+    flag = list(relaxed_simd_flag())
     if not enabled and not flag:
         pytest.skip("this Node runs relaxed SIMD unconditionally: nothing to turn off")
     args = flag if enabled else []
@@ -61,24 +57,15 @@ def test_the_glue_loads_relaxed_only_where_it_validates(enabled: bool) -> None:
 
 @pytest.mark.parametrize("model_name", ["smollm2", "model_q4_1", "model_q8_0"])
 def test_the_relaxed_module_computes_the_plain_ones_logits(real_model, fx, model_name: str) -> None:
-    """Bit for bit against ggml's own kernels (the plain module): SmolLM2 (Q4_1 layers, a Q8_0
-    output matrix) and the tiny Q4_1 and Q8_0 models, whose 1,115-row output matrix also takes
-    the rows left over after the four-row kernels (1,115 = 4 x 278 + 3)."""
+    """Bit for bit against the plain module: SmolLM2 (Q4_1 layers, a Q8_0 output matrix) and
+    the tiny Q4_1 and Q8_0 models."""
     folder = Path(os.environ.get("LLAMART_WASM_DIR") or REPO / "build-wasm" / "wasm")
     names = ("llamart_wasm", "llamart_wasm_relaxed")
     if not all((folder / f"{n}.wasm").exists() for n in names):
         pytest.skip(f"no relaxed-SIMD build beside the plain one in {folder} "
                     "(python -m wasm.build --relaxed)")
     model = real_model("smollm2") if model_name == "smollm2" else fx[model_name]
-    runs = {}
-    for name in names:
-        proc = subprocess.run(
-            ["node", *_relaxed_flag(), str(REPO / "wasm" / "greedy_node.cjs"), str(folder),
-             model, PROMPT, "8", "256"],
-            capture_output=True, text=True, timeout=300,
-            env={**os.environ, "LLAMART_WASM_NAME": name})
-        assert proc.returncode == 0, f"{name} failed:\n{proc.stderr[-4000:]}"
-        runs[name] = json.loads(proc.stdout)
+    runs = {name: greedy_node(folder, name, model, PROMPT) for name in names}
     plain, relaxed = runs["llamart_wasm"], runs["llamart_wasm_relaxed"]
     assert relaxed["prompt_tokens"] == plain["prompt_tokens"]
     assert len(plain["logits"]) > 1000 and len(set(plain["logits"])) > 100

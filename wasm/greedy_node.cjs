@@ -4,7 +4,8 @@
 //
 //   node wasm/greedy_node.cjs WASM_DIR MODEL.gguf PROMPT N_TOKENS [N_CTX]
 //
-// LLAMART_WASM_NAME picks another module in WASM_DIR (llamart_wasm_relaxed: its .js and .wasm).
+// LLAMART_WASM_NAME picks another module in WASM_DIR (llamart_wasm_relaxed: its .js and .wasm);
+// LLAMART_WASM_MAT_VEC is passed on to the module's environment.
 "use strict";
 const fs = require("fs");
 const path = require("path");
@@ -21,6 +22,9 @@ async function main() {
     wasm: path.resolve(wasmDir, `${name}.wasm`),
     print: (s) => process.stderr.write(s + "\n"),
     printErr: (s) => process.stderr.write(s + "\n"),
+    // LLAMART_WASM_MAT_VEC=0: ggml's one-row matrix-vector calls (wasm/mat_vec/)
+    env: process.env.LLAMART_WASM_MAT_VEC === undefined ? undefined
+      : {LLAMART_WASM_MAT_VEC: process.env.LLAMART_WASM_MAT_VEC},
   });
   const modelPath = path.resolve(model);
   if (!fs.existsSync(modelPath)) throw new Error(`${modelPath}: no such file`);

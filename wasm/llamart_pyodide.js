@@ -132,6 +132,7 @@
    * options.glue / options.wasm: paths (Node) or URLs (browser) of llamart_wasm.js/.wasm;
    * options.threaded / options.threads: the pthreads build and the choice (header comment).
    * options.print / options.printErr: where the module's stdout/stderr go.
+   * options.env: variables for the module's environment (getenv in C), set before it starts.
    */
   async function instantiate(options) {
     const build = chooseBuild(options);
@@ -144,6 +145,10 @@
       print: options.print || ((s) => console.log(s)),
       printErr: options.printErr || ((s) => console.warn(s)),
     };
+    if (options.env) {
+      // the module's environment (getenv in C), e.g. {LLAMART_WASM_MAT_VEC: "0"}
+      settings.preRun = [(m) => Object.assign(m.ENV, options.env)];
+    }
     if (build.threaded) {
       // the calling thread computes too: one pool worker per other core (the C core caps
       // n_threads at the cores, so a decode never waits for a worker the pool lacks)
