@@ -22,9 +22,9 @@ endif()
 add_compile_options(-fwasm-exceptions -msimd128)
 add_link_options(-fwasm-exceptions)
 # Relaxed SIMD (build-wasm-relaxed, build-wasm-mt-relaxed): the same modules with ggml's q4_1 x
-# q8_1 vec dot replaced by wasm/relaxed/ggml_wasm_relaxed.c, which also brings four-row
-# matrix-vector kernels; compiled by a clang >= 16 (LLAMART_RELAXED_CLANG) because emcc 3.1.6's
-# clang 14 has no relaxed-SIMD dot; with LLAMART_WASM_RELAXED_Q4_1 the pinned ggml's copy is left
-# out and its mul_mat calls the four-row kernels (cmake/patches/wasm-relaxed-*.patch).
+# q8_1 vec dot replaced by wasm/relaxed/ggml_wasm_relaxed.c and the four-row kernels
+# (wasm/mat_vec/) built with the relaxed dot, both compiled by a clang >= 16
+# (LLAMART_RELAXED_CLANG) because emcc 3.1.6's clang 14 has no relaxed-SIMD dot; the pinned
+# ggml's copy is left out with LLAMART_WASM_RELAXED_Q4_1 (cmake/patches/wasm-relaxed-q4_1.patch).
 # Engines without relaxed SIMD reject the whole module: wasm/llamart_pyodide.js probes first.
 option(LLAMART_WASM_RELAXED_SIMD "relaxed-SIMD module variant (llamart_wasm*_relaxed.js)" OFF)
