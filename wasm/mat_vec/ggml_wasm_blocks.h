@@ -29,8 +29,13 @@ static inline float lm_fp16_to_fp32(ggml_half h) {
 
 // A q8_1 column block, loaded once: its 32 int8s (relaxed: two vectors; else their four i16
 // halves), its scale d and its scaled sum s.
+#if defined(__wasm_relaxed_simd__)
+#define LM_COL_Q8_1_PARTS 2
+#else
+#define LM_COL_Q8_1_PARTS 4
+#endif
 typedef struct {
-    v128_t q[4];
+    v128_t q[LM_COL_Q8_1_PARTS];
     float d, s;
 } lm_col_q8_1;
 
@@ -40,7 +45,6 @@ static inline lm_col_q8_1 lm_col_q8_1_load(const block_q8_1 * y) {
 #if defined(__wasm_relaxed_simd__)
     c.q[0] = lo;
     c.q[1] = hi;
-    c.q[2] = c.q[3] = lo;  // unused
 #else
     c.q[0] = wasm_i16x8_extend_low_i8x16(lo);
     c.q[1] = wasm_i16x8_extend_high_i8x16(lo);
