@@ -11,14 +11,16 @@ output matrix also takes the rows left over after the fours (1,115 = 4 x 278 + 3
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.support.wasm_node import greedy_node
-from wasm.wheel import default_wasm_dir
 
+REPO = Path(__file__).resolve().parents[1]
 PROMPT = "The quick brown fox jumps over the lazy dog"
 
 pytestmark = pytest.mark.skipif(sys.platform == "emscripten" or shutil.which("node") is None,
@@ -29,7 +31,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "emscripten" or shutil.which("no
 @pytest.mark.parametrize("model_name", ["smollm2", "model_q4_1", "model_q8_0"])
 def test_four_row_kernels_give_ggml_one_row_bits(real_model, fx, module: str,
                                                  model_name: str) -> None:
-    folder = default_wasm_dir()
+    folder = Path(os.environ.get("LLAMART_WASM_DIR") or REPO / "build-wasm" / "wasm")
     if not (folder / f"{module}.wasm").exists():
         pytest.skip(f"no {module}.wasm in {folder} (python -m wasm.build"
                     f"{' --relaxed' if 'relaxed' in module else ''})")

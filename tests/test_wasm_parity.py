@@ -7,27 +7,28 @@ or Node is a failure that says how to build, never a silent skip.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.wasm_node import greedy_node
-from wasm.wheel import default_wasm_dir
-
 pytestmark = pytest.mark.skipif(
     sys.platform == "emscripten", reason="compares the native build with wasm: native only"
 )
 
+REPO = Path(__file__).resolve().parents[1]
 PROMPT = "The quick brown fox jumps over the lazy dog"
 N_TOKENS = 24
 N_CTX = 256
 
 
 def _wasm_dir() -> Path:
-    folder = default_wasm_dir()
+    folder = Path(os.environ.get("LLAMART_WASM_DIR") or REPO / "build-wasm" / "wasm")
     missing = [n for n in ("llamart_wasm.js", "llamart_wasm.wasm") if not (folder / n).exists()]
     if missing:
         pytest.fail(
@@ -42,7 +43,13 @@ def _wasm_dir() -> Path:
 
 
 def _run_wasm(model: str) -> dict:
-    return greedy_node(_wasm_dir(), "llamart_wasm", model, PROMPT, N_TOKENS, N_CTX)
+    proc = subprocess.run(
+        ["node", str(REPO / "wasm" / "greedy_node.cjs"), str(_wasm_dir()), model, PROMPT,
+         str(N_TOKENS), str(N_CTX)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, f"wasm run failed:\n{proc.stderr[-4000:]}"
+    return json.loads(proc.stdout)
 
 
 def _run_native(model: str) -> dict:

@@ -29,22 +29,16 @@ REPO = Path(__file__).resolve().parents[1]
 BUILDS = ("single", "threads", "relaxed", "threads-relaxed")
 
 
-def emcc_env() -> dict[str, str]:
-    """This process's environment, with what Debian's emcc 3.1.6 needs to find acorn."""
-    env = dict(os.environ)
-    if Path("/usr/share/nodejs/acorn").is_dir():  # Debian emcc 3.1.6 finds acorn only here
-        env["NODE_PATH"] = os.pathsep.join(p for p in ("/usr/share/nodejs",
-                                                       env.get("NODE_PATH")) if p)
-    return env
-
-
 def build(build_dir: Path, jobs: int, fast_link: bool = False, threads: bool = False,
           out_dir: Path | None = None, relaxed: bool = False) -> Path:
     """Configure (once) and build one module; returns the folder holding its .js/.wasm."""
     if shutil.which("emcmake") is None:
         raise SystemExit("wasm.build: emcmake not found: install Debian's `emscripten` package "
                          "or activate an emsdk (see wasm/README.md)")
-    env = emcc_env()
+    env = dict(os.environ)
+    if Path("/usr/share/nodejs/acorn").is_dir():  # Debian emcc 3.1.6 finds acorn only here
+        env["NODE_PATH"] = os.pathsep.join(p for p in ("/usr/share/nodejs",
+                                                       env.get("NODE_PATH")) if p)
     started = time.monotonic()
     out = out_dir or build_dir / "wasm"
     options = [f"-DLLAMART_WASM_LINK_OPT={'-O2' if fast_link else '-O3'}",
